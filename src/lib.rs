@@ -1,0 +1,12 @@
+//! # walhouse
+//!
+//! A storage engine and lakehouse ingester: per-core writers on pinned
+//! threads append key/value changelog operations to local write-ahead logs;
+//! a checkpoint coordinator merges sealed segments by epoch into Parquet
+//! tables on object storage; recovery reads the newest checkpoint plus the
+//! local WAL tail.
+//!
+//! This release holds the foundation, [`per_core_wal`]: the seed-compatible
+//! per-core WAL on a crash-safe segment format with a streaming merge.
+
+pub mod per_core_wal;

@@ -1,0 +1,280 @@
+//! Errors of the per-core WAL.
+//!
+//! Every variant that comes from reading a segment names the file, the core,
+//! the segment number and the byte offset, so a message alone says what broke
+//! and where. [`PerCoreWalError::kind`] gives the coarse class a caller acts on.
+
+use std::path::PathBuf;
+
+/// What a caller should do about an error: the coarse class of a
+/// [`PerCoreWalError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The operating system refused an operation (disk full, permissions,
+    /// missing directory). Fix the cause and retry; nothing was acknowledged
+    /// that is not durable.
+    Io,
+    /// Bytes on disk are not what was written: a checksum, a length, a header
+    /// or the sequence numbering is wrong. The data needs attention; nothing is
+    /// dropped silently.
+    Corruption,
+    /// The call itself was wrong (bad configuration, unknown core, oversized
+    /// record, a segment still in use). Fix the input.
+    InvalidInput,
+    /// A write or fsync failed earlier and the writer refuses further work.
+    /// Reopen the WAL (which recovers from what is durable) to continue.
+    NeedsRecovery,
+}
+
+/// Errors that can occur in per-core WAL operations.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PerCoreWalError {
+    /// An I/O operation failed.
+    #[error("I/O error during {op} on {}: {source}", path.display())]
+    Io {
+        /// The operation that failed (`"create segment"`, `"fdatasync"`, ...).
+        op: &'static str,
+        /// The file or directory it was applied to.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Serialization error when writing entries.
+    #[error("serialization error: {0}")]
+    Serialization(String),
+
+    /// Deserialization error when reading entries.
+    #[error("deserialization error: {0}")]
+    Deserialization(String),
+
+    /// A complete record whose checksum does not match its length and payload.
+    #[error(
+        "checksum mismatch in {} (core {core_id}, segment {segment}) at offset {position}: \
+         stored {expected:#010x}, computed {actual:#010x}",
+        path.display()
+    )]
+    ChecksumMismatch {
+        /// The segment file.
+        path: PathBuf,
+        /// Core ID of the segment.
+        core_id: usize,
+        /// Segment number.
+        segment: u64,
+        /// Byte offset of the record in the file.
+        position: u64,
+        /// Checksum stored in the record.
+        expected: u32,
+        /// Checksum computed from the bytes read.
+        actual: u32,
+    },
+
+    /// A record cut off by a crash at the end of a segment. Tolerated (and
+    /// truncated away by `open` and `repair_all_segments`) only at the end of a
+    /// core's newest segment.
+    #[error(
+        "torn write in {} (core {core_id}, segment {segment}) at offset {position}: {reason}",
+        path.display()
+    )]
+    TornWrite {
+        /// The segment file.
+        path: PathBuf,
+        /// Core ID of the segment.
+        core_id: usize,
+        /// Segment number.
+        segment: u64,
+        /// Byte offset where the incomplete record starts.
+        position: u64,
+        /// What was incomplete.
+        reason: String,
+    },
+
+    /// Bytes that cannot be a record or a segment header.
+    #[error(
+        "corrupt WAL segment {} (core {core_id}, segment {segment}) at offset {position}: {reason}",
+        path.display()
+    )]
+    Corrupted {
+        /// The segment file.
+        path: PathBuf,
+        /// Core ID of the segment.
+        core_id: usize,
+        /// Segment number.
+        segment: u64,
+        /// Byte offset of the bad bytes.
+        position: u64,
+        /// What is wrong with them.
+        reason: String,
+    },
+
+    /// Sequence numbers do not continue from one segment to the next: records
+    /// (or whole segments) are missing.
+    #[error(
+        "gap in core {core_id}'s log at {}: expected sequence {expected}, found {actual}",
+        path.display()
+    )]
+    SequenceGap {
+        /// The segment where numbering does not continue.
+        path: PathBuf,
+        /// Core ID.
+        core_id: usize,
+        /// The sequence number that should come next.
+        expected: u64,
+        /// The sequence number found.
+        actual: u64,
+    },
+
+    /// Invalid core ID.
+    #[error("invalid core ID {core_id}: max is {max_core_id}")]
+    InvalidCoreId {
+        /// The invalid core ID.
+        core_id: usize,
+        /// The maximum valid core ID.
+        max_core_id: usize,
+    },
+
+    /// The WAL directory holds segments of a core the configuration does not
+    /// have: opening would ignore (and later lose) them.
+    #[error(
+        "{} belongs to core {core_id}, but the WAL is configured with {num_cores} cores; \
+         open it with at least {} cores",
+        path.display(), core_id + 1
+    )]
+    UnexpectedCore {
+        /// The segment file.
+        path: PathBuf,
+        /// The core it belongs to.
+        core_id: usize,
+        /// The configured number of cores.
+        num_cores: usize,
+    },
+
+    /// No segment exists for a core (`open` requires an existing WAL).
+    #[error("no WAL segment found for core {core_id} in {}", path.display())]
+    SegmentNotFound {
+        /// Core ID.
+        core_id: usize,
+        /// The directory searched.
+        path: PathBuf,
+    },
+
+    /// A record larger than `max_record_bytes`.
+    #[error("record of {size} bytes on core {core_id} exceeds max_record_bytes = {max}")]
+    RecordTooLarge {
+        /// Core ID.
+        core_id: usize,
+        /// Size of the encoded record payload.
+        size: usize,
+        /// The configured limit.
+        max: u32,
+    },
+
+    /// A configuration field is out of range.
+    #[error("invalid WAL configuration: {field}: {reason}")]
+    InvalidConfig {
+        /// The field, as named in `PerCoreWalConfig`.
+        field: &'static str,
+        /// Why it is rejected.
+        reason: String,
+    },
+
+    /// The writer saw a failed write or fsync and refuses further work. A
+    /// failed fsync is never retried: what the kernel dropped cannot be known.
+    #[error(
+        "WAL writer for core {core_id} is poisoned after a failed {cause}; \
+         recovery is needed: reopen the WAL to continue from what is durable"
+    )]
+    Poisoned {
+        /// Core ID.
+        core_id: usize,
+        /// The failure that poisoned it.
+        cause: String,
+    },
+
+    /// The writer of this core was moved out of the manager
+    /// (`PerCoreWalManager::take_writer`); its owner must do this.
+    #[error("the writer of core {core_id} is detached from the manager (owned by another thread)")]
+    WriterDetached {
+        /// Core ID.
+        core_id: usize,
+    },
+
+    /// Segments of an epoch cannot be merged or removed yet: a core is still
+    /// writing in that epoch.
+    #[error(
+        "epoch {epoch} is not sealed: core {core_id} still writes in epoch {active_epoch}; \
+         advance the epoch and write a barrier on every core first"
+    )]
+    EpochNotSealed {
+        /// The epoch asked for.
+        epoch: u64,
+        /// A core whose active segment is still at or below it.
+        core_id: usize,
+        /// That core's active epoch.
+        active_epoch: u64,
+    },
+
+    /// Checkpoint not found.
+    #[error("checkpoint not found at {}", path.display())]
+    CheckpointNotFound {
+        /// Expected path.
+        path: PathBuf,
+    },
+
+    /// Recovery failed.
+    #[error("recovery failed: {0}")]
+    RecoveryFailed(String),
+
+    /// Writer not initialized.
+    #[error("writer for core {0} not initialized")]
+    WriterNotInitialized(usize),
+
+    /// Epoch mismatch.
+    #[error("epoch mismatch: expected {expected}, got {actual}")]
+    EpochMismatch {
+        /// Expected epoch.
+        expected: u64,
+        /// Actual epoch.
+        actual: u64,
+    },
+}
+
+impl PerCoreWalError {
+    /// The coarse class of this error: what the caller should do.
+    #[must_use]
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Io { .. } => ErrorKind::Io,
+            Self::ChecksumMismatch { .. }
+            | Self::TornWrite { .. }
+            | Self::Corrupted { .. }
+            | Self::SequenceGap { .. }
+            | Self::Deserialization(_)
+            | Self::RecoveryFailed(_) => ErrorKind::Corruption,
+            Self::Poisoned { .. } => ErrorKind::NeedsRecovery,
+            Self::Serialization(_)
+            | Self::InvalidCoreId { .. }
+            | Self::UnexpectedCore { .. }
+            | Self::SegmentNotFound { .. }
+            | Self::RecordTooLarge { .. }
+            | Self::InvalidConfig { .. }
+            | Self::WriterDetached { .. }
+            | Self::EpochNotSealed { .. }
+            | Self::CheckpointNotFound { .. }
+            | Self::WriterNotInitialized(_)
+            | Self::EpochMismatch { .. } => ErrorKind::InvalidInput,
+        }
+    }
+
+    /// Wraps an I/O error with the operation and the path.
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,401 @@
+//! One core's log as a series of segments: the scan (and repair) done at open,
+//! and [`CoreLogReader`], the strict reader that walks segments in order and
+//! checks that they continue one another.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::entry::EntryRef;
+use super::error::PerCoreWalError;
+use super::format::{SegmentHeader, HEADER_LEN};
+use super::fs::WalFileSystem;
+use super::segment::{read_full_at, ReadLimits, SegmentCursor, SegmentFile, Step};
+
+/// What the open-time scan of one core found (and repaired).
+#[derive(Debug, Clone)]
+pub(crate) struct CoreScan {
+    /// Segments left after repair, oldest first.
+    pub(crate) segments: Vec<SegmentFile>,
+    /// Epoch of the newest segment.
+    pub(crate) epoch: u64,
+    /// Number the next segment gets.
+    pub(crate) next_segment: u64,
+    /// Sequence the next entry gets.
+    pub(crate) next_sequence: u64,
+    /// Timestamp of the last entry (or the newest header's floor).
+    pub(crate) last_timestamp: i64,
+    /// Bytes of all remaining segment files.
+    pub(crate) total_bytes: u64,
+    /// Valid end of the newest segment.
+    pub(crate) valid_end: u64,
+    /// Bytes cut off the newest segment's tail (torn or zero-filled).
+    pub(crate) truncated_bytes: u64,
+    /// A newest segment whose header never became durable, removed.
+    pub(crate) removed_empty_segment: bool,
+}
+
+/// Reads a header without the cursor's buffering: (header or the reason it is
+/// invalid, file length, whether the header bytes are all zero).
+pub(crate) fn read_header(
+    fs: &Arc<dyn WalFileSystem>,
+    path: &Path,
+) -> Result<(Result<SegmentHeader, String>, u64, bool), PerCoreWalError> {
+    let file = fs
+        .open_read(path)
+        .map_err(|e| PerCoreWalError::io("open segment", path, e))?;
+    let len = file
+        .len()
+        .map_err(|e| PerCoreWalError::io("stat segment", path, e))?;
+    let mut head = [0u8; HEADER_LEN];
+    let n = read_full_at(&*file, &mut head, 0)
+        .map_err(|e| PerCoreWalError::io("read segment header", path, e))?;
+    let all_zero = head[..n].iter().all(|&b| b == 0);
+    Ok((SegmentHeader::decode(&head[..n]), len, all_zero))
+}
+
+/// Scans a core's segments: checks every header and that numbers, epochs and
+/// first sequences line up, then reads the newest segment to its valid end.
+/// With `repair`, a torn or zero-filled tail of the newest segment is
+/// truncated (and synced), and a newest segment whose header never became
+/// durable (no records can depend on it) is removed.
+pub(crate) fn scan_core(
+    fs: &Arc<dyn WalFileSystem>,
+    dir: &Path,
+    core_id: usize,
+    mut segments: Vec<SegmentFile>,
+    limits: ReadLimits,
+    repair: bool,
+) -> Result<Option<CoreScan>, PerCoreWalError> {
+    let mut removed_empty_segment = false;
+    // A crash while creating a segment can leave a file whose header is
+    // incomplete. Nothing was acknowledged in it (the header is synced before
+    // any record), so it is removed; a longer file with a bad header is not.
+    while let Some(newest) = segments.last() {
+        let (header, len, all_zero) = read_header(fs, &newest.path)?;
+        match header {
+            Ok(_) => break,
+            Err(reason) => {
+                if len > HEADER_LEN as u64 && !all_zero {
+                    return Err(PerCoreWalError::Corrupted {
+                        path: newest.path.clone(),
+                        core_id,
+                        segment: newest.segment,
+                        position: 0,
+                        reason,
+                    });
+                }
+                if !repair {
+                    return Err(PerCoreWalError::TornWrite {
+                        path: newest.path.clone(),
+                        core_id,
+                        segment: newest.segment,
+                        position: 0,
+                        reason: format!("segment header never completed ({reason})"),
+                    });
+                }
+                if newest.segment > 0 && segments.len() == 1 {
+                    return Err(PerCoreWalError::Corrupted {
+                        path: newest.path.clone(),
+                        core_id,
+                        segment: newest.segment,
+                        position: 0,
+                        reason: format!(
+                            "the only segment of the core has no valid header ({reason}), \
+                             so the next sequence number is unknown"
+                        ),
+                    });
+                }
+                fs.remove_file(&newest.path)
+                    .map_err(|e| PerCoreWalError::io("remove torn segment", &newest.path, e))?;
+                fs.sync_dir(dir)
+                    .map_err(|e| PerCoreWalError::io("sync WAL directory", dir, e))?;
+                tracing::warn!(path = %newest.path.display(), "removed a segment whose header never became durable");
+                removed_empty_segment = true;
+                segments.pop();
+            }
+        }
+    }
+    let Some(newest) = segments.last().cloned() else {
+        return Ok(None);
+    };
+
+    // Headers of the older segments: cheap, and they catch a missing file.
+    let mut previous: Option<(u64, SegmentHeader)> = None;
+    let mut total_bytes = 0u64;
+    for seg in &segments {
+        let (header, len, _) = read_header(fs, &seg.path)?;
+        let header = header.map_err(|reason| PerCoreWalError::Corrupted {
+            path: seg.path.clone(),
+            core_id,
+            segment: seg.segment,
+            position: 0,
+            reason,
+        })?;
+        check_header(seg, &header, previous.map(|p| p.1))?;
+        total_bytes += len;
+        previous = Some((len, header));
+    }
+
+    let mut cursor = SegmentCursor::open(
+        fs,
+        &newest.path,
+        Some((core_id, newest.segment)),
+        None,
+        limits,
+    )?;
+    let file_end = cursor.limit();
+    let valid_end = loop {
+        match cursor.advance()? {
+            Step::Record => {}
+            Step::End => break cursor.position(),
+            Step::ZeroTail { position } => break position,
+            Step::Torn { position, reason } => {
+                if !repair {
+                    return Err(PerCoreWalError::TornWrite {
+                        path: newest.path.clone(),
+                        core_id,
+                        segment: newest.segment,
+                        position,
+                        reason,
+                    });
+                }
+                tracing::warn!(path = %newest.path.display(), position, %reason, "torn tail");
+                break position;
+            }
+        }
+    };
+    let truncated_bytes = file_end - valid_end;
+    if truncated_bytes > 0 && repair {
+        let mut file = fs
+            .open_write(&newest.path)
+            .map_err(|e| PerCoreWalError::io("open segment for repair", &newest.path, e))?;
+        file.set_len(valid_end)
+            .map_err(|e| PerCoreWalError::io("truncate torn tail", &newest.path, e))?;
+        file.sync_data()
+            .map_err(|e| PerCoreWalError::io("fdatasync truncated segment", &newest.path, e))?;
+        total_bytes -= truncated_bytes;
+    }
+    let header = *cursor.header();
+    Ok(Some(CoreScan {
+        epoch: header.epoch,
+        next_segment: newest.segment + 1,
+        next_sequence: cursor.next_sequence().unwrap_or(header.first_sequence),
+        last_timestamp: cursor.last_timestamp(),
+        segments,
+        total_bytes,
+        valid_end,
+        truncated_bytes,
+        removed_empty_segment,
+    }))
+}
+
+/// Checks a header against its file name and the previous segment's header.
+fn check_header(
+    seg: &SegmentFile,
+    header: &SegmentHeader,
+    previous: Option<SegmentHeader>,
+) -> Result<(), PerCoreWalError> {
+    let corrupt = |reason: String| PerCoreWalError::Corrupted {
+        path: seg.path.clone(),
+        core_id: seg.core_id,
+        segment: seg.segment,
+        position: 0,
+        reason,
+    };
+    if usize::try_from(header.core_id).ok() != Some(seg.core_id) || header.segment != seg.segment {
+        return Err(corrupt(format!(
+            "header says core {} segment {}, the file name says core {} segment {}",
+            header.core_id, header.segment, seg.core_id, seg.segment
+        )));
+    }
+    if let Some(prev) = previous {
+        if header.segment != prev.segment + 1 {
+            return Err(corrupt(format!(
+                "segment {} follows segment {}: segments in between are missing",
+                header.segment, prev.segment
+            )));
+        }
+        if header.epoch < prev.epoch {
+            return Err(corrupt(format!(
+                "epoch {} is older than the previous segment's epoch {}",
+                header.epoch, prev.epoch
+            )));
+        }
+        if header.first_sequence < prev.first_sequence {
+            return Err(PerCoreWalError::SequenceGap {
+                path: seg.path.clone(),
+                core_id: seg.core_id,
+                expected: prev.first_sequence,
+                actual: header.first_sequence,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A segment to read and how far.
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentRead {
+    pub(crate) file: SegmentFile,
+    /// Read up to this offset (`None`: the whole file).
+    pub(crate) limit: Option<u64>,
+}
+
+/// Strict reader of one core's segments, oldest first. Every record is
+/// checked; between segments the numbers must be consecutive, the first
+/// sequence must continue the previous segment and epochs must not go back.
+/// Any torn or zero-filled tail is an error here: sealed segments were synced
+/// whole, and the active one is read only up to its synced length.
+#[derive(Debug)]
+pub(crate) struct CoreLogReader {
+    fs: Arc<dyn WalFileSystem>,
+    core_id: usize,
+    pending: VecDeque<SegmentRead>,
+    cursor: Option<SegmentCursor>,
+    limits: ReadLimits,
+    /// (segment, next sequence, epoch) at the end of the last finished segment.
+    previous: Option<(u64, u64, u64)>,
+    last_timestamp: i64,
+    bytes: u64,
+}
+
+impl CoreLogReader {
+    pub(crate) fn new(
+        fs: Arc<dyn WalFileSystem>,
+        core_id: usize,
+        segments: Vec<SegmentRead>,
+        limits: ReadLimits,
+    ) -> Self {
+        Self {
+            fs,
+            core_id,
+            pending: segments.into(),
+            cursor: None,
+            limits,
+            previous: None,
+            last_timestamp: i64::MIN,
+            bytes: 0,
+        }
+    }
+
+    /// Bytes of the segments finished so far.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The (segment, offset) just past the last record read, if any.
+    pub(crate) fn position(&self) -> Option<(u64, u64)> {
+        self.cursor
+            .as_ref()
+            .map(|c| (c.header().segment, c.position()))
+    }
+
+    /// Moves to the next record; `false` at the end of the last segment.
+    pub(crate) fn advance(&mut self) -> Result<bool, PerCoreWalError> {
+        loop {
+            if self.cursor.is_none() {
+                let Some(next) = self.pending.pop_front() else {
+                    return Ok(false);
+                };
+                let cursor = SegmentCursor::open(
+                    &self.fs,
+                    &next.file.path,
+                    Some((self.core_id, next.file.segment)),
+                    next.limit,
+                    self.limits,
+                )?;
+                self.check_continuity(&cursor)?;
+                self.cursor = Some(cursor);
+            }
+            let cursor = self.cursor.as_mut().expect("set above");
+            match cursor.advance()? {
+                Step::Record => {
+                    let ts = cursor.last_timestamp();
+                    if ts <= self.last_timestamp {
+                        return Err(PerCoreWalError::Corrupted {
+                            path: cursor.path().to_path_buf(),
+                            core_id: self.core_id,
+                            segment: cursor.header().segment,
+                            position: cursor.position(),
+                            reason: format!(
+                                "timestamp {ts} does not increase over the previous segment's {}",
+                                self.last_timestamp
+                            ),
+                        });
+                    }
+                    self.last_timestamp = ts;
+                    return Ok(true);
+                }
+                Step::End => {
+                    let header = *cursor.header();
+                    self.previous = Some((
+                        header.segment,
+                        cursor.next_sequence().unwrap_or(header.first_sequence),
+                        header.epoch,
+                    ));
+                    self.bytes += cursor.position();
+                    self.cursor = None;
+                }
+                Step::ZeroTail { position } => {
+                    return Err(PerCoreWalError::Corrupted {
+                        path: cursor.path().to_path_buf(),
+                        core_id: self.core_id,
+                        segment: cursor.header().segment,
+                        position,
+                        reason: "zero bytes where synced records should be".to_owned(),
+                    })
+                }
+                Step::Torn { position, reason } => {
+                    return Err(PerCoreWalError::Corrupted {
+                        path: cursor.path().to_path_buf(),
+                        core_id: self.core_id,
+                        segment: cursor.header().segment,
+                        position,
+                        reason: format!("{reason} inside a sealed or synced range"),
+                    })
+                }
+            }
+        }
+    }
+
+    fn check_continuity(&self, cursor: &SegmentCursor) -> Result<(), PerCoreWalError> {
+        let Some((prev_segment, next_sequence, prev_epoch)) = self.previous else {
+            return Ok(());
+        };
+        let header = cursor.header();
+        let corrupt = |reason: String| PerCoreWalError::Corrupted {
+            path: cursor.path().to_path_buf(),
+            core_id: self.core_id,
+            segment: header.segment,
+            position: 0,
+            reason,
+        };
+        if header.segment != prev_segment + 1 {
+            return Err(corrupt(format!(
+                "segment {} follows segment {prev_segment}: segments in between are missing",
+                header.segment
+            )));
+        }
+        if header.first_sequence != next_sequence {
+            return Err(PerCoreWalError::SequenceGap {
+                path: cursor.path().to_path_buf(),
+                core_id: self.core_id,
+                expected: next_sequence,
+                actual: header.first_sequence,
+            });
+        }
+        if header.epoch < prev_epoch {
+            return Err(corrupt(format!(
+                "epoch {} is older than the previous segment's epoch {prev_epoch}",
+                header.epoch
+            )));
+        }
+        Ok(())
+    }
+
+    /// The current record (after `advance` returned `true`).
+    pub(crate) fn current(&self) -> Option<EntryRef<'_>> {
+        self.cursor.as_ref()?.current()
+    }
+}
