@@ -80,7 +80,13 @@ impl PerCoreWalEntry {
 
     /// Creates a new Delete entry.
     #[must_use]
-    pub fn delete(core_id: u16, epoch: u64, sequence: u64, key: Vec<u8>, timestamp_ns: i64) -> Self {
+    pub fn delete(
+        core_id: u16,
+        epoch: u64,
+        sequence: u64,
+        key: Vec<u8>,
+        timestamp_ns: i64,
+    ) -> Self {
         Self {
             epoch,
             sequence,

@@ -175,11 +175,23 @@ fn get_len_prefixed(b: &[u8]) -> Option<(&[u8], &[u8])> {
 /// The operation to encode; borrowed, so encoding needs no allocation.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum EncodeOp<'a> {
-    Put { key: &'a [u8], value: &'a [u8] },
-    Delete { key: &'a [u8] },
-    Checkpoint { id: u64 },
-    Commit { offsets: &'a [(&'a str, u64)], watermark: Option<i64> },
-    EpochBarrier { epoch: u64 },
+    Put {
+        key: &'a [u8],
+        value: &'a [u8],
+    },
+    Delete {
+        key: &'a [u8],
+    },
+    Checkpoint {
+        id: u64,
+    },
+    Commit {
+        offsets: &'a [(&'a str, u64)],
+        watermark: Option<i64>,
+    },
+    EpochBarrier {
+        epoch: u64,
+    },
 }
 
 /// Appends one framed record to `buf`. Returns the payload length, or the
@@ -380,15 +392,9 @@ mod tests {
     #[test]
     fn record_checksum_covers_length() {
         let mut buf = Vec::new();
-        encode_record(
-            &mut buf,
-            1,
-            2,
-            EncodeOp::Delete { key: b"abc" },
-            1024,
-        )
-        .map_err(|_| ())
-        .unwrap();
+        encode_record(&mut buf, 1, 2, EncodeOp::Delete { key: b"abc" }, 1024)
+            .map_err(|_| ())
+            .unwrap();
         let len = le_u32(&buf[0..4]);
         let crc = le_u32(&buf[4..8]);
         assert_eq!(crc, record_crc(len, &buf[8..]));

@@ -285,10 +285,7 @@ impl PerCoreWalManager {
             let segments = listed.get(core_id).cloned().unwrap_or_default();
             let scan = scan_core(&fs, &dir, core_id, segments, limits, true)?;
             if scan.is_none() && !create {
-                return Err(PerCoreWalError::SegmentNotFound {
-                    core_id,
-                    path: dir,
-                });
+                return Err(PerCoreWalError::SegmentNotFound { core_id, path: dir });
             }
             scans.push(scan);
         }
@@ -298,9 +295,10 @@ impl PerCoreWalManager {
         let mut reports = Vec::with_capacity(config.num_cores);
         for (core_id, scan) in scans.into_iter().enumerate() {
             let core_shared = Arc::new(CoreShared::default());
-            let (segment, next_sequence, last_timestamp) = scan
-                .as_ref()
-                .map_or((0, 0, i64::MIN), |s| (s.next_segment, s.next_sequence, s.last_timestamp));
+            let (segment, next_sequence, last_timestamp) =
+                scan.as_ref().map_or((0, 0, i64::MIN), |s| {
+                    (s.next_segment, s.next_sequence, s.last_timestamp)
+                });
             if let Some(s) = &scan {
                 core_shared
                     .sealed_bytes
@@ -397,7 +395,10 @@ impl PerCoreWalManager {
     }
 
     /// Gets the writer for a specific core, checking bounds.
-    pub fn writer_checked(&mut self, core_id: usize) -> Result<&mut CoreWalWriter, PerCoreWalError> {
+    pub fn writer_checked(
+        &mut self,
+        core_id: usize,
+    ) -> Result<&mut CoreWalWriter, PerCoreWalError> {
         let max_core_id = self.config.num_cores - 1;
         self.writers
             .get_mut(core_id)
@@ -628,7 +629,9 @@ impl PerCoreWalManager {
         let readers = plan
             .into_iter()
             .enumerate()
-            .map(|(core_id, reads)| CoreLogReader::new(Arc::clone(&self.fs), core_id, reads, limits))
+            .map(|(core_id, reads)| {
+                CoreLogReader::new(Arc::clone(&self.fs), core_id, reads, limits)
+            })
             .collect();
         MergeStream::new(readers, self.config.num_cores)
     }
@@ -721,9 +724,9 @@ impl PerCoreWalManager {
                     break;
                 }
                 let len = read_header(&self.fs, &read.file.path).map_or(0, |h| h.1);
-                self.fs
-                    .remove_file(&read.file.path)
-                    .map_err(|e| PerCoreWalError::io("remove covered segment", &read.file.path, e))?;
+                self.fs.remove_file(&read.file.path).map_err(|e| {
+                    PerCoreWalError::io("remove covered segment", &read.file.path, e)
+                })?;
                 let _ = self.shared[core_id].sealed_bytes.fetch_update(
                     Ordering::Relaxed,
                     Ordering::Relaxed,

@@ -156,7 +156,9 @@ impl PerCoreWalReader {
                 Ok(WalReadResult::Entry(entry.to_owned_entry()))
             }
             Ok(Step::End | Step::ZeroTail { .. }) => Ok(WalReadResult::Eof),
-            Ok(Step::Torn { position, reason }) => Ok(WalReadResult::TornWrite { position, reason }),
+            Ok(Step::Torn { position, reason }) => {
+                Ok(WalReadResult::TornWrite { position, reason })
+            }
             Err(PerCoreWalError::ChecksumMismatch {
                 path,
                 core_id,

@@ -203,8 +203,13 @@ impl PerCoreRecoveryManager {
         let limits = self.wal_config.read_limits();
         let mut stats = Vec::new();
         for file in listed.iter().flatten() {
-            let mut cursor =
-                SegmentCursor::open(&self.fs, &file.path, Some((file.core_id, file.segment)), None, limits)?;
+            let mut cursor = SegmentCursor::open(
+                &self.fs,
+                &file.path,
+                Some((file.core_id, file.segment)),
+                None,
+                limits,
+            )?;
             let (valid_end, tail_reason) = loop {
                 match cursor.advance()? {
                     Step::Record => {}

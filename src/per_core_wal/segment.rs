@@ -46,7 +46,9 @@ impl SegmentNaming {
 
     /// Parses a file name back into (core, segment).
     pub(crate) fn parse(&self, name: &str) -> Option<(usize, u64)> {
-        let middle = name.strip_prefix(&self.prefix)?.strip_suffix(&self.suffix)?;
+        let middle = name
+            .strip_prefix(&self.prefix)?
+            .strip_suffix(&self.suffix)?;
         let (core, segment) = middle.split_once('-')?;
         if core.is_empty()
             || segment.is_empty()
@@ -319,10 +321,9 @@ impl SegmentCursor {
                 let entry = match format::decode_payload(payload, self.core_id, self.header.epoch) {
                     Ok(entry) => entry,
                     Err(reason) => {
-                        return Err(self.corrupt(
-                            pos,
-                            format!("record has a valid checksum but {reason}"),
-                        ))
+                        return Err(
+                            self.corrupt(pos, format!("record has a valid checksum but {reason}"))
+                        )
                     }
                 };
                 let (sequence, timestamp) = (entry.sequence, entry.timestamp_ns);
@@ -434,7 +435,8 @@ impl SegmentCursor {
 
     /// True if every byte from `pos` to the limit is zero.
     fn all_zero_from(&mut self, pos: u64) -> Result<bool, PerCoreWalError> {
-        let mut chunk = vec![0u8; self.limits.read_buffer_bytes.clamp(4096, 1 << 20)];
+        let span = usize::try_from(self.limit.saturating_sub(pos)).unwrap_or(usize::MAX);
+        let mut chunk = vec![0u8; self.limits.read_buffer_bytes.clamp(4096, 1 << 20).min(span)];
         let mut at = pos;
         while at < self.limit {
             let n = usize::try_from(self.limit - at)
@@ -458,7 +460,8 @@ impl SegmentCursor {
     fn find_valid_record_after(&self, pos: u64) -> Result<Option<u64>, PerCoreWalError> {
         const WINDOW: usize = 1 << 20;
         let io = |e| PerCoreWalError::io("read segment", &self.path, e);
-        let mut window = vec![0u8; WINDOW];
+        let span = usize::try_from(self.limit.saturating_sub(pos)).unwrap_or(usize::MAX);
+        let mut window = vec![0u8; WINDOW.min(span)];
         let mut w_start = pos + 1;
         let mut w_len = 0usize;
         let mut record = Vec::new();
@@ -466,7 +469,9 @@ impl SegmentCursor {
         while q + RECORD_HEADER_LEN as u64 <= self.limit {
             if q + RECORD_HEADER_LEN as u64 > w_start + w_len as u64 {
                 w_start = q;
-                let n = usize::try_from(self.limit - q).unwrap_or(usize::MAX).min(WINDOW);
+                let n = usize::try_from(self.limit - q)
+                    .unwrap_or(usize::MAX)
+                    .min(window.len());
                 w_len = read_full_at(&*self.file, &mut window[..n], q).map_err(io)?;
                 if w_len < RECORD_HEADER_LEN {
                     break;
@@ -524,9 +529,9 @@ impl Invalid {
             Self::PastEnd { len, available } => {
                 format!("record length {len} but only {available} bytes follow")
             }
-            Self::Checksum { stored, computed } => format!(
-                "checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"
-            ),
+            Self::Checksum { stored, computed } => {
+                format!("checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")
+            }
         }
     }
 }
@@ -558,7 +563,10 @@ mod tests {
         let n = SegmentNaming::new("wal-{core_id}.log").unwrap();
         assert_eq!(n.file_name(3, 42), "wal-3-0000000042.log");
         assert_eq!(n.parse("wal-3-0000000042.log"), Some((3, 42)));
-        assert_eq!(n.parse("wal-12-12345678901.log"), Some((12, 12_345_678_901)));
+        assert_eq!(
+            n.parse("wal-12-12345678901.log"),
+            Some((12, 12_345_678_901))
+        );
         assert_eq!(n.parse("wal-3.log"), None);
         assert_eq!(n.parse("wal--1.log"), None);
         assert_eq!(n.parse("wal-3-0000000042.log.tmp"), None);

@@ -43,11 +43,17 @@ pub(crate) struct CoreShared {
 
 impl CoreShared {
     pub(crate) fn published(&self) -> Published {
-        *self.published.lock().unwrap_or_else(PoisonError::into_inner)
+        *self
+            .published
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn publish(&self, p: Published) {
-        *self.published.lock().unwrap_or_else(PoisonError::into_inner) = p;
+        *self
+            .published
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = p;
     }
 }
 
@@ -105,7 +111,9 @@ impl CoreWalWriter {
     /// Creates the writer's first segment (number `init.segment`) and syncs
     /// the file and the directory before returning.
     pub(crate) fn start(init: WriterInit) -> Result<Self, PerCoreWalError> {
-        let path = init.dir.join(init.naming.file_name(init.core_id, init.segment));
+        let path = init
+            .dir
+            .join(init.naming.file_name(init.core_id, init.segment));
         let file = create_segment(&*init.fs, &init.dir, &path, &header_for(&init))?;
         init.shared
             .requested_epoch
@@ -161,7 +169,8 @@ impl CoreWalWriter {
     /// The writer's epoch: the epoch of the next entry.
     #[must_use]
     pub fn epoch(&self) -> u64 {
-        self.epoch.max(self.shared.requested_epoch.load(Ordering::Relaxed))
+        self.epoch
+            .max(self.shared.requested_epoch.load(Ordering::Relaxed))
     }
 
     /// The sequence number the next entry gets. Sequence numbers start at 0,
@@ -449,7 +458,11 @@ impl CoreWalWriter {
         let mut removed = false;
         if let Some(mine) = all.get(self.core_id) {
             for seg in mine.iter().filter(|s| s.segment < keep_from) {
-                let len = self.fs.open_read(&seg.path).and_then(|f| f.len()).unwrap_or(0);
+                let len = self
+                    .fs
+                    .open_read(&seg.path)
+                    .and_then(|f| f.len())
+                    .unwrap_or(0);
                 self.fs
                     .remove_file(&seg.path)
                     .map_err(|e| PerCoreWalError::io("remove covered segment", &seg.path, e))?;
