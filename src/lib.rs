@@ -10,3 +10,5 @@
 //! per-core WAL on a crash-safe segment format with a streaming merge.
 
 pub mod per_core_wal;
+
+pub mod demo;

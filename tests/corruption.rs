@@ -1,7 +1,12 @@
 //! Corruption is detected and reported with the file and offset: random bit
 //! flips in sealed segments, flips in the middle of the newest segment, and
 //! gaps between segments.
-#![allow(clippy::unwrap_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_precision_loss,
+    clippy::many_single_char_names
+)]
 
 mod common;
 

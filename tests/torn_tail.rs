@@ -1,6 +1,11 @@
 //! A segment cut at every byte offset reads back exactly the records wholly
 //! before the cut, and recovery truncates the torn tail (and only it).
-#![allow(clippy::unwrap_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_precision_loss,
+    clippy::many_single_char_names
+)]
 
 mod common;
 

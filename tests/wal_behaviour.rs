@@ -1,6 +1,11 @@
 //! Behaviour of the WAL through its public API: order, ownership, rotation,
 //! removal of covered segments, the seed's methods made safe, poisoning.
-#![allow(clippy::unwrap_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_precision_loss,
+    clippy::many_single_char_names
+)]
 
 mod common;
 

@@ -317,6 +317,14 @@ impl<'a> CommitOffsets<'a> {
     }
 }
 
+impl<'a> IntoIterator for &CommitOffsets<'a> {
+    type Item = (&'a str, u64);
+    type IntoIter = CommitOffsetsIter<'a>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
 impl<'a> IntoIterator for CommitOffsets<'a> {
     type Item = (&'a str, u64);
     type IntoIter = CommitOffsetsIter<'a>;

@@ -34,7 +34,8 @@ pub const SEGMENT_MAGIC: [u8; 8] = *b"WALHOUSE";
 /// The segment format version this crate writes and reads.
 pub const FORMAT_VERSION: u16 = 1;
 /// Size of the segment header in bytes.
-pub const HEADER_LEN: usize = 64;
+pub const HEADER_LEN: usize = HEADER_LEN_U16 as usize;
+const HEADER_LEN_U16: u16 = 64;
 /// Size of a record's frame (length and checksum) in bytes.
 pub const RECORD_HEADER_LEN: usize = 8;
 
@@ -66,7 +67,7 @@ impl SegmentHeader {
         let mut b = [0u8; HEADER_LEN];
         b[0..8].copy_from_slice(&SEGMENT_MAGIC);
         b[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-        b[10..12].copy_from_slice(&(HEADER_LEN as u16).to_le_bytes());
+        b[10..12].copy_from_slice(&HEADER_LEN_U16.to_le_bytes());
         b[12..16].copy_from_slice(&self.core_id.to_le_bytes());
         b[16..24].copy_from_slice(&self.segment.to_le_bytes());
         b[24..32].copy_from_slice(&self.epoch.to_le_bytes());
@@ -139,6 +140,10 @@ pub fn record_crc(len: u32, payload: &[u8]) -> u32 {
 }
 
 #[inline]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "each byte takes the low 7 bits (the last one is below 0x80)"
+)]
 fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         buf.push((v as u8) | 0x80);

@@ -67,55 +67,7 @@ pub(crate) fn scan_core(
     limits: ReadLimits,
     repair: bool,
 ) -> Result<Option<CoreScan>, PerCoreWalError> {
-    let mut removed_empty_segment = false;
-    // A crash while creating a segment can leave a file whose header is
-    // incomplete. Nothing was acknowledged in it (the header is synced before
-    // any record), so it is removed; a longer file with a bad header is not.
-    while let Some(newest) = segments.last() {
-        let (header, len, all_zero) = read_header(fs, &newest.path)?;
-        match header {
-            Ok(_) => break,
-            Err(reason) => {
-                if len > HEADER_LEN as u64 && !all_zero {
-                    return Err(PerCoreWalError::Corrupted {
-                        path: newest.path.clone(),
-                        core_id,
-                        segment: newest.segment,
-                        position: 0,
-                        reason,
-                    });
-                }
-                if !repair {
-                    return Err(PerCoreWalError::TornWrite {
-                        path: newest.path.clone(),
-                        core_id,
-                        segment: newest.segment,
-                        position: 0,
-                        reason: format!("segment header never completed ({reason})"),
-                    });
-                }
-                if newest.segment > 0 && segments.len() == 1 {
-                    return Err(PerCoreWalError::Corrupted {
-                        path: newest.path.clone(),
-                        core_id,
-                        segment: newest.segment,
-                        position: 0,
-                        reason: format!(
-                            "the only segment of the core has no valid header ({reason}), \
-                             so the next sequence number is unknown"
-                        ),
-                    });
-                }
-                fs.remove_file(&newest.path)
-                    .map_err(|e| PerCoreWalError::io("remove torn segment", &newest.path, e))?;
-                fs.sync_dir(dir)
-                    .map_err(|e| PerCoreWalError::io("sync WAL directory", dir, e))?;
-                tracing::warn!(path = %newest.path.display(), "removed a segment whose header never became durable");
-                removed_empty_segment = true;
-                segments.pop();
-            }
-        }
-    }
+    let removed_empty_segment = drop_unfinished_newest(fs, dir, core_id, &mut segments, repair)?;
     let Some(newest) = segments.last().cloned() else {
         return Ok(None);
     };
@@ -188,6 +140,66 @@ pub(crate) fn scan_core(
         truncated_bytes,
         removed_empty_segment,
     }))
+}
+
+/// A crash while creating a segment can leave a file whose header is
+/// incomplete. Nothing was acknowledged in it (the header is synced before
+/// any record), so with `repair` it is removed; a longer file with a bad
+/// header is corruption. Returns whether a file was removed.
+fn drop_unfinished_newest(
+    fs: &Arc<dyn WalFileSystem>,
+    dir: &Path,
+    core_id: usize,
+    segments: &mut Vec<SegmentFile>,
+    repair: bool,
+) -> Result<bool, PerCoreWalError> {
+    let mut removed_empty_segment = false;
+    while let Some(newest) = segments.last() {
+        let (header, len, all_zero) = read_header(fs, &newest.path)?;
+        match header {
+            Ok(_) => break,
+            Err(reason) => {
+                if len > HEADER_LEN as u64 && !all_zero {
+                    return Err(PerCoreWalError::Corrupted {
+                        path: newest.path.clone(),
+                        core_id,
+                        segment: newest.segment,
+                        position: 0,
+                        reason,
+                    });
+                }
+                if !repair {
+                    return Err(PerCoreWalError::TornWrite {
+                        path: newest.path.clone(),
+                        core_id,
+                        segment: newest.segment,
+                        position: 0,
+                        reason: format!("segment header never completed ({reason})"),
+                    });
+                }
+                if newest.segment > 0 && segments.len() == 1 {
+                    return Err(PerCoreWalError::Corrupted {
+                        path: newest.path.clone(),
+                        core_id,
+                        segment: newest.segment,
+                        position: 0,
+                        reason: format!(
+                            "the only segment of the core has no valid header ({reason}), \
+                             so the next sequence number is unknown"
+                        ),
+                    });
+                }
+                fs.remove_file(&newest.path)
+                    .map_err(|e| PerCoreWalError::io("remove torn segment", &newest.path, e))?;
+                fs.sync_dir(dir)
+                    .map_err(|e| PerCoreWalError::io("sync WAL directory", dir, e))?;
+                tracing::warn!(path = %newest.path.display(), "removed a segment whose header never became durable");
+                removed_empty_segment = true;
+                segments.pop();
+            }
+        }
+    }
+    Ok(removed_empty_segment)
 }
 
 /// Checks a header against its file name and the previous segment's header.

@@ -16,6 +16,9 @@ use super::merge::MergeStream;
 use super::segment::{list_segments, ReadLimits, SegmentFile, SegmentNaming};
 use super::writer::{CoreShared, CoreWalWriter, WriterInit};
 
+/// Per core, (segment, offset an active segment was read to).
+type MergedSegments = Vec<Vec<(u64, Option<u64>)>>;
+
 /// Configuration for per-core WAL: plain data with documented defaults.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -90,8 +93,7 @@ impl PerCoreWalConfig {
     /// Path of segment `segment` of core `core_id` (whether or not it exists).
     #[must_use]
     pub fn segment_file_path(&self, core_id: usize, segment: u64) -> PathBuf {
-        let naming = SegmentNaming::new(&self.segment_pattern)
-            .unwrap_or_else(|| SegmentNaming::new("wal-{core_id}.log").expect("valid default"));
+        let naming = SegmentNaming::new(&self.segment_pattern).unwrap_or_default();
         self.base_dir.join(naming.file_name(core_id, segment))
     }
 
@@ -215,7 +217,7 @@ pub struct PerCoreWalManager {
     /// Per core, the segments the last `merge_segments*` call read, with
     /// the offset an active segment was read to (`None`: sealed, read
     /// whole), for `reset_all`.
-    last_merge: Mutex<Vec<Vec<(u64, Option<u64>)>>>,
+    last_merge: Mutex<MergedSegments>,
     reports: Vec<CoreOpenReport>,
 }
 
@@ -588,12 +590,11 @@ impl PerCoreWalManager {
     /// Per core: the active segment number, its epoch and how far it can be
     /// read (the synced length).
     fn active(&self, core_id: usize) -> (u64, u64, u64) {
-        match &self.writers[core_id] {
-            Some(w) => (w.segment_number(), w.segment_epoch(), w.synced_position()),
-            None => {
-                let p = self.shared[core_id].published();
-                (p.segment, p.segment_epoch, p.synced_position)
-            }
+        if let Some(w) = &self.writers[core_id] {
+            (w.segment_number(), w.segment_epoch(), w.synced_position())
+        } else {
+            let p = self.shared[core_id].published();
+            (p.segment, p.segment_epoch, p.synced_position)
         }
     }
 
@@ -640,7 +641,7 @@ impl PerCoreWalManager {
         &self,
         plan: Vec<Vec<SegmentRead>>,
     ) -> Result<Vec<PerCoreWalEntry>, PerCoreWalError> {
-        let read: Vec<Vec<(u64, Option<u64>)>> = plan
+        let read: MergedSegments = plan
             .iter()
             .map(|reads| reads.iter().map(|r| (r.file.segment, r.limit)).collect())
             .collect();

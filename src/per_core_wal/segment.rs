@@ -26,6 +26,16 @@ pub(crate) struct SegmentNaming {
     suffix: String,
 }
 
+impl Default for SegmentNaming {
+    /// The default pattern, `wal-{core_id}.log`.
+    fn default() -> Self {
+        Self {
+            prefix: "wal-".to_owned(),
+            suffix: ".log".to_owned(),
+        }
+    }
+}
+
 impl SegmentNaming {
     /// Splits a pattern; `None` if it lacks `{core_id}`.
     pub(crate) fn new(pattern: &str) -> Option<Self> {

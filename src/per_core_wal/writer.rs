@@ -265,6 +265,10 @@ impl CoreWalWriter {
 
     /// Appends a Commit of source offsets and watermark (stored sorted by
     /// source). Buffered.
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "the seed's signature takes the map by value"
+    )]
     pub fn append_commit(
         &mut self,
         offsets: HashMap<String, u64>,
