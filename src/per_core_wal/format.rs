@@ -177,6 +177,23 @@ fn get_len_prefixed(b: &[u8]) -> Option<(&[u8], &[u8])> {
     Some(rest.split_at(len))
 }
 
+/// Bytes that hold a payload's tag, sequence and timestamp (or the whole
+/// payload, if shorter).
+pub(crate) const PAYLOAD_PREFIX_LEN: usize = 1 + 10 + 8;
+
+/// The (sequence, timestamp) at the start of a payload whose first
+/// `min(len, PAYLOAD_PREFIX_LEN)` bytes are `prefix`; `None` if they cannot
+/// start a valid payload.
+pub(crate) fn payload_prefix(prefix: &[u8]) -> Option<(u64, i64)> {
+    let (&tag, rest) = prefix.split_first()?;
+    if !(TAG_PUT..=TAG_EPOCH_BARRIER).contains(&tag) {
+        return None;
+    }
+    let (sequence, rest) = get_varint(rest)?;
+    let ts = rest.get(..8)?;
+    Some((sequence, i64::from_le_bytes(le_array(ts))))
+}
+
 /// The operation to encode; borrowed, so encoding needs no allocation.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum EncodeOp<'a> {
@@ -209,6 +226,9 @@ pub(crate) fn encode_record(
     max_record_bytes: u32,
 ) -> Result<u32, usize> {
     let start = buf.len();
+    if let EncodeOp::Put { key, value } = op {
+        buf.reserve(RECORD_HEADER_LEN + 1 + 10 + 8 + 10 + key.len() + value.len());
+    }
     buf.extend_from_slice(&[0u8; RECORD_HEADER_LEN]);
     let tag = match op {
         EncodeOp::Put { .. } => TAG_PUT,
@@ -253,7 +273,10 @@ pub(crate) fn encode_record(
             return Err(payload_len);
         }
     };
-    let crc = record_crc(len, &buf[start + RECORD_HEADER_LEN..]);
+    // One checksum pass: put the length right before the payload, checksum
+    // `len ++ payload` in place, then move the length to the front.
+    buf[start + 4..start + 8].copy_from_slice(&len.to_le_bytes());
+    let crc = crc32c::crc32c(&buf[start + 4..]);
     buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
     buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     Ok(len)

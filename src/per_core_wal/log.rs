@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::entry::EntryRef;
+use super::entry::{EntryRef, OrderKey};
 use super::error::PerCoreWalError;
 use super::format::{SegmentHeader, HEADER_LEN};
 use super::fs::WalFileSystem;
@@ -35,12 +35,12 @@ pub(crate) struct CoreScan {
     pub(crate) removed_empty_segment: bool,
 }
 
-/// Reads a header without the cursor's buffering: (header or the reason it is
-/// invalid, file length, whether the header bytes are all zero).
+/// Reads a header without the cursor's buffering: the header or the reason
+/// it is invalid, and the file's length.
 pub(crate) fn read_header(
     fs: &Arc<dyn WalFileSystem>,
     path: &Path,
-) -> Result<(Result<SegmentHeader, String>, u64, bool), PerCoreWalError> {
+) -> Result<(Result<SegmentHeader, String>, u64), PerCoreWalError> {
     let file = fs
         .open_read(path)
         .map_err(|e| PerCoreWalError::io("open segment", path, e))?;
@@ -50,8 +50,27 @@ pub(crate) fn read_header(
     let mut head = [0u8; HEADER_LEN];
     let n = read_full_at(&*file, &mut head, 0)
         .map_err(|e| PerCoreWalError::io("read segment header", path, e))?;
-    let all_zero = head[..n].iter().all(|&b| b == 0);
-    Ok((SegmentHeader::decode(&head[..n]), len, all_zero))
+    Ok((SegmentHeader::decode(&head[..n]), len))
+}
+
+/// True if every byte of the file is zero (a preallocated file).
+fn file_all_zero(fs: &Arc<dyn WalFileSystem>, path: &Path) -> Result<bool, PerCoreWalError> {
+    let file = fs
+        .open_read(path)
+        .map_err(|e| PerCoreWalError::io("open segment", path, e))?;
+    let mut chunk = vec![0u8; 64 << 10];
+    let mut at = 0u64;
+    loop {
+        let n = read_full_at(&*file, &mut chunk, at)
+            .map_err(|e| PerCoreWalError::io("read segment", path, e))?;
+        if chunk[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        if n < chunk.len() {
+            return Ok(true);
+        }
+        at += n as u64;
+    }
 }
 
 /// Scans a core's segments: checks every header and that numbers, epochs and
@@ -76,7 +95,7 @@ pub(crate) fn scan_core(
     let mut previous: Option<(u64, SegmentHeader)> = None;
     let mut total_bytes = 0u64;
     for seg in &segments {
-        let (header, len, _) = read_header(fs, &seg.path)?;
+        let (header, len) = read_header(fs, &seg.path)?;
         let header = header.map_err(|reason| PerCoreWalError::Corrupted {
             path: seg.path.clone(),
             core_id,
@@ -155,11 +174,13 @@ fn drop_unfinished_newest(
 ) -> Result<bool, PerCoreWalError> {
     let mut removed_empty_segment = false;
     while let Some(newest) = segments.last() {
-        let (header, len, all_zero) = read_header(fs, &newest.path)?;
+        let (header, len) = read_header(fs, &newest.path)?;
         match header {
             Ok(_) => break,
             Err(reason) => {
-                if len > HEADER_LEN as u64 && !all_zero {
+                // Longer than a header and not all zero: records were synced
+                // after a header that is now damaged. That is corruption.
+                if len > HEADER_LEN as u64 && !file_all_zero(fs, &newest.path)? {
                     return Err(PerCoreWalError::Corrupted {
                         path: newest.path.clone(),
                         core_id,
@@ -404,6 +425,11 @@ impl CoreLogReader {
             )));
         }
         Ok(())
+    }
+
+    /// The merge key of the current record.
+    pub(crate) fn current_key(&self) -> Option<OrderKey> {
+        self.cursor.as_ref()?.current_key()
     }
 
     /// The current record (after `advance` returned `true`).

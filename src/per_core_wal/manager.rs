@@ -259,9 +259,9 @@ impl PerCoreWalManager {
             fs.create_dir_all(&dir)
                 .map_err(|e| PerCoreWalError::io("create WAL directory", &dir, e))?;
         }
-        let listed = match list_segments(&*fs, &dir, &naming) {
+        let listed = match list_segments(&*fs, &dir, &naming, config.num_cores) {
             Ok(listed) => listed,
-            Err(_) if !create => {
+            Err(PerCoreWalError::Io { .. }) if !create => {
                 return Err(PerCoreWalError::SegmentNotFound {
                     core_id: 0,
                     path: dir,
@@ -269,18 +269,6 @@ impl PerCoreWalManager {
             }
             Err(e) => return Err(e),
         };
-        if let Some((core_id, segs)) = listed
-            .iter()
-            .enumerate()
-            .skip(config.num_cores)
-            .find(|(_, s)| !s.is_empty())
-        {
-            return Err(PerCoreWalError::UnexpectedCore {
-                path: segs[0].path.clone(),
-                core_id,
-                num_cores: config.num_cores,
-            });
-        }
         let limits = config.read_limits();
         let mut scans = Vec::with_capacity(config.num_cores);
         for core_id in 0..config.num_cores {
@@ -601,7 +589,12 @@ impl PerCoreWalManager {
     /// Segments of every core with their epochs, oldest first, and the
     /// active segment read only up to its synced length.
     fn plan(&self) -> Result<Vec<Vec<(SegmentRead, u64)>>, PerCoreWalError> {
-        let listed = list_segments(&*self.fs, &self.config.base_dir, &self.naming)?;
+        let listed = list_segments(
+            &*self.fs,
+            &self.config.base_dir,
+            &self.naming,
+            self.config.num_cores,
+        )?;
         let mut plan = Vec::with_capacity(self.config.num_cores);
         for core_id in 0..self.config.num_cores {
             let (active, _, synced) = self.active(core_id);
@@ -784,7 +777,7 @@ impl PerCoreWalManager {
 }
 
 fn segment_epoch(fs: &Arc<dyn WalFileSystem>, file: &SegmentFile) -> Result<u64, PerCoreWalError> {
-    let (header, _, _) = read_header(fs, &file.path)?;
+    let (header, _) = read_header(fs, &file.path)?;
     header
         .map(|h| h.epoch)
         .map_err(|reason| PerCoreWalError::Corrupted {

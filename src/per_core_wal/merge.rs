@@ -61,30 +61,34 @@ impl MergeStream {
         &self.positions
     }
 
-    fn push_current(&mut self, index: usize) -> Result<(), PerCoreWalError> {
-        if self.readers[index].advance()? {
-            let key = self.readers[index]
-                .current()
-                .map(|e| e.order_key())
-                .ok_or_else(|| {
-                    PerCoreWalError::Deserialization("record vanished from the read buffer".into())
-                })?;
-            self.heap.push(Reverse((key, index)));
-        }
-        Ok(())
+    fn key_of(&self, index: usize) -> Result<OrderKey, PerCoreWalError> {
+        self.readers[index].current_key().ok_or_else(|| {
+            PerCoreWalError::Deserialization("record vanished from the read buffer".into())
+        })
     }
 
     fn step(&mut self) -> Result<Option<usize>, PerCoreWalError> {
         if !self.started {
             self.started = true;
             for index in 0..self.readers.len() {
-                self.push_current(index)?;
+                if self.readers[index].advance()? {
+                    let key = self.key_of(index)?;
+                    self.heap.push(Reverse((key, index)));
+                }
+            }
+        } else if let Some(index) = self.pending.take() {
+            // The entry handed out last is still the heap's top: advance its
+            // reader and replace the top in place (one sift, not pop + push).
+            if self.readers[index].advance()? {
+                let key = self.key_of(index)?;
+                if let Some(mut top) = self.heap.peek_mut() {
+                    *top = Reverse((key, index));
+                }
+            } else {
+                self.heap.pop();
             }
         }
-        if let Some(index) = self.pending.take() {
-            self.push_current(index)?;
-        }
-        let Some(Reverse((key, index))) = self.heap.pop() else {
+        let Some(&Reverse((key, index))) = self.heap.peek() else {
             return Ok(None);
         };
         self.pending = Some(index);

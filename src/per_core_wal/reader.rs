@@ -7,7 +7,7 @@ use super::entry::PerCoreWalEntry;
 use super::error::PerCoreWalError;
 use super::fs::{StdFileSystem, WalFileSystem};
 use super::manager::PerCoreWalConfig;
-use super::segment::{SegmentCursor, Step};
+use super::segment::{SegmentCursor, SegmentNaming, Step};
 
 /// Result of reading a WAL record.
 #[derive(Debug)]
@@ -78,7 +78,14 @@ impl PerCoreWalReader {
         core_id: usize,
         path: &Path,
     ) -> Result<Self, PerCoreWalError> {
-        let cursor = SegmentCursor::open(fs, path, None, None, config.read_limits())?;
+        // A file named like a segment of this core gets its number checked
+        // against the header (and named in errors); other names are allowed.
+        let expected = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| SegmentNaming::new(&config.segment_pattern)?.parse(n))
+            .filter(|&(core, _)| core == core_id);
+        let cursor = SegmentCursor::open(fs, path, expected, None, config.read_limits())?;
         if usize::try_from(cursor.header().core_id).ok() != Some(core_id) {
             return Err(PerCoreWalError::Corrupted {
                 path: path.to_path_buf(),

@@ -88,20 +88,12 @@ impl PerCoreRecoveryManager {
     fn listed(&self) -> Result<Vec<Vec<SegmentFile>>, PerCoreWalError> {
         self.wal_config.validate()?;
         let naming = SegmentNaming::new(&self.wal_config.segment_pattern).expect("validated");
-        let listed = list_segments(&*self.fs, &self.wal_config.base_dir, &naming)?;
-        if let Some((core_id, segs)) = listed
-            .iter()
-            .enumerate()
-            .skip(self.wal_config.num_cores)
-            .find(|(_, s)| !s.is_empty())
-        {
-            return Err(PerCoreWalError::UnexpectedCore {
-                path: segs[0].path.clone(),
-                core_id,
-                num_cores: self.wal_config.num_cores,
-            });
-        }
-        Ok(listed)
+        list_segments(
+            &*self.fs,
+            &self.wal_config.base_dir,
+            &naming,
+            self.wal_config.num_cores,
+        )
     }
 
     /// Repairs every core's newest segment: truncates a torn or zero-filled

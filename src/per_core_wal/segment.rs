@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::entry::EntryRef;
+use super::entry::{EntryRef, OrderKey};
 use super::error::PerCoreWalError;
 use super::format::{self, SegmentHeader, HEADER_LEN, RECORD_HEADER_LEN};
 use super::fs::{WalFile, WalFileSystem};
@@ -79,32 +79,69 @@ pub(crate) struct SegmentFile {
     pub(crate) path: PathBuf,
 }
 
-/// Lists the segment files of every core, each core's sorted by number.
+/// Every segment file in `dir`, in no particular order.
+fn parse_dir(
+    fs: &dyn WalFileSystem,
+    dir: &Path,
+    naming: &SegmentNaming,
+) -> Result<Vec<SegmentFile>, PerCoreWalError> {
+    let names = fs
+        .list_dir(dir)
+        .map_err(|e| PerCoreWalError::io("list WAL directory", dir, e))?;
+    Ok(names
+        .into_iter()
+        .filter_map(|name| {
+            let (core_id, segment) = naming.parse(&name)?;
+            Some(SegmentFile {
+                core_id,
+                segment,
+                path: dir.join(name),
+            })
+        })
+        .collect())
+}
+
+/// Lists the segment files of cores `0..num_cores`, each core's sorted by
+/// number. A segment of any other core is an error: opening without it
+/// would later lose it.
 pub(crate) fn list_segments(
     fs: &dyn WalFileSystem,
     dir: &Path,
     naming: &SegmentNaming,
+    num_cores: usize,
 ) -> Result<Vec<Vec<SegmentFile>>, PerCoreWalError> {
-    let names = fs
-        .list_dir(dir)
-        .map_err(|e| PerCoreWalError::io("list WAL directory", dir, e))?;
-    let mut by_core: Vec<Vec<SegmentFile>> = Vec::new();
-    for name in names {
-        if let Some((core_id, segment)) = naming.parse(&name) {
-            if by_core.len() <= core_id {
-                by_core.resize_with(core_id + 1, Vec::new);
+    let mut by_core: Vec<Vec<SegmentFile>> = vec![Vec::new(); num_cores];
+    for file in parse_dir(fs, dir, naming)? {
+        match by_core.get_mut(file.core_id) {
+            Some(segments) => segments.push(file),
+            None => {
+                return Err(PerCoreWalError::UnexpectedCore {
+                    path: file.path,
+                    core_id: file.core_id,
+                    num_cores,
+                })
             }
-            by_core[core_id].push(SegmentFile {
-                core_id,
-                segment,
-                path: dir.join(name),
-            });
         }
     }
     for segments in &mut by_core {
         segments.sort_by_key(|s| s.segment);
     }
     Ok(by_core)
+}
+
+/// The segment files of one core, sorted by number.
+pub(crate) fn list_core_segments(
+    fs: &dyn WalFileSystem,
+    dir: &Path,
+    naming: &SegmentNaming,
+    core_id: usize,
+) -> Result<Vec<SegmentFile>, PerCoreWalError> {
+    let mut segments: Vec<SegmentFile> = parse_dir(fs, dir, naming)?
+        .into_iter()
+        .filter(|s| s.core_id == core_id)
+        .collect();
+    segments.sort_by_key(|s| s.segment);
+    Ok(segments)
 }
 
 /// What the cursor found at its position.
@@ -241,6 +278,17 @@ impl SegmentCursor {
         self.limit
     }
 
+    /// The merge key of the current record, without decoding it again.
+    pub(crate) fn current_key(&self) -> Option<OrderKey> {
+        self.current?;
+        Some(OrderKey {
+            epoch: self.header.epoch,
+            timestamp_ns: self.last_timestamp,
+            core_id: self.core_id,
+            sequence: self.expected_sequence?.wrapping_sub(1),
+        })
+    }
+
     /// Records read so far.
     pub(crate) fn records(&self) -> u64 {
         self.records
@@ -286,6 +334,8 @@ impl SegmentCursor {
         let target = want.min(available).max(n);
         let have = self.buf.len();
         if target > have {
+            // Exact growth: doubling could allocate twice the largest record.
+            self.buf.reserve_exact(target - have);
             self.buf.resize(target, 0);
             let mut filled = have;
             while filled < target {
@@ -492,12 +542,27 @@ impl SegmentCursor {
             let fits = len > 0
                 && len <= self.limits.max_record_bytes
                 && q + (RECORD_HEADER_LEN as u64) + u64::from(len) <= self.limit;
-            if fits {
+            // Cheap checks of the payload's first bytes before any checksum:
+            // without them a torn multi-MiB record could cost a checksum of
+            // up to max_record_bytes at every offset.
+            let prefix_end =
+                at + RECORD_HEADER_LEN + (len as usize).min(format::PAYLOAD_PREFIX_LEN);
+            let plausible = !fits
+                || prefix_end > w_len
+                || format::payload_prefix(&window[at + RECORD_HEADER_LEN..prefix_end]).is_some_and(
+                    |(sequence, timestamp)| {
+                        self.expected_sequence.is_none_or(|e| sequence >= e)
+                            && timestamp > self.last_timestamp
+                    },
+                );
+            if fits && plausible {
                 let stored = format::le_u32(&window[at + 4..at + 8]);
                 let end = at + RECORD_HEADER_LEN + len as usize;
                 let payload: &[u8] = if end <= w_len {
                     &window[at + RECORD_HEADER_LEN..end]
                 } else {
+                    record.clear();
+                    record.reserve_exact(len as usize);
                     record.resize(len as usize, 0);
                     let n = read_full_at(&*self.file, &mut record, q + RECORD_HEADER_LEN as u64)
                         .map_err(io)?;

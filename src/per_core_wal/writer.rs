@@ -15,7 +15,7 @@ use super::clock::WalClock;
 use super::error::PerCoreWalError;
 use super::format::{self, EncodeOp, SegmentHeader, HEADER_LEN};
 use super::fs::{WalFile, WalFileSystem};
-use super::segment::{list_segments, SegmentNaming};
+use super::segment::{list_core_segments, SegmentNaming};
 
 /// What a writer publishes for the manager (which may not own it).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -307,7 +307,12 @@ impl CoreWalWriter {
             self.rotate_inner()?;
         }
         let now = self.clock.now_ns();
-        let timestamp = next_timestamp(now, self.last_timestamp);
+        let timestamp = next_timestamp(now, self.last_timestamp).ok_or_else(|| {
+            PerCoreWalError::Serialization(format!(
+                "core {}: no timestamp after i64::MAX is left for the next entry",
+                self.core_id
+            ))
+        })?;
         let start = self.buf.len();
         let len = format::encode_record(
             &mut self.buf,
@@ -458,25 +463,24 @@ impl CoreWalWriter {
     /// Removes every segment of this core numbered below `keep_from`, and
     /// syncs the directory.
     pub(crate) fn remove_segments_before(&mut self, keep_from: u64) -> Result<(), PerCoreWalError> {
-        let all = list_segments(&*self.fs, &self.dir, &self.naming)?;
+        let mine = list_core_segments(&*self.fs, &self.dir, &self.naming, self.core_id)?;
         let mut removed = false;
-        if let Some(mine) = all.get(self.core_id) {
-            for seg in mine.iter().filter(|s| s.segment < keep_from) {
-                let len = self
-                    .fs
-                    .open_read(&seg.path)
-                    .and_then(|f| f.len())
-                    .unwrap_or(0);
-                self.fs
-                    .remove_file(&seg.path)
-                    .map_err(|e| PerCoreWalError::io("remove covered segment", &seg.path, e))?;
-                let _ = self.shared.sealed_bytes.fetch_update(
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                    |b| Some(b.saturating_sub(len)),
-                );
-                removed = true;
-            }
+        for seg in mine.iter().filter(|s| s.segment < keep_from) {
+            let len = self
+                .fs
+                .open_read(&seg.path)
+                .and_then(|f| f.len())
+                .unwrap_or(0);
+            self.fs
+                .remove_file(&seg.path)
+                .map_err(|e| PerCoreWalError::io("remove covered segment", &seg.path, e))?;
+            let _ =
+                self.shared
+                    .sealed_bytes
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                        Some(b.saturating_sub(len))
+                    });
+            removed = true;
         }
         if removed {
             self.fs
@@ -489,9 +493,10 @@ impl CoreWalWriter {
 
 /// The timestamp of the next entry: the clock, but always after the previous
 /// entry's, so a clock stepping back never reorders a core's entries.
+/// `None` once the previous entry used `i64::MAX`.
 #[must_use]
-pub(crate) fn next_timestamp(now: i64, last: i64) -> i64 {
-    now.max(last.saturating_add(1))
+pub(crate) fn next_timestamp(now: i64, last: i64) -> Option<i64> {
+    Some(now.max(last.checked_add(1)?))
 }
 
 fn header_for(init: &WriterInit) -> SegmentHeader {
@@ -534,9 +539,10 @@ mod tests {
         let mut last = i64::MIN;
         let mut out = Vec::new();
         for now in clock {
-            last = next_timestamp(now, last);
+            last = next_timestamp(now, last).unwrap();
             out.push(last);
         }
         assert_eq!(out, vec![100, 200, 201, 202, 203, 300, 301]);
+        assert_eq!(next_timestamp(5, i64::MAX), None);
     }
 }
