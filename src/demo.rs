@@ -1,16 +1,23 @@
 //! The demo job: what `walhouse demo` runs. It writes synthetic records on
 //! every core (each writer on its own thread), advances the epoch while they
-//! write (so every core rotates), merges and checks the order, removes the
-//! sealed epoch, reopens the WAL as after a restart, replays it and checks
-//! the state against a model of what was written.
+//! write (so every core rotates), merges and checks the order, reopens the
+//! WAL as after a restart, replays it and checks the state against a model
+//! of what was written, then checkpoints everything as Parquet tables on the
+//! store (a folder under the data directory by default), verifies the
+//! checkpoint and checks that the WAL segments it covers are gone.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::checkpoint::{CheckpointSettings, Checkpointer, Manifest};
 use crate::per_core_wal::{
     PerCoreRecoveryManager, PerCoreWalConfig, PerCoreWalError, PerCoreWalManager,
 };
+use crate::store::Store;
+
+/// Any error of the demo, with its message.
+pub type DemoError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Settings of a demo run.
 #[derive(Debug, Clone)]
@@ -23,6 +30,8 @@ pub struct DemoOptions {
     pub cores: usize,
     /// Entries per sync (group size) of each writer.
     pub sync_every: u64,
+    /// Object store URL for the tables (default: `<data_dir>/table`).
+    pub store: Option<String>,
 }
 
 /// What a demo run measured.
@@ -44,10 +53,16 @@ pub struct DemoReport {
     pub merged: u64,
     /// Time of the streaming merge.
     pub merge: Duration,
-    /// Entries of epoch 0, removed after being merged.
-    pub sealed_entries: u64,
-    /// Segment files removed with epoch 0.
+    /// Time of the checkpoint (seal, Parquet upload, manifest, WAL removal).
+    pub checkpoint: Duration,
+    /// The committed manifest.
+    pub manifest: Manifest,
+    /// Bytes of Parquet written.
+    pub checkpoint_bytes: u64,
+    /// WAL segment files removed after the commit.
     pub removed_segments: usize,
+    /// The store holding the tables.
+    pub table: String,
     /// Entries replayed by recovery after the restart.
     pub replayed: usize,
     /// Time of the recovery.
@@ -128,7 +143,7 @@ fn ingest(
 }
 
 /// Runs the demo.
-pub fn run(opts: &DemoOptions) -> Result<DemoReport, PerCoreWalError> {
+pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
     let wal_dir = opts.data_dir.join("wal");
     let config = PerCoreWalConfig::new(&wal_dir, opts.cores).with_segment_bytes(16 << 20);
     let mut manager = PerCoreWalManager::new(config.clone())?;
@@ -136,7 +151,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, PerCoreWalError> {
     let per_core = opts.records / opts.cores as u64;
     let extra = opts.records % opts.cores as u64;
 
-    let (ingest, syncs, epoch) = ingest(&mut manager, opts)?;
+    let (ingest, syncs, _) = ingest(&mut manager, opts)?;
     let segments = std::fs::read_dir(&wal_dir)
         .map_err(|e| PerCoreWalError::Io {
             op: "list WAL directory",
@@ -152,9 +167,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, PerCoreWalError> {
     while let Some(entry) = stream.next_ref() {
         let key = entry?.order_key();
         if last.is_some_and(|l| l >= key) {
-            return Err(PerCoreWalError::RecoveryFailed(format!(
-                "merge out of order at {key:?}"
-            )));
+            return Err(format!("merge out of order at {key:?}").into());
         }
         last = Some(key);
     }
@@ -187,15 +200,30 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, PerCoreWalError> {
             .iter()
             .all(|(k, v)| live.get(k.as_slice()) == Some(&v.as_slice()));
 
-    // What a checkpoint of epoch 0 would do: stream its sealed entries, then
-    // remove its segments. The reopened WAL holds exactly the rest.
-    let manager = PerCoreWalManager::open(config.clone())?;
-    let sealed_entries = manager.merge_sealed(epoch - 1)?.count() as u64;
-    let removed_segments = manager.remove_segments_up_to_epoch(epoch - 1)?;
+    // Checkpoint: every sealed epoch becomes Parquet on the store, committed
+    // by a manifest; then the covered WAL segments are removed.
+    let mut manager = PerCoreWalManager::open(config.clone())?;
+    let store = match &opts.store {
+        Some(url) => Store::from_url(url)?,
+        None => Store::local(&opts.data_dir.join("table"))?,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let checkpointer = Checkpointer::new(store, CheckpointSettings::default())?;
+    let started = Instant::now();
+    let outcome = runtime.block_on(checkpointer.checkpoint(&mut manager))?;
+    let checkpoint = started.elapsed();
+    let report = runtime.block_on(checkpointer.verify(None))?;
+    verified &= report.is_ok();
+    verified &= outcome.manifest.stats.entries == merged;
+    verified &= outcome.manifest.stats.snapshot_keys == Some(live.len() as u64);
     let next = manager.next_sequences();
     drop(manager);
+    // What is left in the WAL: the barriers the checkpoint's seal wrote.
     let rest = PerCoreRecoveryManager::new(config).recover()?;
-    verified &= rest.entries_replayed as u64 == merged - sealed_entries;
+    verified &= rest.entries_replayed == opts.cores;
     verified &= next.iter().zip(&base_sequence).all(|(n, b)| *n > *b);
 
     Ok(DemoReport {
@@ -207,8 +235,11 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, PerCoreWalError> {
         wal_bytes,
         merged,
         merge,
-        sealed_entries,
-        removed_segments,
+        checkpoint,
+        manifest: outcome.manifest,
+        checkpoint_bytes: outcome.bytes_written,
+        removed_segments: outcome.removed_segments,
+        table: checkpointer.store().name().to_owned(),
         replayed: recovered.entries_replayed,
         recovery,
         live_keys: recovered.state.len(),

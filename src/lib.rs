@@ -6,9 +6,14 @@
 //! tables on object storage; recovery reads the newest checkpoint plus the
 //! local WAL tail.
 //!
-//! This release holds the foundation, [`per_core_wal`]: the seed-compatible
-//! per-core WAL on a crash-safe segment format with a streaming merge.
+//! - [`per_core_wal`]: the seed-compatible per-core WAL on a crash-safe
+//!   segment format with a streaming merge;
+//! - [`checkpoint`]: sealed epochs as Parquet tables on an object store,
+//!   committed by a manifest;
+//! - [`store`]: object stores by URL.
 
+pub mod checkpoint;
 pub mod per_core_wal;
+pub mod store;
 
 pub mod demo;

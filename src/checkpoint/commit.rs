@@ -1,0 +1,469 @@
+//! The commit protocol: data files, then the manifest (create-only), then,
+//! and only then, removal of the WAL segments the manifest covers.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+
+use super::error::CheckpointError;
+use super::manifest::{
+    commit_manifest, latest_manifest, list_manifests, load_manifest, manifest_path,
+    CheckpointStats, CoreCoverage, DataFile, EpochRange, Manifest, StateRef,
+    MANIFEST_FORMAT_VERSION,
+};
+use super::parquet::{file_crc32c, write_changelog, ChangelogSummary};
+use super::schema::SCHEMA_VERSION;
+use super::state::{build_snapshot, SnapshotSummary};
+use super::CheckpointSettings;
+use crate::per_core_wal::PerCoreWalManager;
+use crate::store::Store;
+
+/// What a committed checkpoint did.
+#[derive(Debug, Clone)]
+pub struct CheckpointOutcome {
+    /// The committed manifest.
+    pub manifest: Manifest,
+    /// WAL segment files removed after the commit.
+    pub removed_segments: usize,
+    /// Bytes of data files written (changelog and snapshot).
+    pub bytes_written: u64,
+    /// Whether this checkpoint wrote a full state snapshot.
+    pub snapshot_written: bool,
+    /// Wall time of the whole checkpoint.
+    pub duration: Duration,
+}
+
+/// What [`Checkpointer::verify`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// The checkpoint verified.
+    pub checkpoint: u64,
+    /// Files checked.
+    pub files: usize,
+    /// Bytes read.
+    pub bytes: u64,
+    /// One line per file that is missing or differs, naming it.
+    pub problems: Vec<String>,
+}
+
+impl VerifyReport {
+    /// True when every file matched.
+    #[must_use]
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// What [`Checkpointer::gc`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Manifests kept.
+    pub retained: Vec<u64>,
+    /// Manifests removed by retention.
+    pub manifests_removed: Vec<u64>,
+    /// Data objects removed (unreferenced and older than the grace period).
+    pub objects_removed: Vec<String>,
+    /// Unreferenced objects kept because they are younger than the grace period.
+    pub objects_in_grace: usize,
+}
+
+/// Writes checkpoints of sealed WAL epochs to a store and manages them.
+#[derive(Debug, Clone)]
+pub struct Checkpointer {
+    store: Store,
+    settings: CheckpointSettings,
+}
+
+impl Checkpointer {
+    /// A checkpointer for the table at `store`'s root.
+    pub fn new(store: Store, settings: CheckpointSettings) -> Result<Self, CheckpointError> {
+        validate(&settings)?;
+        Ok(Self { store, settings })
+    }
+
+    /// The store.
+    #[must_use]
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The settings.
+    #[must_use]
+    pub fn settings(&self) -> &CheckpointSettings {
+        &self.settings
+    }
+
+    /// Seals the current epoch on every core (all writers attached), then
+    /// checkpoints everything up to it. See [`Checkpointer::checkpoint_sealed`].
+    pub async fn checkpoint(
+        &self,
+        wal: &mut PerCoreWalManager,
+    ) -> Result<CheckpointOutcome, CheckpointError> {
+        let next = wal.advance_epoch();
+        wal.set_epoch_all(next);
+        wal.write_epoch_barrier_all()?;
+        wal.sync_all()?;
+        self.checkpoint_sealed(wal, next - 1).await
+    }
+
+    /// Checkpoints every WAL entry of the epochs up to `epoch`, which every
+    /// core must have sealed (writers may be detached and keep appending to
+    /// later epochs meanwhile).
+    ///
+    /// Order of durability: the changelog (and, when due, snapshot) files are
+    /// uploaded (and fsynced on a local store); then the manifest is
+    /// committed with a create-only PUT; then the WAL segments of the
+    /// covered epochs are removed. A failure before the commit leaves no
+    /// manifest and the WAL intact: the next checkpoint covers the same
+    /// entries again, and GC removes the orphaned files.
+    pub async fn checkpoint_sealed(
+        &self,
+        wal: &PerCoreWalManager,
+        epoch: u64,
+    ) -> Result<CheckpointOutcome, CheckpointError> {
+        let started = Instant::now();
+        let previous = latest_manifest(&self.store).await?;
+        if let Some(prev) = &previous {
+            if epoch <= prev.epochs.last {
+                return Err(CheckpointError::InvalidSetting {
+                    field: "epoch",
+                    reason: format!(
+                        "epoch {epoch} is already covered by checkpoint {} (epochs up to {})",
+                        prev.checkpoint, prev.epochs.last
+                    ),
+                });
+            }
+            // A crash after the previous commit may have left its segments:
+            // they are covered, remove them before merging.
+            wal.remove_segments_up_to_epoch(prev.epochs.last)?;
+        }
+        let number = previous.as_ref().map_or(1, |m| m.checkpoint + 1);
+        let first_epoch = previous.as_ref().map_or(0, |m| m.epochs.last + 1);
+        let stream = wal.merge_sealed(epoch)?;
+        let changelog =
+            write_changelog(&self.store, number, stream, wal.num_cores(), &self.settings).await?;
+
+        let (state, snapshot) = self
+            .next_state(number, previous.as_ref(), &changelog.files)
+            .await?;
+        let snapshot_written = snapshot.is_some();
+        let mut new_files: Vec<DataFile> = changelog.files.clone();
+        new_files.extend(snapshot.iter().flat_map(|s| s.files.iter().cloned()));
+        let manifest = manifest_for(
+            number,
+            EpochRange {
+                first: first_epoch,
+                last: epoch,
+            },
+            previous.as_ref(),
+            &changelog,
+            state,
+            snapshot.map(|s| s.keys),
+            wal.num_cores(),
+        );
+
+        let paths: Vec<String> = new_files.iter().map(|f| f.path.clone()).collect();
+        self.durable(&paths).await?;
+        commit_manifest(&self.store, &manifest).await?;
+        self.durable(&[manifest_path(number)]).await?;
+        let removed_segments = wal.remove_segments_up_to_epoch(epoch)?;
+        tracing::info!(
+            checkpoint = number,
+            epochs = ?(first_epoch, epoch),
+            entries = manifest.stats.entries,
+            files = new_files.len(),
+            removed_segments,
+            "checkpoint committed"
+        );
+        Ok(CheckpointOutcome {
+            bytes_written: new_files.iter().map(|f| f.size).sum(),
+            snapshot_written,
+            manifest,
+            removed_segments,
+            duration: started.elapsed(),
+        })
+    }
+
+    /// The state of checkpoint `number`: a new full snapshot when due (the
+    /// first checkpoint, every `snapshot_every`, or past
+    /// `snapshot_delta_bytes` of changelog), else the previous snapshot plus
+    /// the changelog deltas after it.
+    async fn next_state(
+        &self,
+        number: u64,
+        previous: Option<&Manifest>,
+        changelog: &[DataFile],
+    ) -> Result<(StateRef, Option<SnapshotSummary>), CheckpointError> {
+        let (base_checkpoint, base, mut deltas, mut delta_bytes) = match previous {
+            Some(p) => (
+                p.state.snapshot_checkpoint,
+                p.state.snapshot.clone(),
+                p.state.deltas.clone(),
+                p.state.delta_bytes,
+            ),
+            None => (0, Vec::new(), Vec::new(), 0),
+        };
+        deltas.extend(changelog.iter().cloned());
+        delta_bytes += changelog.iter().map(|f| f.size).sum::<u64>();
+        let due = previous.is_none()
+            || number - base_checkpoint >= self.settings.snapshot_every
+            || delta_bytes > self.settings.snapshot_delta_bytes;
+        if !due {
+            let state = StateRef {
+                snapshot_checkpoint: base_checkpoint,
+                snapshot: base,
+                deltas,
+                delta_bytes,
+            };
+            return Ok((state, None));
+        }
+        let snap = build_snapshot(&self.store, number, &base, &deltas, &self.settings).await?;
+        let state = StateRef {
+            snapshot_checkpoint: number,
+            snapshot: snap.files.clone(),
+            deltas: Vec::new(),
+            delta_bytes: 0,
+        };
+        Ok((state, Some(snap)))
+    }
+
+    async fn durable(&self, paths: &[String]) -> Result<(), CheckpointError> {
+        self.store
+            .make_durable(paths)
+            .await
+            .map_err(|source| CheckpointError::Io {
+                op: "fsync checkpoint files",
+                path: self
+                    .store
+                    .local_dir()
+                    .map(ToOwned::to_owned)
+                    .unwrap_or_default(),
+                source,
+            })
+    }
+
+    /// Every committed manifest, oldest first.
+    pub async fn checkpoints(&self) -> Result<Vec<Manifest>, CheckpointError> {
+        let mut out = Vec::new();
+        for n in list_manifests(&self.store).await? {
+            out.push(load_manifest(&self.store, n).await?);
+        }
+        Ok(out)
+    }
+
+    /// The newest committed manifest, if any.
+    pub async fn latest(&self) -> Result<Option<Manifest>, CheckpointError> {
+        latest_manifest(&self.store).await
+    }
+
+    /// Checks that every file of checkpoint `checkpoint` (default: the
+    /// newest) exists with the recorded size and crc32c. Reads every byte.
+    pub async fn verify(&self, checkpoint: Option<u64>) -> Result<VerifyReport, CheckpointError> {
+        let number = match checkpoint {
+            Some(n) => n,
+            None => match list_manifests(&self.store).await?.last() {
+                Some(&n) => n,
+                None => return Ok(VerifyReport::default()),
+            },
+        };
+        let manifest = load_manifest(&self.store, number).await?;
+        let mut report = VerifyReport {
+            checkpoint: number,
+            ..VerifyReport::default()
+        };
+        for file in manifest.referenced_files() {
+            report.files += 1;
+            match file_crc32c(&self.store, &file.path).await {
+                Ok((size, crc)) => {
+                    report.bytes += size;
+                    if size != file.size {
+                        report.problems.push(format!(
+                            "{}: size {size}, manifest says {}",
+                            file.path, file.size
+                        ));
+                    } else if crc != file.crc32c {
+                        report.problems.push(format!(
+                            "{}: crc32c {crc:#010x}, manifest says {:#010x}",
+                            file.path, file.crc32c
+                        ));
+                    }
+                }
+                Err(e) => report.problems.push(format!("{}: {e}", file.path)),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Retention, then garbage collection.
+    ///
+    /// Keeps the newest `retain_checkpoints` manifests and removes older
+    /// ones; then removes every object under `changelog/` and `state/` that
+    /// no kept manifest references and that is older than `gc_grace_secs`
+    /// (orphans of failed checkpoints, files only old checkpoints used). It
+    /// never removes what the newest manifest references.
+    pub async fn gc(&self) -> Result<GcReport, CheckpointError> {
+        let numbers = list_manifests(&self.store).await?;
+        let keep = self.settings.retain_checkpoints.max(1);
+        let split = numbers.len().saturating_sub(keep);
+        let (old, retained) = numbers.split_at(split);
+        let mut referenced = BTreeSet::new();
+        for &n in retained {
+            let manifest = load_manifest(&self.store, n).await?;
+            referenced.extend(
+                manifest
+                    .referenced_files()
+                    .into_iter()
+                    .map(|f| f.path.clone()),
+            );
+        }
+        let mut report = GcReport {
+            retained: retained.to_vec(),
+            ..GcReport::default()
+        };
+        for &n in old {
+            let rel = manifest_path(n);
+            self.delete(&rel).await?;
+            report.manifests_removed.push(n);
+        }
+        let grace = Duration::from_secs(self.settings.gc_grace_secs);
+        let now = SystemTime::now();
+        for prefix in ["changelog", "state"] {
+            let metas: Vec<_> = self
+                .store
+                .object_store()
+                .list(Some(&self.store.path(prefix)))
+                .try_collect()
+                .await
+                .map_err(|source| CheckpointError::Store {
+                    store: self.store.name().to_owned(),
+                    op: "list",
+                    path: format!("{prefix}/"),
+                    source,
+                })?;
+            for meta in metas {
+                let Some(rel) = self.store.relative(&meta.location) else {
+                    continue;
+                };
+                if referenced.contains(rel) {
+                    continue;
+                }
+                let modified: SystemTime = meta.last_modified.into();
+                if now.duration_since(modified).unwrap_or_default() < grace {
+                    report.objects_in_grace += 1;
+                    continue;
+                }
+                let rel = rel.to_owned();
+                self.delete(&rel).await?;
+                report.objects_removed.push(rel);
+            }
+        }
+        Ok(report)
+    }
+
+    async fn delete(&self, relative: &str) -> Result<(), CheckpointError> {
+        match self
+            .store
+            .object_store()
+            .delete(&self.store.path(relative))
+            .await
+        {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(CheckpointError::Store {
+                store: self.store.name().to_owned(),
+                op: "delete",
+                path: relative.to_owned(),
+                source,
+            }),
+        }
+    }
+}
+
+/// The manifest of checkpoint `number`: coverage, offsets and watermark
+/// carry forward from the previous manifest where this one has none.
+fn manifest_for(
+    number: u64,
+    epochs: EpochRange,
+    previous: Option<&Manifest>,
+    changelog: &ChangelogSummary,
+    state: StateRef,
+    snapshot_keys: Option<u64>,
+    num_cores: usize,
+) -> Manifest {
+    let cores = (0..num_cores)
+        .map(|core| CoreCoverage {
+            core: u32::try_from(core).unwrap_or(u32::MAX),
+            last_sequence: changelog
+                .last_sequence
+                .get(core)
+                .copied()
+                .flatten()
+                .or_else(|| {
+                    previous
+                        .and_then(|p| p.cores.iter().find(|c| c.core as usize == core))
+                        .and_then(|c| c.last_sequence)
+                }),
+        })
+        .collect();
+    let mut source_offsets = previous
+        .map(|p| p.source_offsets.clone())
+        .unwrap_or_default();
+    source_offsets.extend(changelog.source_offsets.clone());
+    Manifest {
+        format_version: MANIFEST_FORMAT_VERSION,
+        schema_version: SCHEMA_VERSION,
+        checkpoint: number,
+        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        epochs,
+        cores,
+        changelog: changelog.files.clone(),
+        state,
+        source_offsets,
+        watermark: changelog
+            .watermark
+            .or_else(|| previous.and_then(|p| p.watermark)),
+        stats: CheckpointStats {
+            entries: changelog.entries,
+            puts: changelog.puts,
+            deletes: changelog.deletes,
+            wal_bytes: changelog.wal_bytes,
+            snapshot_keys,
+        },
+    }
+}
+
+fn validate(s: &CheckpointSettings) -> Result<(), CheckpointError> {
+    let bad = |field, reason: String| Err(CheckpointError::InvalidSetting { field, reason });
+    if s.row_group_rows == 0 {
+        return bad("row_group_rows", "must be at least 1".into());
+    }
+    if s.upload_part_bytes < 5 << 20 {
+        return bad(
+            "upload_part_bytes",
+            format!(
+                "{} is below S3's minimum part size of 5 MiB",
+                s.upload_part_bytes
+            ),
+        );
+    }
+    if s.max_file_bytes < 1 << 10 {
+        return bad(
+            "max_file_bytes",
+            format!("{} is below 1 KiB", s.max_file_bytes),
+        );
+    }
+    if s.snapshot_every == 0 {
+        return bad("snapshot_every", "must be at least 1".into());
+    }
+    if s.sort_memory_bytes < 64 << 10 {
+        return bad(
+            "sort_memory_bytes",
+            format!("{} is below the minimum of 64 KiB", s.sort_memory_bytes),
+        );
+    }
+    if s.retain_checkpoints == 0 {
+        return bad("retain_checkpoints", "must keep at least 1".into());
+    }
+    Ok(())
+}

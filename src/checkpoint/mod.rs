@@ -1,0 +1,72 @@
+//! Lakehouse checkpoints: sealed WAL epochs become Parquet tables on an
+//! object store, committed by a manifest written last with a create-only PUT.
+//!
+//! Layout under the table root (see `../shared/DESIGN.md`):
+//!
+//! ```text
+//! changelog/epoch=<E>/part-<checkpoint>-<n>-<unique>.parquet   every operation of epoch E
+//! state/checkpoint=<N>/part-<n>-<unique>.parquet               snapshot: latest value per key, sorted by key
+//! manifests/<N, 20 digits>.json                                commit point
+//! ```
+
+mod commit;
+mod coordinator;
+mod error;
+mod manifest;
+mod parquet;
+mod schema;
+mod state;
+
+pub use commit::{CheckpointOutcome, Checkpointer, GcReport, VerifyReport};
+pub use coordinator::PerCoreCheckpointCoordinator;
+pub use error::CheckpointError;
+pub use manifest::{
+    commit_manifest, latest_manifest, list_manifests, load_manifest, manifest_json_schema,
+    manifest_path, CheckpointStats, CoreCoverage, DataFile, EpochRange, Manifest, StateRef,
+    MANIFEST_FORMAT_VERSION,
+};
+pub use schema::{changelog_schema, state_schema, SCHEMA_VERSION};
+
+use serde::{Deserialize, Serialize};
+
+/// Checkpoint settings: plain data with documented defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CheckpointSettings {
+    /// Rows per Parquet row group. Default: 131,072.
+    pub row_group_rows: usize,
+    /// A data file is closed and a new one started past this many bytes.
+    /// Default: 256 MiB.
+    pub max_file_bytes: u64,
+    /// Size of each multipart upload part, and so of the upload buffer.
+    /// Default: 8 MiB.
+    pub upload_part_bytes: usize,
+    /// A full state snapshot every this many checkpoints (1: every one).
+    /// Default: 8.
+    pub snapshot_every: u64,
+    /// A full state snapshot once the changelog since the last one passes
+    /// this many bytes. Default: 1 GiB.
+    pub snapshot_delta_bytes: u64,
+    /// Memory for sorting the delta when building a snapshot; beyond it,
+    /// sorted runs spill to local temporary files. Default: 64 MiB.
+    pub sort_memory_bytes: usize,
+    /// Checkpoints kept by retention. Default: 3.
+    pub retain_checkpoints: usize,
+    /// GC removes unreferenced objects only when older than this. Default: 3600 s.
+    pub gc_grace_secs: u64,
+}
+
+impl Default for CheckpointSettings {
+    fn default() -> Self {
+        Self {
+            row_group_rows: 128 * 1024,
+            max_file_bytes: 256 << 20,
+            upload_part_bytes: 8 << 20,
+            snapshot_every: 8,
+            snapshot_delta_bytes: 1 << 30,
+            sort_memory_bytes: 64 << 20,
+            retain_checkpoints: 3,
+            gc_grace_secs: 3600,
+        }
+    }
+}

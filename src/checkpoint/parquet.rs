@@ -1,0 +1,510 @@
+//! Parquet files on the object store: a streaming writer that uploads as it
+//! encodes ([`ParquetSink`]), the changelog writer that turns a WAL merge into
+//! `changelog/epoch=<E>/` files ([`write_changelog`], in `changelog.rs`), and readers
+//! ([`open_parquet_stream`], [`file_crc32c`]).
+//!
+//! Memory is bounded: the Arrow side holds at most a few batches (a bounded
+//! channel between the merge and the encoder), the encoder one row group in
+//! progress, and the upload one part being filled plus
+//! [`MAX_PARTS_IN_FLIGHT`] parts on the wire. Nothing ever holds a whole file.
+//!
+//! Files are written with zstd, page-level statistics (so the column and
+//! offset indexes are written), a bloom filter on `key`, row groups of
+//! `row_group_rows` rows and the Arrow schema embedded.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt, TryFutureExt};
+use object_store::path::Path;
+use object_store::{
+    MultipartUpload, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayloadMut,
+};
+use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStream};
+use parquet::arrow::async_writer::AsyncFileWriter;
+use parquet::arrow::{AsyncArrowWriter, ParquetRecordBatchStreamBuilder};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use tokio::task::JoinSet;
+
+use super::error::CheckpointError;
+use super::manifest::DataFile;
+use super::CheckpointSettings;
+use crate::store::Store;
+
+mod changelog;
+
+pub(crate) use changelog::{write_changelog, ChangelogSummary};
+
+/// Multipart parts uploading at once per file; with the part being filled,
+/// an upload holds at most this many + 1 parts of `upload_part_bytes`.
+pub(crate) const MAX_PARTS_IN_FLIGHT: usize = 4;
+
+/// Footer bytes fetched in the first read of a file (one request for most
+/// footers).
+const FOOTER_PREFETCH_BYTES: usize = 64 << 10;
+
+fn store_error(
+    store: &str,
+    op: &'static str,
+    path: &str,
+    source: object_store::Error,
+) -> CheckpointError {
+    CheckpointError::Store {
+        store: store.to_owned(),
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn parquet_error(path: &str, source: ParquetError) -> CheckpointError {
+    CheckpointError::Parquet {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn check_settings(settings: &CheckpointSettings) -> Result<(), CheckpointError> {
+    if settings.row_group_rows == 0 {
+        return Err(CheckpointError::InvalidSetting {
+            field: "row_group_rows",
+            reason: "must be at least 1".into(),
+        });
+    }
+    if settings.upload_part_bytes == 0 {
+        return Err(CheckpointError::InvalidSetting {
+            field: "upload_part_bytes",
+            reason: "must be at least 1 (S3 needs 5 MiB)".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The writer properties of every data file.
+fn writer_properties(settings: &CheckpointSettings) -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(settings.row_group_rows))
+        .set_column_bloom_filter_enabled(ColumnPath::from("key"), true)
+        .build()
+}
+
+// ---------------------------------------------------------------------------
+// Upload: an AsyncFileWriter that streams to the object store.
+
+/// The bytes of one object on their way to the store: a single PUT if the
+/// whole file fits in one part, otherwise a multipart upload of parts of
+/// exactly `part_bytes` (the last one shorter). Counts the bytes and their
+/// crc32c.
+///
+/// The first store error is kept (parquet's writer only sees a message) so
+/// the sink reports it as [`CheckpointError::Store`].
+struct Upload {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    part_bytes: usize,
+    buffer: PutPayloadMut,
+    multipart: Option<Box<dyn MultipartUpload>>,
+    parts: JoinSet<object_store::Result<()>>,
+    size: u64,
+    crc: u32,
+    failure: Option<(&'static str, object_store::Error)>,
+}
+
+impl Upload {
+    fn new(store: Arc<dyn ObjectStore>, path: Path, part_bytes: usize) -> Self {
+        Self {
+            store,
+            path,
+            part_bytes,
+            buffer: PutPayloadMut::new(),
+            multipart: None,
+            parts: JoinSet::new(),
+            size: 0,
+            crc: 0,
+            failure: None,
+        }
+    }
+
+    /// Keeps the first store error; parquet gets a description.
+    fn fail(&mut self, op: &'static str, source: object_store::Error) -> ParquetError {
+        let message = format!("{op} of {} failed: {source}", self.path);
+        if self.failure.is_none() {
+            self.failure = Some((op, source));
+        }
+        ParquetError::General(message)
+    }
+
+    async fn append(&mut self, mut bytes: Bytes) -> Result<(), ParquetError> {
+        self.size += bytes.len() as u64;
+        self.crc = crc32c::crc32c_append(self.crc, &bytes);
+        while !bytes.is_empty() {
+            let room = self.part_bytes - self.buffer.content_length();
+            if bytes.len() < room {
+                self.buffer.push(bytes);
+                break;
+            }
+            self.buffer.push(bytes.split_to(room));
+            let part = std::mem::take(&mut self.buffer);
+            self.send_part(part).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts the multipart upload if needed, waits until a slot among
+    /// [`MAX_PARTS_IN_FLIGHT`] is free, and starts uploading `part`.
+    async fn send_part(&mut self, part: PutPayloadMut) -> Result<(), ParquetError> {
+        if self.multipart.is_none() {
+            match self
+                .store
+                .put_multipart_opts(&self.path, PutMultipartOptions::default())
+                .await
+            {
+                Ok(upload) => self.multipart = Some(upload),
+                Err(e) => return Err(self.fail("start multipart upload", e)),
+            }
+        }
+        self.wait_for_parts(MAX_PARTS_IN_FLIGHT - 1).await?;
+        if let Some(upload) = self.multipart.as_mut() {
+            self.parts.spawn(upload.put_part(part.freeze()));
+        }
+        Ok(())
+    }
+
+    /// Waits until at most `in_flight` parts are still uploading.
+    async fn wait_for_parts(&mut self, in_flight: usize) -> Result<(), ParquetError> {
+        while self.parts.len() > in_flight {
+            match self.parts.join_next().await {
+                Some(Ok(Ok(()))) | None => {}
+                Some(Ok(Err(e))) => return Err(self.fail("upload part", e)),
+                Some(Err(join)) => {
+                    let e = object_store::Error::Generic {
+                        store: "walhouse upload",
+                        source: Box::new(join),
+                    };
+                    return Err(self.fail("upload part", e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Uploads what is buffered and completes the object.
+    async fn finish_upload(&mut self) -> Result<(), ParquetError> {
+        let rest = std::mem::take(&mut self.buffer);
+        if self.multipart.is_none() {
+            let payload = rest.freeze();
+            return match self
+                .store
+                .put_opts(&self.path, payload, PutOptions::default())
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) => Err(self.fail("put", e)),
+            };
+        }
+        if !rest.is_empty() {
+            self.send_part(rest).await?;
+        }
+        self.wait_for_parts(0).await?;
+        let Some(upload) = self.multipart.as_mut() else {
+            return Ok(());
+        };
+        match upload.complete().await {
+            Ok(_) => {
+                self.multipart = None;
+                Ok(())
+            }
+            Err(e) => Err(self.fail("complete multipart upload", e)),
+        }
+    }
+
+    /// Cancels the parts in flight and aborts the multipart upload, so no
+    /// object and (on stores that keep them) no parts are left. Best effort.
+    async fn abort(&mut self) {
+        self.parts.shutdown().await;
+        self.buffer = PutPayloadMut::new();
+        if let Some(mut upload) = self.multipart.take() {
+            if let Err(e) = upload.abort().await {
+                tracing::warn!(path = %self.path, error = %e, "cannot abort multipart upload");
+            }
+        }
+    }
+}
+
+impl Drop for Upload {
+    // A sink dropped mid-upload (its future cancelled) aborts its multipart
+    // upload in the background rather than leaving parts behind.
+    fn drop(&mut self) {
+        if let Some(mut upload) = self.multipart.take() {
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move {
+                    let _ = upload.abort().await;
+                });
+            }
+        }
+    }
+}
+
+impl AsyncFileWriter for Upload {
+    fn write(&mut self, bs: Bytes) -> BoxFuture<'_, Result<(), ParquetError>> {
+        self.append(bs).boxed()
+    }
+
+    fn complete(&mut self) -> BoxFuture<'_, Result<(), ParquetError>> {
+        self.finish_upload().boxed()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// ParquetSink
+
+/// One Parquet file being written to the store: batches are encoded into row
+/// groups and uploaded as each row group is done (multipart past one part).
+///
+/// Nothing is visible on the store until [`ParquetSink::finish`] returns
+/// `Ok`. On any failure of `write` or `finish` the upload is aborted before
+/// the error is returned, and the sink refuses further writes.
+pub(crate) struct ParquetSink {
+    store_name: String,
+    relative: String,
+    writer: Option<AsyncArrowWriter<Upload>>,
+}
+
+impl std::fmt::Debug for ParquetSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParquetSink")
+            .field("store", &self.store_name)
+            .field("path", &self.relative)
+            .field("bytes_written", &self.bytes_written())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ParquetSink {
+    /// Starts `relative` (a path under the table root) on `store`.
+    ///
+    /// Nothing is sent to the store yet; the first part (or the whole file,
+    /// if it stays under `upload_part_bytes`) goes out as row groups fill.
+    #[expect(
+        clippy::unused_async,
+        reason = "async so that a store round trip may be added without changing callers"
+    )]
+    pub(crate) async fn create(
+        store: &Store,
+        relative: String,
+        schema: SchemaRef,
+        settings: &CheckpointSettings,
+    ) -> Result<Self, CheckpointError> {
+        check_settings(settings)?;
+        let upload = Upload::new(
+            Arc::clone(store.object_store()),
+            store.path(&relative),
+            settings.upload_part_bytes,
+        );
+        let writer = AsyncArrowWriter::try_new(upload, schema, Some(writer_properties(settings)))
+            .map_err(|e| parquet_error(&relative, e))?;
+        Ok(Self {
+            store_name: store.name().to_owned(),
+            relative,
+            writer: Some(writer),
+        })
+    }
+
+    /// Encodes `batch`; a finished row group is uploaded before this returns.
+    /// Nothing is durable until [`ParquetSink::finish`].
+    pub(crate) async fn write(&mut self, batch: &RecordBatch) -> Result<(), CheckpointError> {
+        let Some(writer) = self.writer.as_mut() else {
+            return Err(self.failed_already());
+        };
+        match writer.write(batch).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.fail(e).await),
+        }
+    }
+
+    /// Bytes handed to the store so far plus the estimated encoded size of
+    /// the row group in progress (for rolling files at `max_file_bytes`).
+    pub(crate) fn bytes_written(&self) -> u64 {
+        self.writer.as_ref().map_or(0, |w| {
+            (w.bytes_written() as u64).saturating_add(w.in_progress_size() as u64)
+        })
+    }
+
+    /// Closes the file; the object exists on the store when this returns
+    /// `Ok` (durable for remote stores; a local store needs
+    /// [`Store::make_durable`]).
+    pub(crate) async fn finish(mut self) -> Result<DataFile, CheckpointError> {
+        let Some(writer) = self.writer.as_mut() else {
+            return Err(self.failed_already());
+        };
+        let metadata = match writer.finish().await {
+            Ok(metadata) => metadata,
+            Err(e) => return Err(self.fail(e).await),
+        };
+        let Some(writer) = self.writer.take() else {
+            return Err(self.failed_already());
+        };
+        let upload = writer.into_inner();
+        Ok(DataFile {
+            path: std::mem::take(&mut self.relative),
+            size: upload.size,
+            crc32c: upload.crc,
+            rows: u64::try_from(metadata.file_metadata().num_rows()).unwrap_or(0),
+        })
+    }
+
+    /// Aborts the upload (best effort, for error paths): no object is left by
+    /// a multipart upload, and a single PUT was never sent.
+    pub(crate) async fn abort(mut self) {
+        if let Some(writer) = self.writer.take() {
+            writer.into_inner().abort().await;
+        }
+    }
+
+    /// Aborts after `error` and turns it into the error to return: the
+    /// store's own error if the upload failed, else the encoder's.
+    async fn fail(&mut self, error: ParquetError) -> CheckpointError {
+        let Some(writer) = self.writer.take() else {
+            return parquet_error(&self.relative, error);
+        };
+        let mut upload = writer.into_inner();
+        let failure = upload.failure.take();
+        upload.abort().await;
+        match failure {
+            Some((op, source)) => store_error(&self.store_name, op, &self.relative, source),
+            None => parquet_error(&self.relative, error),
+        }
+    }
+
+    fn failed_already(&self) -> CheckpointError {
+        parquet_error(
+            &self.relative,
+            ParquetError::General("the file was aborted after an earlier error".into()),
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Readers
+
+/// An [`AsyncFileReader`] over one object of known size (parquet's own
+/// `ParquetObjectReader` is deprecated in favour of implementing this).
+#[derive(Debug, Clone)]
+pub(crate) struct StoreReader {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    size: u64,
+}
+
+fn external(e: object_store::Error) -> ParquetError {
+    ParquetError::External(Box::new(e))
+}
+
+impl AsyncFileReader for StoreReader {
+    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        self.store
+            .get_range(&self.path, range)
+            .map_err(external)
+            .boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        async move {
+            self.store
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(external)
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let size = self.size;
+            let metadata = ParquetMetaDataReader::new()
+                .with_arrow_reader_options(options)
+                .with_prefetch_hint(Some(FOOTER_PREFETCH_BYTES))
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        }
+        .boxed()
+    }
+}
+
+/// A stream of the record batches of `file`, read with range requests (the
+/// footer, then the column chunks of one row group at a time).
+///
+/// The object's size is checked against `file.size` first (a HEAD):
+/// [`CheckpointError::CorruptObject`] naming the path if it differs.
+pub(crate) async fn open_parquet_stream(
+    store: &Store,
+    file: &DataFile,
+) -> Result<ParquetRecordBatchStream<StoreReader>, CheckpointError> {
+    let path = store.path(&file.path);
+    let meta = store
+        .object_store()
+        .head(&path)
+        .await
+        .map_err(|e| store_error(store.name(), "head", &file.path, e))?;
+    if meta.size != file.size {
+        return Err(CheckpointError::CorruptObject {
+            store: store.name().to_owned(),
+            path: file.path.clone(),
+            reason: format!(
+                "object is {} bytes, the manifest says {}",
+                meta.size, file.size
+            ),
+        });
+    }
+    let reader = StoreReader {
+        store: Arc::clone(store.object_store()),
+        path,
+        size: file.size,
+    };
+    ParquetRecordBatchStreamBuilder::new(reader)
+        .await
+        .and_then(ParquetRecordBatchStreamBuilder::build)
+        .map_err(|e| parquet_error(&file.path, e))
+}
+
+/// Size and crc32c of the object `relative`, streamed (never held whole).
+pub(crate) async fn file_crc32c(
+    store: &Store,
+    relative: &str,
+) -> Result<(u64, u32), CheckpointError> {
+    let fail = |e| store_error(store.name(), "get", relative, e);
+    let mut body = store
+        .object_store()
+        .get(&store.path(relative))
+        .await
+        .map_err(fail)?
+        .into_stream();
+    let (mut size, mut crc) = (0_u64, 0_u32);
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(fail)?;
+        size += chunk.len() as u64;
+        crc = crc32c::crc32c_append(crc, &chunk);
+    }
+    Ok((size, crc))
+}
+
+#[cfg(test)]
+mod tests;
