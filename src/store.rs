@@ -94,6 +94,9 @@ impl Store {
             }
             "memory" => Ok(Self::memory()),
             "s3" | "s3a" | "gs" | "az" | "abfs" | "abfss" => {
+                // object_store's own URL parsing picks the bucket (and, for
+                // Azure, the account) out of the URL; the rest of the
+                // configuration comes from the environment.
                 let parsed = url::Url::parse(url).map_err(|e| invalid(e.to_string()))?;
                 let bucket = parsed
                     .host_str()
@@ -110,19 +113,19 @@ impl Store {
                 let inner: Arc<dyn ObjectStore> = match scheme {
                     "s3" | "s3a" => Arc::new(
                         object_store::aws::AmazonS3Builder::from_env()
-                            .with_bucket_name(&bucket)
+                            .with_url(url)
                             .build()
                             .map_err(configure)?,
                     ),
                     "gs" => Arc::new(
                         object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                            .with_bucket_name(&bucket)
+                            .with_url(url)
                             .build()
                             .map_err(configure)?,
                     ),
                     _ => Arc::new(
                         object_store::azure::MicrosoftAzureBuilder::from_env()
-                            .with_container_name(&bucket)
+                            .with_url(url)
                             .build()
                             .map_err(configure)?,
                     ),

@@ -551,3 +551,64 @@ async fn datafusion_reads_both_tables_with_epoch_partitions() {
     );
     assert_eq!(state, model);
 }
+
+#[tokio::test]
+async fn retention_keeps_the_newest_checkpoints_and_everything_they_reference() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut m = PerCoreWalManager::new(PerCoreWalConfig::new(&tmp.path().join("wal"), 2)).unwrap();
+    let store = Store::memory();
+    let keep_two = CheckpointSettings {
+        snapshot_every: 3,
+        retain_checkpoints: 2,
+        ..settings()
+    };
+    let cp = Checkpointer::new(store.clone(), keep_two).unwrap();
+    let mut manifests = Vec::new();
+    for round in 0..5u64 {
+        append_mix(&mut m, round * 100, round * 100 + 100);
+        manifests.push(cp.checkpoint(&mut m).await.unwrap().manifest);
+    }
+    // Snapshots at checkpoints 1 and 4; checkpoint 5 = snapshot 4 + its delta.
+    assert_eq!(manifests[4].state.snapshot_checkpoint, 4);
+    let all_before: Vec<_> = store.object_store().list(None).try_collect().await.unwrap();
+
+    let gc = cp.gc().await.unwrap();
+    println!(
+        "objects before GC: {}; kept checkpoints {:?}; removed manifests {:?}; removed objects: {}",
+        all_before.len(),
+        gc.retained,
+        gc.manifests_removed,
+        gc.objects_removed.len()
+    );
+    assert_eq!(gc.retained, vec![4, 5]);
+    assert_eq!(gc.manifests_removed, vec![1, 2, 3]);
+    let left: Vec<String> = store
+        .object_store()
+        .list(None)
+        .map_ok(|m| m.location.to_string())
+        .try_collect()
+        .await
+        .unwrap();
+    for kept in &manifests[3..] {
+        for file in kept.referenced_files() {
+            assert!(
+                left.contains(&file.path),
+                "{} is referenced by a kept manifest",
+                file.path
+            );
+        }
+    }
+    // What only the removed checkpoints used is gone: checkpoint 1's snapshot.
+    for file in &manifests[0].state.snapshot {
+        assert!(
+            gc.objects_removed.contains(&file.path),
+            "{} should be collected",
+            file.path
+        );
+    }
+    assert!(cp.verify(Some(5)).await.unwrap().is_ok());
+    assert!(cp.verify(Some(4)).await.unwrap().is_ok());
+    // A second GC finds nothing more to do.
+    let again = cp.gc().await.unwrap();
+    assert!(again.objects_removed.is_empty() && again.manifests_removed.is_empty());
+}

@@ -1,0 +1,760 @@
+//! Prints checkpoint figures for this machine as plain numbers: throughput
+//! of `Checkpointer::checkpoint` on a local store, and the peak memory of
+//! the process while it runs.
+//!
+//! Run with `cargo bench --bench checkpoint_report`. Every put has a 16-byte
+//! key and a 100-byte value of pseudo-random bytes (xorshift64, a new value
+//! for every put), so zstd cannot shrink the values. Keys are 8 bytes of a
+//! bijective 64-bit mix of the key's index followed by the index itself
+//! (big-endian), so they are distinct and arrive in no particular order.
+//! Each figure is the median of the runs (the runs follow in brackets).
+//!
+//! Everything lives under `target/bench-tmp/` (the disk of the sources;
+//! `CHECKPOINT_REPORT_DIR` picks another directory): the WAL, the table (a
+//! local store, `Store::local`) and the snapshot sort's spill files (the
+//! child's `TMPDIR`). It is removed at the end. The WAL is read while in
+//! the page cache: the checkpoint follows right after the WAL is written.
+//!
+//! Each checkpoint runs in a child process of this binary (`checkpoint_report
+//! checkpoint-child WAL_DIR STORE_DIR MODE`): it opens the WAL with
+//! `PerCoreWalManager::open`, builds a tokio runtime, resets its peak RSS
+//! (`/proc/self/clear_refs`), runs `Checkpointer::checkpoint` and prints its
+//! figures, with `VmHWM` as the peak.
+//!
+//! `CHECKPOINT_REPORT_SMALL=1` divides every entry count by 100 (a smoke
+//! test of the program; its figures mean nothing).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::Layer;
+use walhouse::checkpoint::{CheckpointSettings, Checkpointer};
+use walhouse::per_core_wal::{CoreWalWriter, PerCoreWalConfig, PerCoreWalManager};
+use walhouse::store::Store;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+const KEY_LEN: usize = 16;
+const VALUE_LEN: usize = 100;
+/// WAL cores; the puts alternate between them.
+const CORES: usize = 2;
+/// Runs of every configuration.
+const RUNS: usize = 3;
+/// In the mixed workload, per 1000 entries: this many overwrite a random
+/// earlier key ...
+const OVERWRITE_PER_MILLE: u64 = 100;
+/// ... and this many delete one (the rest put a new key).
+const DELETE_PER_MILLE: u64 = 20;
+/// The issue's targets.
+const TARGET_WAL_MB_PER_S_PER_CORE: f64 = 300.0;
+const TARGET_PEAK_MIB: f64 = 256.0;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [cmd, wal, store, mode] = args.as_slice() {
+        if cmd == "checkpoint-child" {
+            return checkpoint_child(Path::new(wal), Path::new(store), mode);
+        }
+    }
+    let base = std::env::var_os("CHECKPOINT_REPORT_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-tmp"),
+        PathBuf::from,
+    );
+    fs::create_dir_all(&base)?;
+    let root = tempfile::Builder::new()
+        .prefix("checkpoint-report-")
+        .tempdir_in(&base)?;
+    let scale = if std::env::var_os("CHECKPOINT_REPORT_SMALL").is_some() {
+        100
+    } else {
+        1
+    };
+    let machine = Machine::probe()?;
+    println!(
+        "walhouse checkpoint report: 16-byte keys, 100-byte xorshift64 values, {CORES} WAL cores, \
+         local store, default CheckpointSettings, median of {RUNS} runs"
+    );
+    println!(
+        "nproc = {}; working directory {}",
+        machine.nproc,
+        root.path().display()
+    );
+    if scale > 1 {
+        println!("CHECKPOINT_REPORT_SMALL: entry counts divided by {scale}; figures mean nothing");
+    }
+
+    let mut results = Vec::new();
+    for entries in [1_000_000 / scale, 10_000_000 / scale] {
+        results.push(throughput(root.path(), &machine, entries)?);
+    }
+    let mut states = Vec::new();
+    for keys in [1_000_000 / scale, 10_000_000 / scale] {
+        states.push(state(root.path(), &machine, keys)?);
+    }
+    summary(&machine, &results, &states);
+
+    drop(root);
+    // Only removes the base directory if nothing else is in it.
+    let _ = fs::remove_dir(&base);
+    Ok(())
+}
+
+// ---------------------------------------------------------------- helpers
+
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "counts stay far below 2^52; the figures are printed rounded"
+)]
+fn float(n: u64) -> f64 {
+    n as f64
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The median, then the runs, with `decimals` decimals.
+fn plain(values: &[f64], decimals: usize) -> String {
+    let runs: Vec<String> = values.iter().map(|v| format!("{v:.decimals$}")).collect();
+    format!("{:.decimals$} [{}]", median(values), runs.join(", "))
+}
+
+fn fresh_dir(root: &Path, name: &str) -> Result<PathBuf> {
+    let dir = root.join(name);
+    if dir.exists() {
+        fs::remove_dir_all(&dir)?;
+    }
+    Ok(dir)
+}
+
+fn dir_bytes(dir: &Path) -> Result<u64> {
+    let mut bytes = 0;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        bytes += if meta.is_dir() {
+            dir_bytes(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(bytes)
+}
+
+/// (field value in KiB) of a `/proc/self/status` line such as `VmHWM:`.
+fn status_kib(field: &str) -> Result<u64> {
+    let status = fs::read_to_string("/proc/self/status")?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .ok_or_else(|| format!("{field} not in /proc/self/status"))?;
+    let kib = line
+        .split_whitespace()
+        .nth(1)
+        .ok_or_else(|| format!("no value in {line:?}"))?;
+    Ok(kib.parse()?)
+}
+
+/// User plus system CPU time of this process, all threads (dead ones
+/// included), in clock ticks: fields 14 and 15 of `/proc/self/stat`.
+fn cpu_ticks() -> Result<u64> {
+    let stat = fs::read_to_string("/proc/self/stat")?;
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').ok_or("no ')' in /proc/self/stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3.
+    let utime: u64 = fields.get(11).ok_or("no utime")?.parse()?;
+    let stime: u64 = fields.get(12).ok_or("no stime")?.parse()?;
+    Ok(utime + stime)
+}
+
+/// What the report says about the machine.
+struct Machine {
+    /// Output of `nproc`.
+    nproc: u64,
+    /// Clock ticks per second of `/proc/self/stat` (`getconf CLK_TCK`).
+    clock_ticks: u64,
+}
+
+impl Machine {
+    fn probe() -> Result<Self> {
+        let command = |name: &str, arg: Option<&str>| -> Result<u64> {
+            let mut cmd = Command::new(name);
+            cmd.args(arg);
+            let out = cmd.output()?;
+            Ok(String::from_utf8(out.stdout)?.trim().parse()?)
+        };
+        Ok(Self {
+            nproc: command("nproc", None)?,
+            clock_ticks: command("getconf", Some("CLK_TCK")).unwrap_or(100),
+        })
+    }
+}
+
+// ---------------------------------------------------------------- workload
+
+/// xorshift64 (13, 7, 17): the same sequence for the same seed.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    fn fill(&mut self, bytes: &mut [u8]) {
+        for chunk in bytes.chunks_mut(8) {
+            let word = self.next().to_le_bytes();
+            chunk.copy_from_slice(&word[..chunk.len()]);
+        }
+    }
+}
+
+/// Key number `i`: splitmix64's finalizer of `i` (a bijection, so the keys
+/// arrive unsorted), then `i`.
+fn key(i: u64) -> [u8; KEY_LEN] {
+    let mut z = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    let mut k = [0u8; KEY_LEN];
+    k[..8].copy_from_slice(&z.to_be_bytes());
+    k[8..].copy_from_slice(&i.to_be_bytes());
+    k
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mix {
+    /// Mostly new keys; [`OVERWRITE_PER_MILLE`] overwrites and
+    /// [`DELETE_PER_MILLE`] deletes of random earlier keys.
+    Mixed,
+    /// Puts of new keys only.
+    DistinctPuts,
+}
+
+/// Generates entries and keeps the count of live keys, to check the
+/// snapshot against.
+struct Workload {
+    mix: Mix,
+    rng: XorShift,
+    value: [u8; VALUE_LEN],
+    next_key: u64,
+    /// One bit per key number: live or not.
+    live: Vec<u64>,
+    live_keys: u64,
+    puts: u64,
+    deletes: u64,
+}
+
+impl Workload {
+    fn new(mix: Mix) -> Self {
+        Self {
+            mix,
+            rng: XorShift(0x2545_f491_4f6c_dd1d),
+            value: [0; VALUE_LEN],
+            next_key: 0,
+            live: Vec::new(),
+            live_keys: 0,
+            puts: 0,
+            deletes: 0,
+        }
+    }
+
+    fn set_live(&mut self, k: u64, live: bool) {
+        let word = usize::try_from(k / 64).expect("key numbers stay far below usize::MAX");
+        if word >= self.live.len() {
+            self.live.resize(word + 1, 0);
+        }
+        let bit = 1u64 << (k % 64);
+        let was = self.live[word] & bit != 0;
+        if live && !was {
+            self.live[word] |= bit;
+            self.live_keys += 1;
+        } else if !live && was {
+            self.live[word] &= !bit;
+            self.live_keys -= 1;
+        }
+    }
+
+    fn append(&mut self, writer: &mut CoreWalWriter) -> Result<()> {
+        let roll = if self.mix == Mix::Mixed && self.next_key > 0 {
+            self.rng.next() % 1000
+        } else {
+            1000
+        };
+        if roll < DELETE_PER_MILLE {
+            let k = self.rng.next() % self.next_key;
+            writer.append_delete(&key(k))?;
+            self.set_live(k, false);
+            self.deletes += 1;
+            return Ok(());
+        }
+        let k = if roll < DELETE_PER_MILLE + OVERWRITE_PER_MILLE {
+            self.rng.next() % self.next_key
+        } else {
+            self.next_key += 1;
+            self.next_key - 1
+        };
+        self.rng.fill(&mut self.value);
+        writer.append_put(&key(k), &self.value)?;
+        self.set_live(k, true);
+        self.puts += 1;
+        Ok(())
+    }
+}
+
+/// Appends `entries` entries of `workload` to the WAL in `dir` (created or
+/// recovered), alternating between the cores, then syncs and closes it.
+fn append_entries(dir: &Path, workload: &mut Workload, entries: u64) -> Result<Duration> {
+    let start = Instant::now();
+    let mut manager = PerCoreWalManager::new(PerCoreWalConfig::new(dir, CORES))?;
+    for i in 0..entries {
+        let core = usize::from(i % 2 == 1);
+        workload.append(manager.writer(core))?;
+    }
+    manager.sync_all()?;
+    drop(manager);
+    Ok(start.elapsed())
+}
+
+// ---------------------------------------------------------------- child
+
+/// Captures the fields of the snapshot's "state snapshot built" debug event
+/// (sort figures that the public API does not return).
+#[derive(Clone, Default)]
+struct SortFigures(Arc<Mutex<BTreeMap<String, u64>>>);
+
+#[derive(Default)]
+struct EventFields {
+    message: String,
+    numbers: BTreeMap<String, u64>,
+}
+
+impl tracing::field::Visit for EventFields {
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.numbers.insert(field.name().to_owned(), value);
+    }
+
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        if let Ok(value) = u64::try_from(value) {
+            self.numbers.insert(field.name().to_owned(), value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.message = format!("{value:?}");
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> Layer<S> for SortFigures {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        let mut fields = EventFields::default();
+        event.record(&mut fields);
+        if fields.message == "state snapshot built" {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(fields.numbers);
+        }
+    }
+}
+
+/// Runs one checkpoint of the WAL in `wal` to the table in `store` and
+/// prints its figures as `name=value` pairs on one line.
+///
+/// `mode` "first": default settings (the first checkpoint of a table always
+/// writes a snapshot). "changelog": `snapshot_every` and
+/// `snapshot_delta_bytes` at their maximum, so no snapshot is due.
+fn checkpoint_child(wal: &Path, store: &Path, mode: &str) -> Result<()> {
+    let settings = match mode {
+        "first" => CheckpointSettings::default(),
+        "changelog" => CheckpointSettings {
+            snapshot_every: u64::MAX,
+            snapshot_delta_bytes: u64::MAX,
+            ..CheckpointSettings::default()
+        },
+        other => return Err(format!("unknown checkpoint mode {other:?}").into()),
+    };
+    let figures = SortFigures::default();
+    let targets = tracing_subscriber::filter::Targets::new()
+        .with_target("walhouse::checkpoint::state", tracing::Level::DEBUG);
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::registry().with(figures.clone().with_filter(targets)),
+    )?;
+
+    let mut manager = PerCoreWalManager::open(PerCoreWalConfig::new(wal, CORES))?;
+    let checkpointer = Checkpointer::new(Store::local(store)?, settings)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let rss_before_kib = status_kib("VmRSS:")?;
+    let ticks_before = cpu_ticks()?;
+    fs::write("/proc/self/clear_refs", "5")?;
+    let start = Instant::now();
+    let outcome = runtime.block_on(checkpointer.checkpoint(&mut manager))?;
+    let seconds = start.elapsed().as_secs_f64();
+    let cpu_ticks = cpu_ticks()? - ticks_before;
+    let hwm_kib = status_kib("VmHWM:")?;
+
+    let manifest = &outcome.manifest;
+    let changelog_bytes: u64 = manifest.changelog.iter().map(|f| f.size).sum();
+    let snapshot_bytes: u64 = if outcome.snapshot_written {
+        manifest.state.snapshot.iter().map(|f| f.size).sum()
+    } else {
+        0
+    };
+    let sort = figures.0.lock().unwrap_or_else(PoisonError::into_inner);
+    let sort_figure = |name: &str| sort.get(name).copied().unwrap_or(0);
+    println!(
+        "entries={} puts={} deletes={} wal_bytes={} seconds={seconds} cpu_ticks={cpu_ticks} \
+         changelog_bytes={changelog_bytes} snapshot_bytes={snapshot_bytes} \
+         bytes_written={} snapshot={} snapshot_keys={} removed_segments={} \
+         rss_before_kib={rss_before_kib} hwm_kib={hwm_kib} runs_spilled={} merge_passes={} \
+         max_buffered_bytes={}",
+        manifest.stats.entries,
+        manifest.stats.puts,
+        manifest.stats.deletes,
+        manifest.stats.wal_bytes,
+        outcome.bytes_written,
+        u8::from(outcome.snapshot_written),
+        manifest.stats.snapshot_keys.unwrap_or(0),
+        outcome.removed_segments,
+        sort_figure("runs_spilled"),
+        sort_figure("merge_passes"),
+        sort_figure("max_buffered_bytes"),
+    );
+    Ok(())
+}
+
+/// One checkpoint measured in a child process.
+struct Run {
+    puts: u64,
+    deletes: u64,
+    wal_bytes: u64,
+    seconds: f64,
+    cpu_seconds: f64,
+    changelog_bytes: u64,
+    snapshot_bytes: u64,
+    snapshot: bool,
+    snapshot_keys: u64,
+    rss_before_kib: u64,
+    hwm_kib: u64,
+    runs_spilled: u64,
+    max_buffered_bytes: u64,
+}
+
+impl Run {
+    fn wal_mb_per_s(&self) -> f64 {
+        float(self.wal_bytes) / 1e6 / self.seconds
+    }
+
+    fn wal_mb_per_cpu_s(&self) -> f64 {
+        float(self.wal_bytes) / 1e6 / self.cpu_seconds
+    }
+
+    fn entries_per_s(&self) -> f64 {
+        float(self.puts + self.deletes) / self.seconds
+    }
+
+    fn peak_mib(&self) -> f64 {
+        float(self.hwm_kib) / 1024.0
+    }
+
+    fn peak_above_before_mib(&self) -> f64 {
+        float(self.hwm_kib.saturating_sub(self.rss_before_kib)) / 1024.0
+    }
+
+    fn written_mb(&self) -> f64 {
+        float(self.changelog_bytes + self.snapshot_bytes) / 1e6
+    }
+}
+
+fn run_child(machine: &Machine, root: &Path, wal: &Path, store: &Path, mode: &str) -> Result<Run> {
+    let tmp = root.join("sort-tmp");
+    fs::create_dir_all(&tmp)?;
+    let out = Command::new(std::env::current_exe()?)
+        .arg("checkpoint-child")
+        .arg(wal)
+        .arg(store)
+        .arg(mode)
+        .env("TMPDIR", &tmp)
+        .output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "checkpoint child failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    let text = String::from_utf8(out.stdout)?;
+    let fields: BTreeMap<&str, &str> = text
+        .split_whitespace()
+        .filter_map(|pair| pair.split_once('='))
+        .collect();
+    let number = |name: &str| -> Result<u64> {
+        Ok(fields
+            .get(name)
+            .ok_or_else(|| format!("no {name} in the child's output {text:?}"))?
+            .parse()?)
+    };
+    let seconds: f64 = fields
+        .get("seconds")
+        .ok_or_else(|| format!("no seconds in the child's output {text:?}"))?
+        .parse()?;
+    Ok(Run {
+        puts: number("puts")?,
+        deletes: number("deletes")?,
+        wal_bytes: number("wal_bytes")?,
+        seconds,
+        cpu_seconds: float(number("cpu_ticks")?) / float(machine.clock_ticks),
+        changelog_bytes: number("changelog_bytes")?,
+        snapshot_bytes: number("snapshot_bytes")?,
+        snapshot: number("snapshot")? == 1,
+        snapshot_keys: number("snapshot_keys")?,
+        rss_before_kib: number("rss_before_kib")?,
+        hwm_kib: number("hwm_kib")?,
+        runs_spilled: number("runs_spilled")?,
+        max_buffered_bytes: number("max_buffered_bytes")?,
+    })
+}
+
+/// Fails unless the checkpoint holds exactly the workload's entries and,
+/// when it wrote a snapshot, exactly its live keys.
+fn check(run: &Run, puts: u64, deletes: u64, snapshot: Option<u64>) -> Result<()> {
+    if (run.puts, run.deletes) != (puts, deletes) {
+        return Err(format!(
+            "checkpoint holds {} puts and {} deletes, the WAL {puts} and {deletes}",
+            run.puts, run.deletes
+        )
+        .into());
+    }
+    match snapshot {
+        Some(keys) if !run.snapshot || run.snapshot_keys != keys => Err(format!(
+            "expected a snapshot of {keys} keys, got snapshot={} of {} keys",
+            run.snapshot, run.snapshot_keys
+        )
+        .into()),
+        None if run.snapshot => Err("expected no snapshot, got one".into()),
+        _ => Ok(()),
+    }
+}
+
+// ---------------------------------------------------------------- reports
+
+/// Prints one row of figures over the runs.
+fn print_runs(label: &str, runs: &[Run]) {
+    let of = |f: fn(&Run) -> f64| runs.iter().map(f).collect::<Vec<f64>>();
+    println!("  {label}");
+    println!(
+        "    seconds                      {}",
+        plain(&of(|r| r.seconds), 2)
+    );
+    println!(
+        "    WAL MB/s (wall)              {}",
+        plain(&of(Run::wal_mb_per_s), 1)
+    );
+    println!(
+        "    WAL MB per CPU-second        {}   (CPU s: {})",
+        plain(&of(Run::wal_mb_per_cpu_s), 1),
+        plain(&of(|r| r.cpu_seconds), 2)
+    );
+    println!(
+        "    entries/s (M)                {}",
+        plain(&of(|r| r.entries_per_s() / 1e6), 3)
+    );
+    println!(
+        "    Parquet MB written           {}   (changelog {}, snapshot {})",
+        plain(&of(Run::written_mb), 1),
+        plain(&of(|r| float(r.changelog_bytes) / 1e6), 1),
+        plain(&of(|r| float(r.snapshot_bytes) / 1e6), 1)
+    );
+    println!(
+        "    peak RSS MiB                 {}",
+        plain(&of(Run::peak_mib), 1)
+    );
+    println!(
+        "    peak - RSS before, MiB       {}",
+        plain(&of(Run::peak_above_before_mib), 1)
+    );
+    if runs.iter().any(|r| r.snapshot) {
+        println!(
+            "    sort: runs spilled {}, buffer high-water MiB {}",
+            plain(&of(|r| float(r.runs_spilled)), 0),
+            plain(&of(|r| float(r.max_buffered_bytes) / 1_048_576.0), 1)
+        );
+    }
+}
+
+/// The figures of one WAL size.
+struct Throughput {
+    entries: u64,
+    first: Vec<Run>,
+    changelog: Vec<Run>,
+}
+
+/// Per run: a fresh WAL of `entries` mixed entries and a fresh table; the
+/// first checkpoint (changelog and full snapshot); `entries` more entries;
+/// a second checkpoint with no snapshot due (changelog only).
+fn throughput(root: &Path, machine: &Machine, entries: u64) -> Result<Throughput> {
+    println!();
+    println!(
+        "== checkpoint throughput, WAL of {} M entries written by {CORES} cores \
+         ({}% new keys, {}% overwrites, {}% deletes of random earlier keys)",
+        float(entries) / 1e6,
+        (1000 - OVERWRITE_PER_MILLE - DELETE_PER_MILLE) / 10,
+        OVERWRITE_PER_MILLE / 10,
+        DELETE_PER_MILLE / 10,
+    );
+    let mut first = Vec::new();
+    let mut changelog = Vec::new();
+    for run in 0..RUNS {
+        let wal = fresh_dir(root, "wal")?;
+        let store = fresh_dir(root, "table")?;
+        let mut workload = Workload::new(Mix::Mixed);
+        let built = append_entries(&wal, &mut workload, entries)?;
+        let wal_disk = dir_bytes(&wal)?;
+        let one = run_child(machine, root, &wal, &store, "first")?;
+        check(
+            &one,
+            workload.puts,
+            workload.deletes,
+            Some(workload.live_keys),
+        )?;
+        let (puts, deletes) = (workload.puts, workload.deletes);
+        append_entries(&wal, &mut workload, entries)?;
+        let two = run_child(machine, root, &wal, &store, "changelog")?;
+        check(&two, workload.puts - puts, workload.deletes - deletes, None)?;
+        println!(
+            "  run {}: WAL {:.1} MB on disk (written in {:.1} s); first {:.2} s, {} live keys; \
+             changelog-only {:.2} s",
+            run + 1,
+            float(wal_disk) / 1e6,
+            built.as_secs_f64(),
+            one.seconds,
+            one.snapshot_keys,
+            two.seconds
+        );
+        first.push(one);
+        changelog.push(two);
+        fs::remove_dir_all(&wal)?;
+        fs::remove_dir_all(&store)?;
+    }
+    print_runs("first checkpoint: changelog + full state snapshot", &first);
+    print_runs(
+        "second checkpoint: changelog only (snapshot_every and snapshot_delta_bytes at u64::MAX)",
+        &changelog,
+    );
+    let difference: Vec<f64> = first
+        .iter()
+        .zip(&changelog)
+        .map(|(a, b)| a.seconds - b.seconds)
+        .collect();
+    println!(
+        "  first minus changelog-only, seconds (about the snapshot's share): {}",
+        plain(&difference, 2)
+    );
+    Ok(Throughput {
+        entries,
+        first,
+        changelog,
+    })
+}
+
+/// The figures of one state size.
+struct StateSize {
+    keys: u64,
+    runs: Vec<Run>,
+}
+
+/// Per run: a fresh WAL of `keys` puts of distinct keys, and the first
+/// checkpoint of a fresh table, whose snapshot holds every key.
+fn state(root: &Path, machine: &Machine, keys: u64) -> Result<StateSize> {
+    println!();
+    println!(
+        "== state of {} M keys: first checkpoint of a WAL of {} M puts of distinct keys",
+        float(keys) / 1e6,
+        float(keys) / 1e6
+    );
+    let mut runs = Vec::new();
+    for _ in 0..RUNS {
+        let wal = fresh_dir(root, "wal")?;
+        let store = fresh_dir(root, "table")?;
+        let mut workload = Workload::new(Mix::DistinctPuts);
+        append_entries(&wal, &mut workload, keys)?;
+        let run = run_child(machine, root, &wal, &store, "first")?;
+        check(&run, keys, 0, Some(keys))?;
+        runs.push(run);
+        fs::remove_dir_all(&wal)?;
+        fs::remove_dir_all(&store)?;
+    }
+    print_runs("first checkpoint: changelog + snapshot", &runs);
+    Ok(StateSize { keys, runs })
+}
+
+fn summary(machine: &Machine, results: &[Throughput], states: &[StateSize]) {
+    println!();
+    println!("== targets");
+    let per_core = |runs: &[Run]| {
+        median(&runs.iter().map(Run::wal_mb_per_s).collect::<Vec<_>>()) / float(machine.nproc)
+    };
+    for t in results {
+        for (label, runs) in [("first", &t.first), ("changelog-only", &t.changelog)] {
+            let wall = per_core(runs);
+            let cpu = median(&runs.iter().map(Run::wal_mb_per_cpu_s).collect::<Vec<_>>());
+            println!(
+                "  {} M entries, {label}: {wall:.1} MB/s of WAL per core (wall MB/s / nproc {}), \
+                 {cpu:.1} MB per CPU-second; target {TARGET_WAL_MB_PER_S_PER_CORE} per core: {}",
+                float(t.entries) / 1e6,
+                machine.nproc,
+                if wall >= TARGET_WAL_MB_PER_S_PER_CORE {
+                    "met"
+                } else {
+                    "MISSED"
+                }
+            );
+        }
+    }
+    let all_peaks = results
+        .iter()
+        .flat_map(|t| t.first.iter().chain(&t.changelog))
+        .chain(states.iter().flat_map(|s| &s.runs))
+        .map(Run::peak_mib);
+    let highest = all_peaks.fold(0.0_f64, f64::max);
+    println!(
+        "  highest peak RSS of any checkpoint: {highest:.1} MiB; target < {TARGET_PEAK_MIB} MiB: {}",
+        if highest < TARGET_PEAK_MIB {
+            "met"
+        } else {
+            "MISSED"
+        }
+    );
+    for s in states {
+        let peak = median(&s.runs.iter().map(Run::peak_mib).collect::<Vec<_>>());
+        println!(
+            "  state of {} M keys: median peak RSS {peak:.1} MiB",
+            float(s.keys) / 1e6
+        );
+    }
+    if let [small, large] = states {
+        let peak = |s: &StateSize| median(&s.runs.iter().map(Run::peak_mib).collect::<Vec<_>>());
+        println!(
+            "  peak RSS at {} M keys / at {} M keys: {:.2}",
+            float(large.keys) / 1e6,
+            float(small.keys) / 1e6,
+            peak(large) / peak(small)
+        );
+    }
+}
