@@ -101,7 +101,14 @@ impl Checkpointer {
         &self,
         wal: &mut PerCoreWalManager,
     ) -> Result<CheckpointOutcome, CheckpointError> {
-        let next = wal.advance_epoch();
+        // The sealed epoch must be past what the newest checkpoint covers,
+        // even when the WAL was reopened at an older epoch (its covered
+        // segments may still be on disk after a crash).
+        let covered_epoch = latest_manifest(&self.store).await?.map(|m| m.epochs.last);
+        let mut next = wal.advance_epoch();
+        if let Some(last) = covered_epoch {
+            next = next.max(last + 2);
+        }
         wal.set_epoch_all(next);
         wal.write_epoch_barrier_all()?;
         wal.sync_all()?;
@@ -117,7 +124,9 @@ impl Checkpointer {
     /// committed with a create-only PUT; then the WAL segments of the
     /// covered epochs are removed. A failure before the commit leaves no
     /// manifest and the WAL intact: the next checkpoint covers the same
-    /// entries again, and GC removes the orphaned files.
+    /// entries again, and GC removes the orphaned files. Entries the previous
+    /// checkpoint already holds (left by a crash between its commit and its
+    /// WAL removal) are skipped by sequence number, never written twice.
     pub async fn checkpoint_sealed(
         &self,
         wal: &PerCoreWalManager,
@@ -135,13 +144,23 @@ impl Checkpointer {
                     ),
                 });
             }
-            // A crash after the previous commit may have left its segments:
-            // they are covered, remove them before merging.
-            wal.remove_segments_up_to_epoch(prev.epochs.last)?;
         }
         let number = previous.as_ref().map_or(1, |m| m.checkpoint + 1);
         let first_epoch = previous.as_ref().map_or(0, |m| m.epochs.last + 1);
-        let stream = wal.merge_sealed(epoch)?;
+        // A crash after the previous commit may have left covered segments;
+        // their entries are skipped by sequence, and removed with the rest
+        // once this checkpoint is committed.
+        let covered = previous.as_ref().map_or_else(Vec::new, |p| {
+            (0..wal.num_cores())
+                .map(|core| {
+                    p.cores
+                        .iter()
+                        .find(|c| c.core as usize == core)
+                        .and_then(|c| c.last_sequence)
+                })
+                .collect()
+        });
+        let stream = wal.merge_sealed(epoch)?.skip_covered(covered);
         let changelog =
             write_changelog(&self.store, number, stream, wal.num_cores(), &self.settings).await?;
 

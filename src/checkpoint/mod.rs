@@ -14,6 +14,7 @@ mod coordinator;
 mod error;
 mod manifest;
 mod parquet;
+mod recover;
 mod schema;
 mod state;
 
@@ -25,6 +26,7 @@ pub use manifest::{
     manifest_path, CheckpointStats, CoreCoverage, DataFile, EpochRange, Manifest, StateRef,
     MANIFEST_FORMAT_VERSION,
 };
+pub use recover::{recover, Recovered};
 pub use schema::{changelog_schema, state_schema, SCHEMA_VERSION};
 
 use serde::{Deserialize, Serialize};

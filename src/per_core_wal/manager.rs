@@ -172,6 +172,7 @@ pub struct PerCoreWalManagerBuilder {
     config: PerCoreWalConfig,
     fs: Arc<dyn WalFileSystem>,
     clock: Arc<dyn WalClock>,
+    resume: Option<(Vec<u64>, u64)>,
 }
 
 impl PerCoreWalManagerBuilder {
@@ -186,6 +187,16 @@ impl PerCoreWalManagerBuilder {
     #[must_use]
     pub fn clock(mut self, clock: Arc<dyn WalClock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Continues after a recovery: every core's next sequence is at least
+    /// `next_sequences[core]` and the epoch at least `epoch`, even where the
+    /// local log is gone (a new machine recovering from the object store),
+    /// so no sequence number a checkpoint holds is ever reused.
+    #[must_use]
+    pub fn resume_at(mut self, next_sequences: Vec<u64>, epoch: u64) -> Self {
+        self.resume = Some((next_sequences, epoch));
         self
     }
 
@@ -229,6 +240,7 @@ impl PerCoreWalManager {
             config,
             fs: Arc::new(StdFileSystem),
             clock: Arc::new(SystemClock),
+            resume: None,
         }
     }
 
@@ -251,7 +263,12 @@ impl PerCoreWalManager {
     }
 
     fn open_inner(b: PerCoreWalManagerBuilder, create: bool) -> Result<Self, PerCoreWalError> {
-        let PerCoreWalManagerBuilder { config, fs, clock } = b;
+        let PerCoreWalManagerBuilder {
+            config,
+            fs,
+            clock,
+            resume,
+        } = b;
         config.validate()?;
         let naming = config.naming();
         let dir = config.base_dir.clone();
@@ -279,15 +296,23 @@ impl PerCoreWalManager {
             }
             scans.push(scan);
         }
-        let epoch = scans.iter().flatten().map(|s| s.epoch).max().unwrap_or(0);
+        let (floor_sequences, floor_epoch) = resume.unwrap_or_default();
+        let epoch = scans
+            .iter()
+            .flatten()
+            .map(|s| s.epoch)
+            .max()
+            .unwrap_or(0)
+            .max(floor_epoch);
         let mut writers = Vec::with_capacity(config.num_cores);
         let mut shared = Vec::with_capacity(config.num_cores);
         let mut reports = Vec::with_capacity(config.num_cores);
         for (core_id, scan) in scans.into_iter().enumerate() {
             let core_shared = Arc::new(CoreShared::default());
+            let floor = floor_sequences.get(core_id).copied().unwrap_or(0);
             let (segment, next_sequence, last_timestamp) =
-                scan.as_ref().map_or((0, 0, i64::MIN), |s| {
-                    (s.next_segment, s.next_sequence, s.last_timestamp)
+                scan.as_ref().map_or((0, floor, i64::MIN), |s| {
+                    (s.next_segment, s.next_sequence.max(floor), s.last_timestamp)
                 });
             if let Some(s) = &scan {
                 core_shared

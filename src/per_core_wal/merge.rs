@@ -26,8 +26,11 @@ pub struct MergeStream {
     started: bool,
     failed: bool,
     entries: u64,
+    skipped: u64,
     /// Per core, the (segment, offset) just past the last entry handed out.
     positions: Vec<Option<(u64, u64)>>,
+    /// Per core, the last sequence to skip.
+    covered: Vec<Option<u64>>,
 }
 
 impl MergeStream {
@@ -39,8 +42,25 @@ impl MergeStream {
             started: false,
             failed: false,
             entries: 0,
+            skipped: 0,
             positions: vec![None; num_cores],
+            covered: Vec::new(),
         }
+    }
+
+    /// Skips, per core, every entry whose sequence is at most
+    /// `covered[core]` (what a checkpoint already holds); `None` or a
+    /// missing core skips nothing.
+    #[must_use]
+    pub fn skip_covered(mut self, covered: Vec<Option<u64>>) -> Self {
+        self.covered = covered;
+        self
+    }
+
+    /// Entries skipped by [`MergeStream::skip_covered`].
+    #[must_use]
+    pub fn skipped(&self) -> u64 {
+        self.skipped
     }
 
     /// Entries handed out so far.
@@ -77,27 +97,45 @@ impl MergeStream {
                 }
             }
         } else if let Some(index) = self.pending.take() {
-            // The entry handed out last is still the heap's top: advance its
-            // reader and replace the top in place (one sift, not pop + push).
-            if self.readers[index].advance()? {
-                let key = self.key_of(index)?;
-                if let Some(mut top) = self.heap.peek_mut() {
-                    *top = Reverse((key, index));
-                }
-            } else {
-                self.heap.pop();
+            self.advance_top(index)?;
+        }
+        loop {
+            let Some(&Reverse((key, index))) = self.heap.peek() else {
+                return Ok(None);
+            };
+            let core = usize::from(key.core_id);
+            if self
+                .covered
+                .get(core)
+                .copied()
+                .flatten()
+                .is_some_and(|c| key.sequence <= c)
+            {
+                self.skipped += 1;
+                self.advance_top(index)?;
+                continue;
             }
+            self.pending = Some(index);
+            self.entries += 1;
+            if let Some(slot) = self.positions.get_mut(core) {
+                *slot = self.readers[index].position();
+            }
+            return Ok(Some(index));
         }
-        let Some(&Reverse((key, index))) = self.heap.peek() else {
-            return Ok(None);
-        };
-        self.pending = Some(index);
-        self.entries += 1;
-        let core = usize::from(key.core_id);
-        if let Some(slot) = self.positions.get_mut(core) {
-            *slot = self.readers[index].position();
+    }
+
+    /// Advances the reader of the heap's top entry and replaces the top in
+    /// place (one sift, not pop + push), or pops it at that reader's end.
+    fn advance_top(&mut self, index: usize) -> Result<(), PerCoreWalError> {
+        if self.readers[index].advance()? {
+            let key = self.key_of(index)?;
+            if let Some(mut top) = self.heap.peek_mut() {
+                *top = Reverse((key, index));
+            }
+        } else {
+            self.heap.pop();
         }
-        Ok(Some(index))
+        Ok(())
     }
 
     /// The next entry in merge order, borrowed from the reader's buffer until

@@ -30,6 +30,8 @@ pub struct PerCoreRecoveredState {
     pub final_epoch: u64,
     /// Number of WAL entries replayed.
     pub entries_replayed: usize,
+    /// WAL entries skipped because a checkpoint already covers them.
+    pub entries_skipped: usize,
     /// Per core, the sequence number the next entry must get.
     pub next_sequences: Vec<u64>,
     /// Per core, the valid end of the newest segment after repair.
@@ -154,17 +156,53 @@ impl PerCoreRecoveryManager {
     /// state. Corruption anywhere but a newest segment's tail is an error
     /// naming the file and offset.
     pub fn recover(&self) -> Result<PerCoreRecoveredState, PerCoreWalError> {
+        self.recover_onto(PerCoreRecoveredState::default(), &[])
+    }
+
+    /// Repairs torn tails, then replays onto `base` (a state loaded from a
+    /// checkpoint) every entry whose sequence is above `covered[core]` (the
+    /// checkpoint's last covered sequence of that core; `None` or a missing
+    /// core: replay all of it).
+    ///
+    /// If a core's log starts after `covered + 1`, entries are in neither
+    /// the checkpoint nor the WAL: that is a [`PerCoreWalError::SequenceGap`],
+    /// never a silent loss.
+    pub fn recover_onto(
+        &self,
+        base: PerCoreRecoveredState,
+        covered: &[Option<u64>],
+    ) -> Result<PerCoreRecoveredState, PerCoreWalError> {
         let repaired = self.repair()?;
         let mut out = PerCoreRecoveredState {
             wal_positions: repaired.iter().map(|r| r.0).collect(),
             truncated_bytes: repaired.iter().map(|r| r.1).collect(),
             next_sequences: repaired.iter().map(|r| r.2).collect(),
-            final_epoch: repaired.iter().map(|r| r.3).max().unwrap_or(0),
-            ..PerCoreRecoveredState::default()
+            final_epoch: repaired
+                .iter()
+                .map(|r| r.3)
+                .max()
+                .unwrap_or(0)
+                .max(base.final_epoch),
+            ..base
         };
+        let cores = self.wal_config.num_cores;
+        let mut first_seen: Vec<Option<u64>> = vec![None; cores];
         let mut stream = self.stream()?;
         while let Some(entry) = stream.next_ref() {
             let entry = entry?;
+            let core = usize::from(entry.core_id);
+            if let Some(slot) = first_seen.get_mut(core) {
+                slot.get_or_insert(entry.sequence);
+            }
+            if covered
+                .get(core)
+                .copied()
+                .flatten()
+                .is_some_and(|c| entry.sequence <= c)
+            {
+                out.entries_skipped += 1;
+                continue;
+            }
             out.entries_replayed += 1;
             out.final_epoch = out.final_epoch.max(entry.epoch);
             match entry.operation {
@@ -183,6 +221,20 @@ impl PerCoreRecoveryManager {
                     }
                 }
                 OpRef::Checkpoint { .. } | OpRef::EpochBarrier { .. } => {}
+            }
+        }
+        for (core, first) in first_seen.into_iter().enumerate() {
+            let Some(last_covered) = covered.get(core).copied().flatten() else {
+                continue;
+            };
+            let first = first.unwrap_or(out.next_sequences[core]);
+            if first > last_covered + 1 {
+                return Err(PerCoreWalError::SequenceGap {
+                    path: self.wal_config.base_dir.clone(),
+                    core_id: core,
+                    expected: last_covered + 1,
+                    actual: first,
+                });
             }
         }
         Ok(out)
