@@ -199,6 +199,14 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 m.stats.wal_bytes as f64 / 1e6 / r.checkpoint.as_secs_f64(),
                 r.removed_segments
             );
+            println!(
+                "restart:  recovered checkpoint {} + {} WAL tail entries ({} records after the checkpoint) in {:.3} s, state {}",
+                m.checkpoint,
+                r.full_recovery_replayed,
+                r.tail,
+                r.full_recovery.as_secs_f64(),
+                if r.verified { "verified" } else { "MISMATCH" }
+            );
             println!("tables:   {}", r.table);
             if let Some(dir) = r.table.strip_prefix("file://") {
                 println!("query them:");
