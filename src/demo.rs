@@ -149,6 +149,42 @@ fn ingest(
     Ok((started.elapsed(), syncs, epoch))
 }
 
+/// Writes 1 % of the records again after the checkpoint: overwrites and
+/// deletes of existing keys on every core, applied to `model` too.
+fn write_tail(
+    manager: &mut PerCoreWalManager,
+    model: &mut BTreeMap<Vec<u8>, Vec<u8>>,
+    opts: &DemoOptions,
+) -> Result<u64, PerCoreWalError> {
+    let tail = (opts.records / 100).max(1);
+    for i in 0..tail {
+        let core = usize::try_from(i).unwrap_or(0) % opts.cores;
+        let (key, _) = record(core, i * 3);
+        if i % 5 == 4 {
+            manager.writer(core).append_delete(&key)?;
+            model.remove(&key);
+        } else {
+            let value = format!("tail-{i}").into_bytes();
+            manager.writer(core).append_put(&key, &value)?;
+            model.insert(key, value);
+        }
+    }
+    Ok(tail)
+}
+
+/// The last write of every key the ingest wrote (`None`: deleted).
+fn model_of(opts: &DemoOptions, per_core: u64, extra: u64) -> BTreeMap<Vec<u8>, Option<[u8; 100]>> {
+    let mut model = BTreeMap::new();
+    for core in 0..opts.cores {
+        let count = per_core + u64::from((core as u64) < extra);
+        for i in 0..count {
+            let (key, value) = record(core, i);
+            model.insert(key, value);
+        }
+    }
+    model
+}
+
 /// Runs the demo.
 pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
     let wal_dir = opts.data_dir.join("wal");
@@ -189,14 +225,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
     let started = Instant::now();
     let recovered = PerCoreRecoveryManager::new(config.clone()).recover()?;
     let recovery = started.elapsed();
-    let mut model: BTreeMap<Vec<u8>, Option<[u8; 100]>> = BTreeMap::new();
-    for core in 0..opts.cores {
-        let count = per_core + u64::from((core as u64) < extra);
-        for i in 0..count {
-            let (key, value) = record(core, i);
-            model.insert(key, value);
-        }
-    }
+    let model = model_of(opts, per_core, extra);
     let live: BTreeMap<&[u8], &[u8]> = model
         .iter()
         .filter_map(|(k, v)| v.as_ref().map(|v| (k.as_slice(), v.as_slice())))
@@ -236,19 +265,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
     // every core, then restart and recover from the checkpoint plus the tail.
     let mut model: BTreeMap<Vec<u8>, Vec<u8>> =
         live.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
-    let tail = (opts.records / 100).max(1);
-    for i in 0..tail {
-        let core = (i % opts.cores as u64) as usize;
-        let (key, _) = record(core, i * 3);
-        if i % 5 == 4 {
-            manager.writer(core).append_delete(&key)?;
-            model.remove(&key);
-        } else {
-            let value = format!("tail-{i}").into_bytes();
-            manager.writer(core).append_put(&key, &value)?;
-            model.insert(key, value);
-        }
-    }
+    let tail = write_tail(&mut manager, &mut model, opts)?;
     manager.sync_all()?;
     drop(manager);
     let started = Instant::now();
