@@ -73,6 +73,20 @@ fn parquet_error(path: &str, source: ParquetError) -> CheckpointError {
     }
 }
 
+/// An error from reading Parquet through the store: a store failure inside
+/// the reader (unreachable store, 503, timeout) becomes a
+/// [`CheckpointError::Store`] naming the store and the operation; anything
+/// else is a decoding error naming the object.
+pub(crate) fn read_error(store: &Store, path: &str, source: ParquetError) -> CheckpointError {
+    match source {
+        ParquetError::External(inner) => match inner.downcast::<object_store::Error>() {
+            Ok(e) => store_error(store.name(), "read", path, *e),
+            Err(other) => parquet_error(path, ParquetError::External(other)),
+        },
+        other => parquet_error(path, other),
+    }
+}
+
 fn check_settings(settings: &CheckpointSettings) -> Result<(), CheckpointError> {
     if settings.row_group_rows == 0 {
         return Err(CheckpointError::InvalidSetting {
@@ -482,7 +496,7 @@ pub(crate) async fn open_parquet_stream(
     ParquetRecordBatchStreamBuilder::new(reader)
         .await
         .and_then(ParquetRecordBatchStreamBuilder::build)
-        .map_err(|e| parquet_error(&file.path, e))
+        .map_err(|e| read_error(store, &file.path, e))
 }
 
 /// Size and crc32c of the object `relative`, streamed (never held whole).

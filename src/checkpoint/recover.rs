@@ -12,7 +12,7 @@ use futures::TryStreamExt;
 
 use super::error::CheckpointError;
 use super::manifest::{latest_manifest, DataFile, Manifest};
-use super::parquet::{file_crc32c, open_parquet_stream};
+use super::parquet::{file_crc32c, open_parquet_stream, read_error};
 use crate::per_core_wal::{PerCoreRecoveredState, PerCoreRecoveryManager, PerCoreWalConfig};
 use crate::store::Store;
 
@@ -196,10 +196,7 @@ async fn for_each_batch(
     while let Some(batch) = stream
         .try_next()
         .await
-        .map_err(|e| CheckpointError::Parquet {
-            path: file.path.clone(),
-            source: e,
-        })?
+        .map_err(|e| read_error(store, &file.path, e))?
     {
         f(&batch)?;
     }

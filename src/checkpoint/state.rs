@@ -54,7 +54,7 @@ mod external_sort;
 use self::external_sort::{ExternalSorter, Op, SortConfig, SortStats};
 use super::error::CheckpointError;
 use super::manifest::DataFile;
-use super::parquet::{open_parquet_stream, ParquetSink};
+use super::parquet::{open_parquet_stream, read_error, ParquetSink};
 use super::schema::state_schema;
 use super::CheckpointSettings;
 use crate::store::Store;
@@ -208,10 +208,7 @@ async fn feed(
     for (file, data_file) in deltas.iter().enumerate() {
         let mut stream = open_parquet_stream(store, data_file).await?;
         while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(|source| CheckpointError::Parquet {
-                path: data_file.path.clone(),
-                source,
-            })?;
+            let batch = batch.map_err(|source| read_error(store, &data_file.path, source))?;
             if input.send(Input::Delta { file, batch }).await.is_err() {
                 return Ok(());
             }
@@ -223,10 +220,7 @@ async fn feed(
     for (file, data_file) in base.iter().enumerate() {
         let mut stream = open_parquet_stream(store, data_file).await?;
         while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(|source| CheckpointError::Parquet {
-                path: data_file.path.clone(),
-                source,
-            })?;
+            let batch = batch.map_err(|source| read_error(store, &data_file.path, source))?;
             if input.send(Input::Base { file, batch }).await.is_err() {
                 return Ok(());
             }
