@@ -144,6 +144,9 @@ pub(crate) fn list_core_segments(
     Ok(segments)
 }
 
+/// The smallest record on disk: frame (8), tag (1), sequence (1), timestamp (8).
+const MIN_RECORD_LEN: u64 = 18;
+
 /// What the cursor found at its position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Step {
@@ -525,6 +528,17 @@ impl SegmentCursor {
         let mut w_start = pos + 1;
         let mut w_len = 0usize;
         let mut record = Vec::new();
+        // A record that really follows the bad bytes at `pos` continues this
+        // segment's numbering: its sequence is at least the expected one and
+        // at most one more per smallest possible record (18 bytes) in
+        // between, and its timestamp is later. A record copied inside a
+        // value (another log's, say) almost never fits that window.
+        let follows = |sequence: u64, timestamp: i64, at: u64| {
+            let window_ok = self.expected_sequence.is_none_or(|e| {
+                sequence >= e && sequence <= e.saturating_add((at - pos) / MIN_RECORD_LEN)
+            });
+            window_ok && timestamp > self.last_timestamp
+        };
         let mut q = pos + 1;
         while q + RECORD_HEADER_LEN as u64 <= self.limit {
             if q + RECORD_HEADER_LEN as u64 > w_start + w_len as u64 {
@@ -549,12 +563,8 @@ impl SegmentCursor {
                 at + RECORD_HEADER_LEN + (len as usize).min(format::PAYLOAD_PREFIX_LEN);
             let plausible = !fits
                 || prefix_end > w_len
-                || format::payload_prefix(&window[at + RECORD_HEADER_LEN..prefix_end]).is_some_and(
-                    |(sequence, timestamp)| {
-                        self.expected_sequence.is_none_or(|e| sequence >= e)
-                            && timestamp > self.last_timestamp
-                    },
-                );
+                || format::payload_prefix(&window[at + RECORD_HEADER_LEN..prefix_end])
+                    .is_some_and(|(sequence, timestamp)| follows(sequence, timestamp, q));
             if fits && plausible {
                 let stored = format::le_u32(&window[at + 4..at + 8]);
                 let end = at + RECORD_HEADER_LEN + len as usize;
@@ -570,7 +580,8 @@ impl SegmentCursor {
                 };
                 if payload.len() == len as usize
                     && format::record_crc(len, payload) == stored
-                    && format::decode_payload(payload, self.core_id, self.header.epoch).is_ok()
+                    && format::decode_payload(payload, self.core_id, self.header.epoch)
+                        .is_ok_and(|e| follows(e.sequence, e.timestamp_ns, q))
                 {
                     return Ok(Some(q));
                 }
