@@ -9,6 +9,18 @@
 //! (big-endian), so they are distinct and arrive in no particular order.
 //! Each figure is the median of the runs (the runs follow in brackets).
 //!
+//! What is measured, each on a fresh WAL (2 cores) and a fresh table:
+//!
+//! - throughput, WAL of 1 M and of 10 M entries (88% puts of new keys, 10%
+//!   overwrites and 2% deletes of random earlier keys): the first checkpoint
+//!   (changelog and full state snapshot, default settings); then as many
+//!   entries again and a second checkpoint with `snapshot_every` and
+//!   `snapshot_delta_bytes` at `u64::MAX`, so it writes the changelog only
+//!   (raising `snapshot_every` alone is not enough at 10 M: the 1.2 GB
+//!   changelog passes the default 1 GiB `snapshot_delta_bytes`);
+//! - state size: the first checkpoint of a WAL of 1 M and of 10 M puts of
+//!   distinct keys, so the snapshot holds every key.
+//!
 //! Everything lives under `target/bench-tmp/` (the disk of the sources;
 //! `CHECKPOINT_REPORT_DIR` picks another directory): the WAL, the table (a
 //! local store, `Store::local`) and the snapshot sort's spill files (the
@@ -23,6 +35,13 @@
 //!
 //! `CHECKPOINT_REPORT_SMALL=1` divides every entry count by 100 (a smoke
 //! test of the program; its figures mean nothing).
+//!
+//! To profile one checkpoint (the binary is `target/release/deps/checkpoint_report-*`):
+//!
+//! ```text
+//! checkpoint_report prepare-wal DIR 1000000 mixed      # or: distinct
+//! perf record -g -- checkpoint_report checkpoint-child DIR TABLE_DIR first
+//! ```
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -56,10 +75,14 @@ const TARGET_PEAK_MIB: f64 = 256.0;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if let [cmd, wal, store, mode] = args.as_slice() {
-        if cmd == "checkpoint-child" {
+    match args.as_slice() {
+        [cmd, wal, store, mode] if cmd == "checkpoint-child" => {
             return checkpoint_child(Path::new(wal), Path::new(store), mode);
         }
+        [cmd, wal, entries, mix] if cmd == "prepare-wal" => {
+            return prepare_wal(Path::new(wal), entries.parse()?, mix);
+        }
+        _ => {}
     }
     let base = std::env::var_os("CHECKPOINT_REPORT_DIR").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-tmp"),
@@ -326,6 +349,26 @@ fn append_entries(dir: &Path, workload: &mut Workload, entries: u64) -> Result<D
     manager.sync_all()?;
     drop(manager);
     Ok(start.elapsed())
+}
+
+/// `prepare-wal`: writes a WAL for a profiler to run `checkpoint-child` on.
+fn prepare_wal(dir: &Path, entries: u64, mix: &str) -> Result<()> {
+    let mix = match mix {
+        "mixed" => Mix::Mixed,
+        "distinct" => Mix::DistinctPuts,
+        other => return Err(format!("unknown mix {other:?} (mixed or distinct)").into()),
+    };
+    let mut workload = Workload::new(mix);
+    append_entries(dir, &mut workload, entries)?;
+    println!(
+        "{} puts, {} deletes, {} live keys, {:.1} MB in {}",
+        workload.puts,
+        workload.deletes,
+        workload.live_keys,
+        float(dir_bytes(dir)?) / 1e6,
+        dir.display()
+    );
+    Ok(())
 }
 
 // ---------------------------------------------------------------- child

@@ -105,12 +105,20 @@ fn check_settings(settings: &CheckpointSettings) -> Result<(), CheckpointError> 
 
 /// The writer properties of every data file.
 fn writer_properties(settings: &CheckpointSettings) -> WriterProperties {
-    WriterProperties::builder()
+    // Dictionaries only where values repeat (op, epoch, core, state's
+    // last_epoch): for near-unique columns (keys, values, sequences,
+    // timestamps) the writer would build a dictionary and abandon it, which
+    // the profile put at 10-17 % of a checkpoint.
+    let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(settings.row_group_rows))
         .set_column_bloom_filter_enabled(ColumnPath::from("key"), true)
-        .build()
+        .set_dictionary_enabled(false);
+    for column in ["op", "wal_epoch", "core", "last_epoch"] {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(column), true);
+    }
+    builder.build()
 }
 
 // ---------------------------------------------------------------------------

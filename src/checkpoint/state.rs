@@ -923,8 +923,8 @@ mod tests {
 
     fn small_settings() -> CheckpointSettings {
         CheckpointSettings {
-            row_group_rows: 500,
-            max_file_bytes: 16 << 10,
+            row_group_rows: 200,
+            max_file_bytes: 8 << 10,
             upload_part_bytes: 64 << 10,
             sort_memory_bytes: 16 << 10,
             ..CheckpointSettings::default()
