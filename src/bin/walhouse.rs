@@ -136,6 +136,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
             });
             let tmp;
+            let temporary = data_dir.is_none();
             let data_dir = if let Some(dir) = data_dir {
                 dir
             } else {
@@ -209,7 +210,14 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             );
             println!("tables:   {}", r.table);
             if let Some(dir) = r.table.strip_prefix("file://") {
-                println!("query them:");
+                if temporary {
+                    println!(
+                        "query them (this temporary directory is removed on exit: \
+                         run with --data-dir DIR to keep the tables):"
+                    );
+                } else {
+                    println!("query them:");
+                }
                 println!(
                     "  duckdb -c \"SELECT epoch, op, count(*) FROM read_parquet('{dir}/changelog/*/*.parquet', hive_partitioning = true) GROUP BY ALL ORDER BY ALL\""
                 );
