@@ -612,3 +612,45 @@ async fn retention_keeps_the_newest_checkpoints_and_everything_they_reference() 
     let again = cp.gc().await.unwrap();
     assert!(again.objects_removed.is_empty() && again.manifests_removed.is_empty());
 }
+
+#[tokio::test]
+async fn snapshot_sort_spills_into_the_configured_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut m = PerCoreWalManager::new(PerCoreWalConfig::new(&tmp.path().join("wal"), 2)).unwrap();
+    for i in 0..5000u64 {
+        m.writer((i % 2) as usize)
+            .append_put(format!("key{i:06}").as_bytes(), &[b'v'; 100])
+            .unwrap();
+    }
+    m.sync_all().unwrap();
+    let missing = tmp.path().join("no-such-spill-dir");
+    let tiny = CheckpointSettings {
+        sort_memory_bytes: 64 << 10,
+        spill_dir: Some(missing.clone()),
+        ..settings()
+    };
+    let err = Checkpointer::new(Store::memory(), tiny)
+        .unwrap()
+        .checkpoint(&mut m)
+        .await
+        .unwrap_err();
+    println!("spill into a missing directory: {err}");
+    assert!(err.to_string().contains("no-such-spill-dir"), "{err}");
+    std::fs::create_dir_all(&missing).unwrap();
+    let ok = CheckpointSettings {
+        sort_memory_bytes: 64 << 10,
+        spill_dir: Some(missing.clone()),
+        ..settings()
+    };
+    let out = Checkpointer::new(Store::memory(), ok)
+        .unwrap()
+        .checkpoint(&mut m)
+        .await
+        .unwrap();
+    assert_eq!(out.manifest.stats.snapshot_keys, Some(5000));
+    assert_eq!(
+        std::fs::read_dir(&missing).unwrap().count(),
+        0,
+        "runs are removed after use"
+    );
+}

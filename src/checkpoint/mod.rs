@@ -56,6 +56,10 @@ pub struct CheckpointSettings {
     pub retain_checkpoints: usize,
     /// GC removes unreferenced objects only when older than this. Default: 3600 s.
     pub gc_grace_secs: u64,
+    /// Directory for the snapshot sort's spilled runs (removed after use).
+    /// Default: `None`, the system's temporary directory; set it where that
+    /// is a RAM disk.
+    pub spill_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for CheckpointSettings {
@@ -69,6 +73,7 @@ impl Default for CheckpointSettings {
             sort_memory_bytes: 64 << 20,
             retain_checkpoints: 3,
             gc_grace_secs: 3600,
+            spill_dir: None,
         }
     }
 }

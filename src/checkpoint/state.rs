@@ -112,7 +112,10 @@ pub(crate) async fn build_snapshot(
         delta_paths: deltas.iter().map(|f| f.path.clone()).collect(),
         base_paths: base.iter().map(|f| f.path.clone()).collect(),
         schema: Arc::clone(&schema),
-        sort: SortConfig::for_budget(settings.sort_memory_bytes),
+        sort: SortConfig {
+            spill_dir: settings.spill_dir.clone(),
+            ..SortConfig::for_budget(settings.sort_memory_bytes)
+        },
         batch_rows: settings.row_group_rows.max(1),
     };
     let (input_tx, input_rx) = mpsc::channel(CHANNEL_BATCHES);
@@ -370,7 +373,7 @@ fn run_worker(
     output: &mpsc::Sender<RecordBatch>,
     context: &WorkerContext,
 ) -> Result<WorkerOutcome, CheckpointError> {
-    let mut sorter = ExternalSorter::new(context.sort);
+    let mut sorter = ExternalSorter::new(context.sort.clone());
     let mut order = 0_u64;
     let mut position = FilePosition::default();
     loop {

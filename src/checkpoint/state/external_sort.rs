@@ -126,7 +126,7 @@ impl Op {
 const SLOT: usize = size_of::<Op>();
 
 /// Memory budget of the sort and how it is split.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SortConfig {
     /// Total budget in bytes (`sort_memory_bytes`).
     pub(crate) budget: usize,
@@ -135,6 +135,8 @@ pub(crate) struct SortConfig {
     /// Most runs merged at once: their read buffers plus one write
     /// buffer fit in the budget.
     pub(crate) fan_in: usize,
+    /// Directory for run files (`None`: the system's temporary directory).
+    pub(crate) spill_dir: Option<PathBuf>,
 }
 
 impl SortConfig {
@@ -151,6 +153,7 @@ impl SortConfig {
             budget,
             io_buffer_bytes,
             fan_in,
+            spill_dir: None,
         }
     }
 
@@ -277,10 +280,17 @@ impl ExternalSorter {
     fn new_run_path(&mut self) -> Result<PathBuf, CheckpointError> {
         let dir = match self.dir.take() {
             Some(dir) => dir,
-            None => tempfile::Builder::new()
-                .prefix("walhouse-snapshot-sort-")
-                .tempdir()
-                .map_err(|e| io_error("create sort directory", &std::env::temp_dir(), e))?,
+            None => {
+                let parent = self
+                    .config
+                    .spill_dir
+                    .clone()
+                    .unwrap_or_else(std::env::temp_dir);
+                tempfile::Builder::new()
+                    .prefix("walhouse-snapshot-sort-")
+                    .tempdir_in(&parent)
+                    .map_err(|e| io_error("create sort directory", &parent, e))?
+            }
         };
         let path = dir.path().join(format!("run-{:06}.bin", self.next_run));
         self.dir = Some(dir);
