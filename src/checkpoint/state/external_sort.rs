@@ -278,19 +278,18 @@ impl ExternalSorter {
 
     /// The path of a new run file (making the directory at first use).
     fn new_run_path(&mut self) -> Result<PathBuf, CheckpointError> {
-        let dir = match self.dir.take() {
-            Some(dir) => dir,
-            None => {
-                let parent = self
-                    .config
-                    .spill_dir
-                    .clone()
-                    .unwrap_or_else(std::env::temp_dir);
-                tempfile::Builder::new()
-                    .prefix("walhouse-snapshot-sort-")
-                    .tempdir_in(&parent)
-                    .map_err(|e| io_error("create sort directory", &parent, e))?
-            }
+        let dir = if let Some(dir) = self.dir.take() {
+            dir
+        } else {
+            let parent = self
+                .config
+                .spill_dir
+                .clone()
+                .unwrap_or_else(std::env::temp_dir);
+            tempfile::Builder::new()
+                .prefix("walhouse-snapshot-sort-")
+                .tempdir_in(&parent)
+                .map_err(|e| io_error("create sort directory", &parent, e))?
         };
         let path = dir.path().join(format!("run-{:06}.bin", self.next_run));
         self.dir = Some(dir);
@@ -819,6 +818,7 @@ mod tests {
             budget: 4 << 10,
             io_buffer_bytes: 512,
             fan_in: 4,
+            spill_dir: None,
         };
         let (out, stats) = sort_all(config, &ops);
         println!("equal keys: {stats:?}");
