@@ -540,10 +540,12 @@ fn run_child(
         replayed: number("replayed")?,
     };
     let keys = number("keys")?;
-    if keys != expect_keys || run.replayed != expect_replayed {
+    // A checkpoint leaves a few marker entries (epoch barriers) in the WAL
+    // after the entries it covers; they are replayed too.
+    if keys != expect_keys || !(expect_replayed..=expect_replayed + 16).contains(&run.replayed) {
         return Err(format!(
             "recovered {keys} keys after replaying {} entries; expected {expect_keys} and \
-             {expect_replayed}",
+             {expect_replayed} (+ at most 16 markers)",
             run.replayed
         )
         .into());
@@ -718,7 +720,7 @@ fn summary(rows: &[Row]) {
             }
         }
         println!(
-            "    CPU s / wall s {:.2} (about 1: one core busy, cores not replayed in parallel)",
+            "    CPU s / wall s {:.2} (2.00 would be both cores busy the whole time)",
             row.median(|run| run.cpu_seconds / run.seconds)
         );
     }
