@@ -6,7 +6,13 @@
 //! `WALHOUSE_KILL9_ROUNDS` sets the number of kills (default 20; the long
 //! mode is 200), `WALHOUSE_KILL9_STORE` the store URL (default: the data
 //! directory's local store), `WALHOUSE_KILL9_SEED` the seed.
-#![allow(clippy::unwrap_used, clippy::cast_precision_loss)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::too_many_lines
+)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};
