@@ -1,6 +1,8 @@
 //! `walhouse demo`: the main job on the embedded default store.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use walhouse::demo::{self, DemoOptions};
 
@@ -30,12 +32,15 @@ pub(crate) fn run(
         "walhouse demo: {records} records on {cores} cores in {}",
         data_dir.display()
     );
-    let r = demo::run(&DemoOptions {
-        data_dir,
-        records,
-        cores,
-        sync_every,
-        store,
+    let r = with_progress(records, |progress| {
+        demo::run(&DemoOptions {
+            data_dir,
+            records,
+            cores,
+            sync_every,
+            store,
+            progress: Some(progress),
+        })
     })?;
     let secs = r.ingest.as_secs_f64();
     println!(
@@ -113,4 +118,31 @@ pub(crate) fn run(
         return Err("recovered state does not match what was written".into());
     }
     Ok(())
+}
+
+/// Runs `work` with a progress bar over `records` (drawn only on a terminal).
+fn with_progress<T>(records: u64, work: impl FnOnce(Arc<AtomicU64>) -> T) -> T {
+    let progress = Arc::new(AtomicU64::new(0));
+    let bar = indicatif::ProgressBar::new(records);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "ingest {bar:40} {pos}/{len} records ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let done = Arc::new(AtomicBool::new(false));
+    let ticker = {
+        let (bar, progress, done) = (bar.clone(), progress.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                bar.set_position(progress.load(Ordering::Relaxed).min(records));
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            bar.finish_and_clear();
+        })
+    };
+    let result = work(progress);
+    done.store(true, Ordering::Relaxed);
+    let _ = ticker.join();
+    result
 }
