@@ -900,7 +900,17 @@ async fn run_checkpoint(shared: &Shared) -> Result<CheckpointOutcome, IngestErro
     }
     .await;
     match &result {
-        Ok(o) => record_checkpoint(&shared.counters, o, started),
+        Ok(o) => {
+            record_checkpoint(&shared.counters, o, started);
+            tracing::info!(
+                checkpoint = o.manifest.checkpoint,
+                epochs = ?(o.manifest.epochs.first, o.manifest.epochs.last),
+                entries = o.manifest.stats.entries,
+                bytes = o.bytes_written,
+                secs = o.duration.as_secs_f64(),
+                "checkpoint committed"
+            );
+        }
         Err(e) => {
             shared
                 .counters
