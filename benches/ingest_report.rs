@@ -14,36 +14,18 @@
 
 mod common;
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{fresh_dir, key, median, Machine, Result, RUNS};
+use common::{fresh_dir, key, median, raw_fdatasync_rate, Machine, Result, RUNS};
 use walhouse::runtime::{IngestSettings, Ingester, WriteOp};
 use walhouse::store::Store;
 
 const VALUE: [u8; 100] = [0x5a; 100];
 const MEASURE_FOR: Duration = Duration::from_secs(3);
-
-fn raw_fdatasync_rate(root: &Path) -> Result<f64> {
-    let path = root.join("raw-fdatasync");
-    let mut file = File::create(&path)?;
-    let block = [0xa5u8; 4096];
-    let mut n = 0u64;
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(1) {
-        file.write_all(&block)?;
-        file.sync_data()?;
-        n += 1;
-    }
-    let rate = common::float(n) / start.elapsed().as_secs_f64();
-    drop(file);
-    fs::remove_file(&path)?;
-    Ok(rate)
-}
 
 struct Run {
     entries_per_s: f64,
@@ -65,7 +47,7 @@ enum Shape {
 async fn run_once(root: &Path, cores: usize, shape: Shape) -> Result<Run> {
     let dir = fresh_dir(root, "ingest")?;
     fs::create_dir_all(&dir)?;
-    let raw_before = raw_fdatasync_rate(root)?;
+    let raw_before = raw_fdatasync_rate(root, Duration::from_secs(1))?;
     let settings = IngestSettings {
         cores,
         pin_threads: true,
@@ -127,7 +109,7 @@ async fn run_once(root: &Path, cores: usize, shape: Shape) -> Result<Run> {
         p99_us: acks.quantile(0.99).as_secs_f64() * 1e6,
         fsyncs_per_s: common::float(after.fsyncs - before.fsyncs) / elapsed,
         raw_before,
-        raw_after: raw_fdatasync_rate(root)?,
+        raw_after: raw_fdatasync_rate(root, Duration::from_secs(1))?,
     };
     fs::remove_dir_all(&dir)?;
     Ok(run)

@@ -19,7 +19,7 @@ use std::pin::Pin;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 
-use super::{IngestError, IngestHandle, WriteOp};
+use super::{Durable, IngestError, IngestHandle, WriteOp};
 
 /// Lines taken from the reader per batch at most.
 const BATCH_LINES: usize = 4096;
@@ -165,6 +165,21 @@ impl<W: Write> Acker<W> {
         Ok(())
     }
 
+    /// Queues the durability of lines up to `line` behind the earlier ones.
+    fn queue(
+        &mut self,
+        line: u64,
+        submitted: Result<Durable, IngestError>,
+    ) -> Result<(), NdjsonError> {
+        let durable = submitted.map_err(|source| NdjsonError::Ingest {
+            acked: self.acked,
+            source,
+        })?;
+        self.inflight
+            .push_back(Box::pin(async move { (line, durable.await) }));
+        Ok(())
+    }
+
     fn write_ack(&mut self) -> Result<(), NdjsonError> {
         writeln!(self.out, "ack {}", self.acked).map_err(NdjsonError::Ack)?;
         self.out.flush().map_err(NdjsonError::Ack)
@@ -283,17 +298,7 @@ async fn run<W: Write>(
                 Item::Commit(line, offsets, watermark) => {
                     submit(handle, &mut batch, last_line, acker).await?;
                     // The commit waits for every earlier write itself.
-                    let durable =
-                        handle
-                            .submit_commit(offsets, watermark)
-                            .await
-                            .map_err(|source| NdjsonError::Ingest {
-                                acked: acker.acked,
-                                source,
-                            })?;
-                    acker
-                        .inflight
-                        .push_back(Box::pin(async move { (line, durable.await) }));
+                    acker.queue(line, handle.submit_commit(offsets, watermark).await)?;
                     summary.commits += 1;
                     last_line = line;
                 }
@@ -331,17 +336,7 @@ async fn submit<W: Write>(
         return Ok(());
     }
     let ops = std::mem::take(batch);
-    let durable = handle
-        .submit_batch(ops)
-        .await
-        .map_err(|source| NdjsonError::Ingest {
-            acked: acker.acked,
-            source,
-        })?;
-    acker
-        .inflight
-        .push_back(Box::pin(async move { (last_line, durable.await) }));
-    Ok(())
+    acker.queue(last_line, handle.submit_batch(ops).await)
 }
 
 #[cfg(test)]
