@@ -1,7 +1,7 @@
 //! The thread-per-core ingester: pinned core threads, group commit, async
 //! durable acknowledgements and checkpoint scheduling.
 //!
-//! [`Ingester::open`] starts one OS thread per core, pinned to its CPU
+//! [`IngesterBuilder::open`] starts one OS thread per core, pinned to its CPU
 //! (where the OS refuses, the thread runs unpinned and a warning is logged
 //! once). Each thread owns its core's [`CoreWalWriter`]: no lock is shared
 //! between cores. Producers route each key by its crc32c to one core, so a
