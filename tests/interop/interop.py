@@ -86,6 +86,16 @@ class Expected:
         assert manifest["stats"]["snapshot_keys"] == len(self.state)
         assert sum(self.epoch_rows.values()) == self.entries
         self.value_bytes = sum(len(v) for v in self.state.values())
+        # A sample key of core 1 written twice (records 4 and 9: every tenth
+        # record overwrites key i/2): its changelog rows in sequence order.
+        self.sample_key = record(1, 4)[0]
+        self.sample_rows = [("put", record(1, 4)[1]), ("put", record(1, 9)[1])]
+
+    def check_sample(self, rows):
+        """rows: [(sequence, op, value)] of the changelog for sample_key."""
+        got = [(str(o), to_bytes(v)) for _, o, v in sorted(rows, key=lambda r: r[0])]
+        assert got == self.sample_rows, (self.sample_key, got)
+        return f"both writes of {self.sample_key.decode()} in order"
 
     def check_changelog(self, counts):
         """counts: {(epoch, op): rows}. Returns a summary."""
@@ -99,7 +109,7 @@ class Expected:
         assert by_op["put"] == self.puts, (by_op, self.puts)
         assert by_op["delete"] == self.deletes, (by_op, self.deletes)
         assert set(by_op) <= {"put", "delete", "epoch_barrier", "commit", "checkpoint"}, by_op
-        return (f"changelog {self.entries} rows in epochs {sorted(by_epoch)} "
+        return (f"changelog {self.entries} rows in epoch partitions {sorted(by_epoch)} "
                 f"(= manifest), {self.puts} puts + {self.deletes} deletes (= demo)")
 
     def check_state(self, state):
@@ -161,6 +171,10 @@ def pyarrow_reader(src, use_s3):
     t = changelog.to_table(columns=["epoch", "op"])
     counts = Counter(zip(t.column("epoch").to_pylist(), t.column("op").to_pylist()))
     s1 = src.expected.check_changelog(counts)
+    t = changelog.to_table(columns=["sequence", "op", "value"],
+                           filter=ds.field("key") == src.expected.sample_key)
+    s1 += "; " + src.expected.check_sample(list(zip(*(t.column(c).to_pylist() for c in
+                                                       ("sequence", "op", "value")))))
     state = ds.dataset(f"{base}/state", format="parquet", partitioning="hive", filesystem=fs)
     assert "checkpoint" in state.schema.names, state.schema
     t = state.to_table(filter=ds.field("checkpoint") == src.expected.snapshot_checkpoint)
@@ -179,6 +193,10 @@ def duckdb_reader(src, use_s3):
         f"SELECT epoch, op, count(*) FROM read_parquet('{d}/changelog/*/*.parquet', "
         "hive_partitioning = true) GROUP BY ALL").fetchall()
     s1 = src.expected.check_changelog({(e, o): n for e, o, n in rows})
+    rows = con.execute(
+        f"SELECT sequence, op, value FROM read_parquet('{d}/changelog/*/*.parquet', "
+        "hive_partitioning = true) WHERE key = ?", [src.expected.sample_key]).fetchall()
+    s1 += "; " + src.expected.check_sample(rows)
     rows = con.execute(
         f"SELECT key, value FROM read_parquet('{d}/state/*/*.parquet', hive_partitioning = true) "
         f"WHERE checkpoint = {src.expected.snapshot_checkpoint}").fetchall()
@@ -206,6 +224,9 @@ def polars_reader(src, use_s3):
     assert "epoch" in changelog.collect_schema().names()
     df = changelog.group_by("epoch", "op").len().collect()
     s1 = src.expected.check_changelog({(e, o): n for e, o, n in df.iter_rows()})
+    df = (changelog.filter(pl.col("key") == src.expected.sample_key)
+          .select("sequence", "op", "value").collect())
+    s1 += "; " + src.expected.check_sample(list(df.iter_rows()))
     state = pl.scan_parquet(f"{base}/state/**/*.parquet", hive_partitioning=True,
                             storage_options=opts)
     df = (state.filter(pl.col("checkpoint") == src.expected.snapshot_checkpoint)
@@ -234,6 +255,10 @@ def datafusion_reader(src, use_s3):
     s1 = src.expected.check_changelog(
         dict(zip(zip(t.column("epoch").to_pylist(), t.column("op").to_pylist()),
                  t.column("n").to_pylist())))
+    t = ctx.sql("SELECT sequence, op, value FROM changelog "
+                f"WHERE key = X'{src.expected.sample_key.hex()}'").to_arrow_table()
+    s1 += "; " + src.expected.check_sample(list(zip(*(t.column(c).to_pylist() for c in
+                                                       ("sequence", "op", "value")))))
     ctx.register_parquet("snapshot", f"{base}/state/checkpoint={src.expected.snapshot_checkpoint}/")
     t = ctx.sql("SELECT key, value FROM snapshot").to_arrow_table()
     s2 = src.expected.check_state(dict(zip(t.column("key").to_pylist(),
@@ -281,6 +306,10 @@ def spark_reader(src, use_s3):
     assert "epoch" in changelog.columns, changelog.columns
     rows = changelog.groupBy("epoch", "op").count().collect()
     s1 = src.expected.check_changelog({(r["epoch"], r["op"]): r["count"] for r in rows})
+    changelog.createOrReplaceTempView("changelog")
+    rows = spark.sql("SELECT sequence, op, value FROM changelog "
+                     f"WHERE key = X'{src.expected.sample_key.hex()}'").collect()
+    s1 += "; " + src.expected.check_sample([tuple(r) for r in rows])
     state = spark.read.parquet(f"{d}/state")
     assert "checkpoint" in state.columns, state.columns
     rows = (state.where(state["checkpoint"] == src.expected.snapshot_checkpoint)
