@@ -67,6 +67,23 @@ pub enum StoreError {
         /// The probe object written twice.
         object: String,
     },
+    /// The store refuses create-only PUTs (`NotImplemented`; for S3, when
+    /// `AWS_CONDITIONAL_PUT=disabled`).
+    #[error(
+        "store {store} does not support create-only PUTs, which the checkpoint commit needs \
+         (probe of {object}: {source}); use a store that honours If-None-Match (for S3, do not \
+         set AWS_CONDITIONAL_PUT=disabled), or set {SKIP_PROBE_ENV}=1 to run anyway \
+         (unsafe with more than one writer)"
+    )]
+    CreateOnlyUnsupported {
+        /// The store's name.
+        store: String,
+        /// The probe object.
+        object: String,
+        /// The store's error.
+        #[source]
+        source: object_store::Error,
+    },
     /// The probe could not write, read or delete its object.
     #[error(
         "store {store}: probe {op} of {object} failed: {source} \
@@ -360,10 +377,21 @@ impl Store {
             source,
         };
         let create = || PutOptions::from(PutMode::Create);
-        self.inner
+        match self
+            .inner
             .put_opts(&object, PutPayload::from_static(b"probe 1"), create())
             .await
-            .map_err(|e| fail("first create-only put", e))?;
+        {
+            Ok(_) => {}
+            Err(source @ object_store::Error::NotImplemented { .. }) => {
+                return Err(StoreError::CreateOnlyUnsupported {
+                    store: self.name.clone(),
+                    object: object.to_string(),
+                    source,
+                })
+            }
+            Err(e) => return Err(fail("first create-only put", e)),
+        }
         let second = self
             .inner
             .put_opts(&object, PutPayload::from_static(b"probe 2"), create())

@@ -35,7 +35,7 @@ use walhouse::checkpoint::{
     list_manifests, load_manifest, recover, CheckpointError, CheckpointSettings, Checkpointer,
 };
 use walhouse::per_core_wal::{PerCoreWalConfig, PerCoreWalManager};
-use walhouse::store::{ProbeMode, Store};
+use walhouse::store::{ProbeMode, Store, StoreError};
 
 /// A fresh prefix under `WALHOUSE_S3_TEST_URL` for one test, or `None` (and
 /// the skip message) when the variable is not set.
@@ -606,5 +606,36 @@ async fn two_checkpointers_racing_for_one_manifest_number_one_wins() {
          exactly one winner each time (writer A {} times, writer B {} times), \
          the loser stopped with ManifestConflict, its orphans collected by GC",
         wins[0], wins[1]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_refuses_s3_with_conditional_puts_disabled() {
+    let Some(url) = s3_url("probe") else { return };
+    // The same server, but object_store told not to send If-None-Match
+    // (`AWS_CONDITIONAL_PUT=disabled`): create-only PUTs are not available.
+    let s3 = Store::from_url(&url).unwrap();
+    let disabled = object_store::aws::AmazonS3Builder::from_env()
+        .with_url(url.as_str())
+        .with_conditional_put(object_store::aws::S3ConditionalPut::Disabled)
+        .build()
+        .unwrap();
+    let store = Store::with_object_store(s3.name(), Arc::new(disabled), s3.root().as_ref());
+    let err = store.probe_with(ProbeMode::Check).await.unwrap_err();
+    println!("refused: {err}");
+    assert!(
+        matches!(err, StoreError::CreateOnlyUnsupported { .. }),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("does not support create-only PUTs"), "{msg}");
+    assert!(msg.contains("_probe/"), "{msg}");
+    assert!(msg.contains("WALHOUSE_UNSAFE_SKIP_STORE_PROBE"), "{msg}");
+    assert!(objects(&store).await.is_empty(), "nothing left behind");
+    let ok = s3.probe_with(ProbeMode::Check).await.unwrap();
+    println!(
+        "probe on {}: refused with conditional puts disabled, accepted with them ({:?})",
+        s3.name(),
+        ok.object
     );
 }
