@@ -275,6 +275,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    runtime.block_on(store.probe())?;
     let checkpointer = Checkpointer::new(store, CheckpointSettings::default())?;
     let started = Instant::now();
     let outcome = runtime.block_on(checkpointer.checkpoint(&mut manager))?;

@@ -66,7 +66,7 @@ use crate::checkpoint::{CheckpointError, CheckpointOutcome, CheckpointSettings, 
 use crate::per_core_wal::{
     CoreWalWriter, PerCoreWalConfig, PerCoreWalError, PerCoreWalManager, WalFileSystem,
 };
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// Errors of the ingester. Cheap to clone: one failed group commit fails
 /// every request of the group with the same error.
@@ -120,6 +120,10 @@ pub enum IngestError {
     /// Opening the WAL, or a file in the data directory, failed.
     #[error("{0}")]
     Wal(Arc<PerCoreWalError>),
+    /// The object store cannot be used: unreachable, or it does not honour
+    /// the create-only PUT the commit protocol needs (the store probe).
+    #[error("{0}")]
+    Store(Arc<StoreError>),
     /// A checkpoint failed. The WAL is kept; the next checkpoint retries.
     #[error("checkpoint failed: {0}")]
     Checkpoint(Arc<CheckpointError>),
@@ -506,7 +510,8 @@ impl IngesterBuilder {
         self
     }
 
-    /// Opens the data directory (locking it), repairs torn WAL tails,
+    /// Opens the data directory (locking it), probes the store (see
+    /// [`Store::probe`]), repairs torn WAL tails,
     /// resumes sequences after the newest checkpoint, and starts the core
     /// threads and the checkpoint scheduler. Must run inside a tokio
     /// runtime.
@@ -700,6 +705,12 @@ impl Ingester {
                 ),
             });
         }
+        // The commit protocol needs create-only PUTs: refuse a store that
+        // ignores them before anything is written.
+        b.store
+            .probe()
+            .await
+            .map_err(|e| IngestError::Store(Arc::new(e)))?;
         let checkpointer = Checkpointer::new(b.store, s.checkpoint.clone())?;
         let config = s.wal_config(&b.data_dir);
         let mut builder = PerCoreWalManager::builder(config.clone());

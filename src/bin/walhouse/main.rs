@@ -308,7 +308,10 @@ fn run(cli: Cli) -> CliResult {
                 gc_grace_secs: grace_secs,
                 ..CheckpointSettings::default()
             };
-            let report = runtime()?.block_on(file.checkpointer(&location, settings)?.gc())?;
+            let checkpointer = file.checkpointer(&location, settings)?;
+            let rt = runtime()?;
+            rt.block_on(checkpointer.store().probe())?;
+            let report = rt.block_on(checkpointer.gc())?;
             println!(
                 "kept checkpoints {:?}; removed manifests {:?}; removed {} objects; {} unreferenced objects still in their grace period",
                 report.retained,
