@@ -347,19 +347,15 @@ impl PerCoreRecoveryManager {
     }
 }
 
-/// The latest operation on a key among the entries one replay thread read:
-/// the entry's merge position and the value (`None`: deleted).
-type Slot = (OrderKey, Option<Vec<u8>>);
-
-/// One key's latest operation, ready to be merged: `prefix` (the key's
-/// first 8 bytes, big-endian, zero-padded) orders most keys without
-/// following the key's pointer.
+/// One key's latest operation among the entries a replay thread read:
+/// `prefix` (the key's first 8 bytes, big-endian, zero-padded) orders most
+/// keys without following the key's pointer; `value` `None` is a delete.
 #[derive(Debug)]
 struct Row {
     prefix: u64,
-    key: Vec<u8>,
+    key: Box<[u8]>,
     order: OrderKey,
-    value: Option<Vec<u8>>,
+    value: Option<Box<[u8]>>,
 }
 
 fn prefix_of(key: &[u8]) -> u64 {
@@ -373,6 +369,71 @@ fn prefix_of(key: &[u8]) -> u64 {
 /// byte order of the keys, and equal prefixes fall back to the keys.
 fn row_order(a: &Row, b: &Row) -> std::cmp::Ordering {
     a.prefix.cmp(&b.prefix).then_with(|| a.key.cmp(&b.key))
+}
+
+/// The latest operation per key of one replay thread: the rows in a
+/// vector, and a hash table of row indexes (4 bytes a slot) to find them.
+/// Memory grows with the distinct keys, not the entries.
+struct Latest {
+    rows: Vec<Row>,
+    index: hashbrown::HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl Latest {
+    fn new() -> Self {
+        Self {
+            rows: Vec::new(),
+            index: hashbrown::HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
+
+    /// Records `value` (`None`: a delete) for `key` at `order` unless a
+    /// later operation on the key is already recorded.
+    fn upsert(
+        &mut self,
+        key: &[u8],
+        order: OrderKey,
+        value: Option<&[u8]>,
+    ) -> Result<(), PerCoreWalError> {
+        use std::hash::BuildHasher as _;
+        let Self {
+            rows,
+            index,
+            hasher,
+        } = self;
+        let hash = hasher.hash_one(key);
+        if let Some(&i) = index.find(hash, |&i| &*rows[i as usize].key == key) {
+            let row = &mut rows[i as usize];
+            if row.order < order {
+                row.order = order;
+                row.value = value.map(Box::from);
+            }
+            return Ok(());
+        }
+        let i = u32::try_from(rows.len()).map_err(|_| {
+            PerCoreWalError::RecoveryFailed(
+                "more than 4 G distinct keys in one replay thread".into(),
+            )
+        })?;
+        rows.push(Row {
+            prefix: prefix_of(key),
+            key: Box::from(key),
+            order,
+            value: value.map(Box::from),
+        });
+        index.insert_unique(hash, i, |&j| hasher.hash_one(&*rows[j as usize].key));
+        Ok(())
+    }
+
+    /// The rows sorted by key (the index is dropped first).
+    fn into_sorted(self) -> Vec<Row> {
+        drop(self.index);
+        let mut rows = self.rows;
+        rows.sort_unstable_by(row_order);
+        rows
+    }
 }
 
 /// What one replay thread found in its cores.
@@ -391,16 +452,16 @@ struct Partial {
     max_epoch: u64,
 }
 
-/// Reads `readers` (whole cores) and keeps the latest operation per key:
-/// memory grows with the keys, not the entries. A core's entries come in
-/// increasing merge order (timestamps strictly increase and epochs never go
-/// back within a core, which the reader checks), so across the cores of one
-/// thread the greatest order key is the last operation in merge order.
+/// Reads `readers` (whole cores) and keeps the latest operation per key. A
+/// core's entries come in increasing merge order (timestamps strictly
+/// increase and epochs never go back within a core, which the reader
+/// checks), so across the cores of one thread the greatest order key is the
+/// last operation in merge order.
 fn replay_cores(
     readers: Vec<(usize, CoreLogReader)>,
     covered: &[Option<u64>],
 ) -> Result<Partial, (usize, PerCoreWalError)> {
-    let mut map: foldhash::HashMap<Vec<u8>, Slot> = foldhash::HashMap::default();
+    let mut latest = Latest::new();
     let mut p = Partial::default();
     for (core, mut reader) in readers {
         let skip_to = covered.get(core).copied().flatten();
@@ -425,29 +486,12 @@ fn replay_cores(
             p.max_epoch = p.max_epoch.max(entry.epoch);
             let order = entry.order_key();
             match entry.operation {
-                OpRef::Put { key, value } => match map.get_mut(key) {
-                    Some(slot) if slot.0 < order => {
-                        slot.0 = order;
-                        match &mut slot.1 {
-                            Some(v) => {
-                                v.clear();
-                                v.extend_from_slice(value);
-                            }
-                            none => *none = Some(value.to_vec()),
-                        }
-                    }
-                    Some(_) => {}
-                    None => {
-                        map.insert(key.to_vec(), (order, Some(value.to_vec())));
-                    }
-                },
-                OpRef::Delete { key } => match map.get_mut(key) {
-                    Some(slot) if slot.0 < order => *slot = (order, None),
-                    Some(_) => {}
-                    None => {
-                        map.insert(key.to_vec(), (order, None));
-                    }
-                },
+                OpRef::Put { key, value } => {
+                    latest
+                        .upsert(key, order, Some(value))
+                        .map_err(|e| (core, e))?;
+                }
+                OpRef::Delete { key } => latest.upsert(key, order, None).map_err(|e| (core, e))?,
                 OpRef::Commit { offsets, watermark } => {
                     for (source, offset) in offsets {
                         match p.offsets.get_mut(source) {
@@ -469,17 +513,7 @@ fn replay_cores(
         }
         p.first_seen.push((core, first));
     }
-    let mut rows: Vec<Row> = map
-        .into_iter()
-        .map(|(key, (order, value))| Row {
-            prefix: prefix_of(&key),
-            key,
-            order,
-            value,
-        })
-        .collect();
-    rows.sort_unstable_by(row_order);
-    p.rows = rows;
+    p.rows = latest.into_sorted();
     Ok(p)
 }
 
@@ -519,7 +553,7 @@ fn merge_runs(base: BTreeMap<Vec<u8>, Vec<u8>>, runs: Vec<Vec<Row>>) -> BTreeMap
         }
         // Base keys before the winner's come first; an equal one is replaced.
         while let Some((k, _)) = base.peek() {
-            match k.as_slice().cmp(&winner.key) {
+            match k.as_slice().cmp(&*winner.key) {
                 std::cmp::Ordering::Less => merged.extend(base.next()),
                 std::cmp::Ordering::Equal => {
                     base.next();
@@ -529,7 +563,7 @@ fn merge_runs(base: BTreeMap<Vec<u8>, Vec<u8>>, runs: Vec<Vec<Row>>) -> BTreeMap
             }
         }
         if let Some(value) = winner.value {
-            merged.push((winner.key, value));
+            merged.push((winner.key.into_vec(), value.into_vec()));
         }
     }
     // Sorted already: the collect's stable sort finds one run, then the
@@ -694,13 +728,13 @@ mod tests {
             for b in &keys {
                 let ra = Row {
                     prefix: prefix_of(a),
-                    key: a.to_vec(),
+                    key: Box::from(*a),
                     order: ZERO,
                     value: None,
                 };
                 let rb = Row {
                     prefix: prefix_of(b),
-                    key: b.to_vec(),
+                    key: Box::from(*b),
                     order: ZERO,
                     value: None,
                 };
