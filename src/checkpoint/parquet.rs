@@ -42,7 +42,9 @@ use crate::store::Store;
 
 mod changelog;
 
-pub(crate) use changelog::{write_changelog, ChangelogSummary};
+pub(crate) use changelog::{
+    write_changelog, write_changelog_tee, ChangelogBatch, ChangelogSummary,
+};
 
 /// Multipart parts uploading at once per file; with the part being filled,
 /// an upload holds at most this many + 1 parts of `upload_part_bytes`.

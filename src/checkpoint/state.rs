@@ -51,10 +51,10 @@ use tokio::sync::mpsc;
 
 mod external_sort;
 
-use self::external_sort::{ExternalSorter, Op, SortConfig, SortStats};
+use self::external_sort::{ExternalSorter, SortConfig, SortStats};
 use super::error::CheckpointError;
 use super::manifest::DataFile;
-use super::parquet::{open_parquet_stream, read_error, ParquetSink};
+use super::parquet::{open_parquet_stream, read_error, ChangelogBatch, ParquetSink};
 use super::schema::state_schema;
 use super::CheckpointSettings;
 use crate::store::Store;
@@ -106,10 +106,32 @@ pub(crate) async fn build_snapshot(
     deltas: &[DataFile],
     settings: &CheckpointSettings,
 ) -> Result<SnapshotSummary, CheckpointError> {
+    build_snapshot_fed(store, checkpoint, base, deltas, None, settings).await
+}
+
+/// [`build_snapshot`] where the newest delta is not a file but the batches
+/// of the changelog being written in the same checkpoint (see
+/// [`write_changelog_tee`](super::parquet::write_changelog_tee)): its rows
+/// are sorted as the merge produces them, and the files just written are
+/// never read back. `current`'s rows are newer than every row of `deltas`.
+/// A `current` that closes before [`ChangelogBatch::Done`] fails the
+/// snapshot (the changelog failed; its error is the one to report).
+pub(crate) async fn build_snapshot_fed(
+    store: &Store,
+    checkpoint: u64,
+    base: &[DataFile],
+    deltas: &[DataFile],
+    current: Option<mpsc::Receiver<ChangelogBatch>>,
+    settings: &CheckpointSettings,
+) -> Result<SnapshotSummary, CheckpointError> {
     let schema = state_schema();
+    let mut delta_paths: Vec<String> = deltas.iter().map(|f| f.path.clone()).collect();
+    if current.is_some() {
+        delta_paths.push(format!("changelog of checkpoint {checkpoint} (in memory)"));
+    }
     let context = WorkerContext {
         store_name: store.name().to_owned(),
-        delta_paths: deltas.iter().map(|f| f.path.clone()).collect(),
+        delta_paths,
         base_paths: base.iter().map(|f| f.path.clone()).collect(),
         schema: Arc::clone(&schema),
         sort: SortConfig {
@@ -131,7 +153,7 @@ pub(crate) async fn build_snapshot(
         current: None,
         next_part: 0,
     };
-    let feeding = feed(store, base, deltas, input_tx);
+    let feeding = feed(store, base, deltas, current, input_tx);
     let writing = async {
         let mut output = output_rx;
         while let Some(batch) = output.recv().await {
@@ -206,6 +228,7 @@ async fn feed(
     store: &Store,
     base: &[DataFile],
     deltas: &[DataFile],
+    current: Option<mpsc::Receiver<ChangelogBatch>>,
     input: mpsc::Sender<Input>,
 ) -> Result<(), CheckpointError> {
     for (file, data_file) in deltas.iter().enumerate() {
@@ -214,6 +237,24 @@ async fn feed(
             let batch = batch.map_err(|source| read_error(store, &data_file.path, source))?;
             if input.send(Input::Delta { file, batch }).await.is_err() {
                 return Ok(());
+            }
+        }
+    }
+    if let Some(mut current) = current {
+        let file = deltas.len();
+        loop {
+            match current.recv().await {
+                Some(ChangelogBatch::Batch(batch)) => {
+                    if input.send(Input::Delta { file, batch }).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Some(ChangelogBatch::Done) => break,
+                None => {
+                    return Err(CheckpointError::Task(
+                        "the changelog being written stopped before its end".into(),
+                    ))
+                }
             }
         }
     }
@@ -393,27 +434,26 @@ fn run_worker(
     let mut base = BaseCursor::default();
     let mut builder = StateBatchBuilder::new(context);
     let mut keys = 0_u64;
-    let mut delta = newest.next_op()?;
     loop {
         base.fill(&mut input, context)?;
-        let step = match (&delta, base.current()) {
+        let step = match (newest.current(), base.current()) {
             (None, None) => break,
             (Some(_), None) => Step::Delta,
             (None, Some(_)) => Step::Base,
-            (Some(op), Some(row)) => match op.key().cmp(row.key) {
+            (Some(op), Some(row)) => match op.key.cmp(row.key) {
                 Ordering::Less => Step::Delta,
                 Ordering::Equal => Step::Both,
                 Ordering::Greater => Step::Base,
             },
         };
         if matches!(step, Step::Delta | Step::Both) {
-            if let Some(op) = delta.take() {
-                if let Some(value) = op.value() {
-                    builder.append(op.key(), value, op.epoch());
+            if let Some(op) = newest.current() {
+                if let Some(value) = op.value {
+                    builder.append(op.key, value, op.epoch);
                     keys += 1;
                 }
             }
-            delta = newest.next_op()?;
+            newest.advance()?;
         }
         if matches!(step, Step::Base) {
             if let Some(row) = base.current() {
@@ -529,7 +569,7 @@ fn push_delta_batch(
             )));
         }
         let op = ops.value(row);
-        let op = match op {
+        match op {
             "put" | "delete" => {
                 if keys.is_null(row) {
                     return Err(corrupt(format!(
@@ -546,20 +586,19 @@ fn push_delta_batch(
                             first_row + row as u64
                         )));
                     }
-                    Op::put(key, values.value(row), *order, epoch)
+                    sorter.push_put(key, values.value(row), *order, epoch)?;
                 } else {
-                    Op::delete(key, *order, epoch)
+                    sorter.push_delete(key, *order, epoch)?;
                 }
             }
-            "commit" | "checkpoint" | "epoch_barrier" => continue,
+            "commit" | "checkpoint" | "epoch_barrier" => {}
             other => {
                 return Err(corrupt(format!(
                     "row {} of the file: unknown op {other:?}",
                     first_row + row as u64
                 )))
             }
-        };
-        sorter.push(op)?;
+        }
     }
     Ok(())
 }

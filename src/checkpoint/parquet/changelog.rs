@@ -299,6 +299,31 @@ struct EpochBatch {
     batch: RecordBatch,
 }
 
+/// A copy of the changelog's batches for another consumer (the state
+/// snapshot built in the same checkpoint), in merge order. `Done` follows
+/// the last batch only when the merge read every entry; a channel that
+/// closes without it means the changelog failed.
+#[derive(Debug)]
+pub(crate) enum ChangelogBatch {
+    /// The next batch of changelog rows (the same rows the file holds).
+    Batch(RecordBatch),
+    /// The merge is complete: every batch was sent.
+    Done,
+}
+
+/// Sends a batch to `tee`, if any.
+fn send_tee(
+    tee: Option<&mpsc::Sender<ChangelogBatch>>,
+    message: ChangelogBatch,
+) -> Result<(), CheckpointError> {
+    match tee {
+        Some(tee) => tee
+            .blocking_send(message)
+            .map_err(|_| CheckpointError::Task("the snapshot builder stopped".into())),
+        None => Ok(()),
+    }
+}
+
 /// The error of a merge stopped because the writer side went away (its own
 /// error is the one returned).
 fn stopped() -> CheckpointError {
@@ -313,6 +338,7 @@ fn merge_into_batches(
     num_cores: usize,
     rows: usize,
     tx: &mpsc::Sender<EpochBatch>,
+    tee: Option<&mpsc::Sender<ChangelogBatch>>,
 ) -> Result<ChangelogSummary, CheckpointError> {
     let mut summary = ChangelogSummary::new(num_cores);
     let mut columns = ChangelogColumns::new(changelog_schema())?;
@@ -325,6 +351,7 @@ fn merge_into_batches(
                 || columns.bytes + ChangelogColumns::bytes_of(&entry) > MAX_BATCH_BYTES)
         {
             let batch = columns.finish()?;
+            send_tee(tee, ChangelogBatch::Batch(batch.clone()))?;
             tx.blocking_send(EpochBatch {
                 epoch: batch_epoch,
                 batch,
@@ -337,12 +364,14 @@ fn merge_into_batches(
     }
     if columns.rows > 0 {
         let batch = columns.finish()?;
+        send_tee(tee, ChangelogBatch::Batch(batch.clone()))?;
         tx.blocking_send(EpochBatch {
             epoch: batch_epoch,
             batch,
         })
         .map_err(|_| stopped())?;
     }
+    send_tee(tee, ChangelogBatch::Done)?;
     summary.wal_bytes = stream.bytes_read();
     Ok(summary)
 }
@@ -407,11 +436,27 @@ pub(crate) async fn write_changelog(
     num_cores: usize,
     settings: &CheckpointSettings,
 ) -> Result<ChangelogSummary, CheckpointError> {
+    write_changelog_tee(store, checkpoint, stream, num_cores, settings, None).await
+}
+
+/// [`write_changelog`], also sending every batch to `tee` (then
+/// [`ChangelogBatch::Done`] once the merge is complete), so that a state
+/// snapshot can sort the rows while they are encoded instead of reading the
+/// files back. A `tee` that stops receiving fails the changelog.
+pub(crate) async fn write_changelog_tee(
+    store: &Store,
+    checkpoint: u64,
+    stream: MergeStream,
+    num_cores: usize,
+    settings: &CheckpointSettings,
+    tee: Option<mpsc::Sender<ChangelogBatch>>,
+) -> Result<ChangelogSummary, CheckpointError> {
     check_settings(settings)?;
     let rows = settings.row_group_rows;
     let (tx, mut rx) = mpsc::channel(CHANNEL_BATCHES);
-    let merge =
-        tokio::task::spawn_blocking(move || merge_into_batches(stream, num_cores, rows, &tx));
+    let merge = tokio::task::spawn_blocking(move || {
+        merge_into_batches(stream, num_cores, rows, &tx, tee.as_ref())
+    });
     let mut files = Vec::new();
     let mut open = None;
     let written = write_batches(store, checkpoint, &mut rx, settings, &mut files, &mut open).await;
