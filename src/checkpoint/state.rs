@@ -65,7 +65,7 @@ const CHANNEL_BATCHES: usize = 2;
 /// An output batch is cut at `row_group_rows` rows or past this many bytes of
 /// keys and values, whichever comes first (the Parquet writer regroups rows
 /// into row groups anyway; this only bounds a batch in flight).
-const MAX_BATCH_BYTES: usize = 8 << 20;
+const MAX_BATCH_BYTES: usize = 4 << 20;
 
 /// What [`build_snapshot`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -771,10 +771,18 @@ impl StateBatchBuilder {
     }
 
     /// The rows appended so far, as a batch; the builder starts over.
+    /// The next batch's builders start with this one's capacities (no
+    /// growth by reallocation batch after batch).
     fn finish(&mut self) -> Result<RecordBatch, CheckpointError> {
+        let rows = self.rows;
+        let key_bytes = self.keys.values_slice().len();
+        let value_bytes = self.values.values_slice().len();
         let keys: ArrayRef = Arc::new(self.keys.finish());
         let values: ArrayRef = Arc::new(self.values.finish());
         let epochs: ArrayRef = Arc::new(self.epochs.finish());
+        self.keys = BinaryBuilder::with_capacity(rows, key_bytes);
+        self.values = BinaryBuilder::with_capacity(rows, value_bytes);
+        self.epochs = Int64Builder::with_capacity(rows);
         self.rows = 0;
         self.bytes = 0;
         let columns = self

@@ -24,9 +24,10 @@ use crate::store::Store;
 
 /// A changelog batch is cut when its keys, values and sources pass this many
 /// bytes (besides `row_group_rows` rows and epoch boundaries). This bounds the
-/// memory of the batches in flight and keeps Arrow's 32-bit offsets far from
-/// overflow.
-const MAX_BATCH_BYTES: usize = 32 << 20;
+/// memory of the batches in flight (the Parquet writer regroups batches into
+/// row groups of `row_group_rows`, so small batches cost nothing there) and
+/// keeps Arrow's 32-bit offsets far from overflow.
+const MAX_BATCH_BYTES: usize = 4 << 20;
 
 /// Batches queued between the merge (blocking) and the encoder (async).
 const CHANNEL_BATCHES: usize = 2;
@@ -53,6 +54,8 @@ pub(super) struct ChangelogColumns {
     checkpoint_id: Int64Builder,
     pub(super) rows: usize,
     bytes: usize,
+    /// Rows, key bytes and value bytes of the largest batch so far.
+    capacity: (usize, usize, usize),
 }
 
 fn out_of_range(entry: &EntryRef<'_>, what: &str, value: u64) -> CheckpointError {
@@ -116,6 +119,7 @@ impl ChangelogColumns {
             checkpoint_id: Int64Builder::new(),
             rows: 0,
             bytes: 0,
+            capacity: (0, 0, 0),
         })
     }
 
@@ -181,8 +185,20 @@ impl ChangelogColumns {
     }
 
     /// The rows appended so far as one batch; the columns start empty again.
+    ///
+    /// The builders of the next batch start with the capacities this one
+    /// needed, so they do not grow by reallocation, copying and page faults
+    /// batch after batch.
     pub(super) fn finish(&mut self) -> Result<RecordBatch, CheckpointError> {
         let context = "building a changelog batch";
+        // The largest batch so far: a short batch (an epoch's last) does
+        // not shrink the next one's builders.
+        let (rows, key_bytes, value_bytes) = (
+            self.rows.max(self.capacity.0),
+            self.key.values_slice().len().max(self.capacity.1),
+            self.value.values_slice().len().max(self.capacity.2),
+        );
+        self.capacity = (rows, key_bytes, value_bytes);
         let pairs = StructArray::try_new(
             self.pair_fields.clone(),
             vec![
@@ -192,8 +208,7 @@ impl ChangelogColumns {
             None,
         )
         .map_err(|e| arrow_error(context, e))?;
-        let list_offsets =
-            std::mem::replace(&mut self.list_offsets, OffsetBufferBuilder::new(1024));
+        let list_offsets = std::mem::replace(&mut self.list_offsets, OffsetBufferBuilder::new(0));
         let commit_offsets = ListArray::try_new(
             Arc::clone(&self.element),
             list_offsets.finish(),
@@ -216,6 +231,18 @@ impl ChangelogColumns {
         ];
         self.rows = 0;
         self.bytes = 0;
+        self.wal_epoch = Int64Builder::with_capacity(rows);
+        self.core = Int32Builder::with_capacity(rows);
+        self.sequence = Int64Builder::with_capacity(rows);
+        self.ts = TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC");
+        self.timestamp_ns = Int64Builder::with_capacity(rows);
+        self.op = StringBuilder::with_capacity(rows, rows * 3);
+        self.key = BinaryBuilder::with_capacity(rows, key_bytes);
+        self.value = BinaryBuilder::with_capacity(rows, value_bytes);
+        self.list_offsets = OffsetBufferBuilder::new(rows);
+        self.list_valid = NullBufferBuilder::new(rows);
+        self.watermark = Int64Builder::with_capacity(rows);
+        self.checkpoint_id = Int64Builder::with_capacity(rows);
         RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(|e| arrow_error(context, e))
     }
 }
