@@ -5,8 +5,10 @@
 //!
 //! Memory is bounded: the Arrow side holds at most a few batches (a bounded
 //! channel between the merge and the encoder), the encoder one row group in
-//! progress, and the upload one part being filled plus
-//! [`MAX_PARTS_IN_FLIGHT`] parts on the wire. Nothing ever holds a whole file.
+//! progress, written straight into upload parts of `upload_part_bytes` (the
+//! parts of the row group just closed wait for a slot among
+//! [`MAX_PARTS_IN_FLIGHT`] parts on the wire). Nothing ever holds a whole
+//! file.
 //!
 //! Files are written with zstd, page-level statistics (so the column and
 //! offset indexes are written), a bloom filter on `key`, row groups of

@@ -12,10 +12,13 @@
 //! whose memory is bounded by `CheckpointSettings::sort_memory_bytes`, not by
 //! the number of keys.
 //!
-//! 1. Delta rows stream in (Parquet batches read on the async side, handed to
-//!    one blocking worker through a bounded channel). Each `put`/`delete`
-//!    becomes an operation (key, order, value or none, epoch); `order` grows
-//!    through the deltas, so a larger order is a newer operation.
+//! 1. Delta rows stream in to one blocking worker through a bounded channel:
+//!    the older changelog files as Parquet batches read on the async side,
+//!    then the changelog of the checkpoint being written as the very batches
+//!    its merge builds ([`build_snapshot_fed`]: those files are never read
+//!    back). Each `put`/`delete` becomes an operation (key, order, value or
+//!    none, epoch) in the sort's arena; `order` grows through the deltas, so
+//!    a larger order is a newer operation.
 //! 2. When the accounted bytes of the buffer would pass the budget, the buffer
 //!    is sorted by (key, newest first), reduced to the newest operation per
 //!    key (deletes kept: they hide older values) and spilled as a sorted run
