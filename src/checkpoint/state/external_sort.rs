@@ -134,12 +134,12 @@ pub(crate) struct SortConfig {
 }
 
 impl SortConfig {
-    /// The split of `budget`: I/O buffers of budget/64 (4 KiB to 1 MiB,
-    /// at most a quarter of the budget) and as many runs merged at once
-    /// as fit (2 to 64).
+    /// The split of `budget`: I/O buffers of budget/64 (4 KiB to 256 KiB,
+    /// at most a quarter of the budget; sequential reads need no more) and
+    /// as many runs merged at once as fit (2 to 64).
     pub(crate) fn for_budget(budget: usize) -> Self {
         let io_buffer_bytes = (budget / 64)
-            .clamp(4 << 10, 1 << 20)
+            .clamp(4 << 10, 256 << 10)
             .min(budget / 4)
             .max(512);
         let fan_in = (budget / io_buffer_bytes).saturating_sub(1).clamp(2, 64);
@@ -1017,7 +1017,7 @@ mod tests {
         let c = SortConfig::for_budget(64 << 10);
         assert_eq!((c.io_buffer_bytes, c.fan_in), (4 << 10, 15));
         let c = SortConfig::for_budget(64 << 20);
-        assert_eq!((c.io_buffer_bytes, c.fan_in), (1 << 20, 63));
+        assert_eq!((c.io_buffer_bytes, c.fan_in), (256 << 10, 64));
         let c = SortConfig::for_budget(4 << 10);
         assert_eq!((c.io_buffer_bytes, c.fan_in), (1 << 10, 3));
         let c = SortConfig::for_budget(0);
