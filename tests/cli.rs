@@ -118,6 +118,18 @@ fn checkpoint_asks_the_running_ingest_and_recover_waits_for_the_lock() {
     assert!(said.contains("by the running ingest"), "{said}");
     assert!(said.contains("2 entries"), "{said}");
 
+    let got = walhouse(&["get", "y"], dir.path()).output().unwrap();
+    assert!(got.status.success(), "{}", text(&got.stderr));
+    assert_eq!(text(&got.stdout), "2\n");
+    assert!(
+        text(&got.stderr).contains("1 read"),
+        "{}",
+        text(&got.stderr)
+    );
+    let missing = walhouse(&["get", "nope"], dir.path()).output().unwrap();
+    assert!(!missing.status.success());
+    assert!(text(&missing.stderr).contains("not found"));
+
     let locked = walhouse(&["recover"], dir.path()).output().unwrap();
     assert!(!locked.status.success());
     assert!(

@@ -16,7 +16,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use walhouse::checkpoint::{
-    changelog_schema, manifest_json_schema, state_schema, CheckpointSettings,
+    changelog_schema, load_manifest, manifest_json_schema, state_schema, CheckpointReader,
+    CheckpointSettings, LookupSettings,
 };
 use walhouse::per_core_wal::{PerCoreRecoveryManager, PerCoreWalConfig};
 use walhouse::runtime::wal_cores;
@@ -160,6 +161,19 @@ enum Command {
         #[command(flatten)]
         location: Location,
     },
+    /// Point lookup of one key in the newest checkpoint (or `--checkpoint
+    /// N`): reads only the row groups whose statistics or bloom filter can
+    /// hold the key. Prints the value (exit 0) or `not found` (exit 1). The
+    /// local WAL tail is not consulted: use `recover` for the latest state.
+    Get {
+        #[command(flatten)]
+        location: Location,
+        /// The key (UTF-8).
+        key: String,
+        /// Checkpoint number (default: the newest).
+        #[arg(long)]
+        checkpoint: Option<u64>,
+    },
     /// List the committed checkpoints of a table.
     Checkpoints {
         #[command(flatten)]
@@ -256,6 +270,43 @@ fn run(cli: Cli) -> CliResult {
             let place = file.place(&location)?;
             let settings = file.ingest_settings(&Tuning::default(), place.cores_found())?;
             runtime()?.block_on(serve::checkpoint(&place, settings))
+        }
+        Command::Get {
+            location,
+            key,
+            checkpoint,
+        } => {
+            let store = file
+                .checkpointer(&location, CheckpointSettings::default())?
+                .store()
+                .clone();
+            let reader = CheckpointReader::open(store.clone(), LookupSettings::default());
+            let rt = runtime()?;
+            let value = rt.block_on(async {
+                match checkpoint {
+                    Some(n) => {
+                        let m = load_manifest(&store, n).await?;
+                        reader.get_in(&m, key.as_bytes()).await
+                    }
+                    None => reader.get(key.as_bytes()).await,
+                }
+            })?;
+            let st = reader.stats();
+            eprintln!(
+                "row groups: {} searched, {} pruned by statistics, {} by bloom filter, {} by page index, {} read",
+                st.row_groups_total,
+                st.row_groups_pruned_by_stats,
+                st.row_groups_pruned_by_bloom,
+                st.row_groups_pruned_by_pages,
+                st.row_groups_read
+            );
+            match value {
+                Some(v) => {
+                    println!("{}", String::from_utf8_lossy(&v));
+                    Ok(())
+                }
+                None => Err(format!("{key:?} not found").into()),
+            }
         }
         Command::Checkpoints { location } => {
             let cp = file.checkpointer(&location, CheckpointSettings::default())?;
