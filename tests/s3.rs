@@ -499,31 +499,39 @@ async fn an_aborted_multipart_upload_leaves_nothing() {
         err.to_string().contains("injected failure of part 2"),
         "{err}"
     );
+    // The first checkpoint uploads the changelog and, beside it, the state
+    // snapshot: every upload it started is aborted (or, if it had finished,
+    // its object deleted), and nothing is left.
     let paths = counts.multipart_paths.lock().unwrap().clone();
+    let aborted = counts.aborted.load(Ordering::SeqCst);
+    let completed = counts.completed.load(Ordering::SeqCst);
+    assert!(!paths.is_empty(), "a multipart upload was started");
+    assert!(aborted >= 1, "the failed upload was aborted");
     assert_eq!(
+        aborted + completed,
         paths.len(),
-        1,
-        "one multipart upload was started: {paths:?}"
+        "every upload ended: {paths:?}"
     );
-    assert_eq!(counts.aborted.load(Ordering::SeqCst), 1, "and aborted");
-    assert_eq!(counts.completed.load(Ordering::SeqCst), 0);
-    let head = store
-        .object_store()
-        .head(&Path::from(paths[0].as_str()))
-        .await;
-    assert!(
-        matches!(head, Err(object_store::Error::NotFound { .. })),
-        "no object at {}: {head:?}",
-        paths[0]
-    );
+    for path in &paths {
+        let head = store.object_store().head(&Path::from(path.as_str())).await;
+        assert!(
+            matches!(head, Err(object_store::Error::NotFound { .. })),
+            "no object at {path}: {head:?}"
+        );
+    }
     assert!(list_manifests(&store).await.unwrap().is_empty());
     let left = objects(&store).await;
-    assert!(left.iter().all(|p| !p.ends_with(&paths[0])), "{left:?}");
+    assert!(
+        left.iter()
+            .all(|p| paths.iter().all(|m| !p.ends_with(m.as_str()))),
+        "{left:?}"
+    );
     println!(
-        "aborted multipart upload of {}: {} parts sent (part 2 failed), 1 abort, no object, \
-         no manifest, {} objects under the prefix; .ci/s3-tests lists the bucket's multipart \
+        "failed checkpoint: {} multipart uploads started ({paths:?}), {} parts sent (part 2 \
+         failed), {aborted} aborted, {completed} completed then deleted, no object, no \
+         manifest, {} objects under the prefix; .ci/s3-tests lists the bucket's multipart \
          uploads afterwards",
-        paths[0],
+        paths.len(),
         counts.parts.load(Ordering::SeqCst),
         left.len()
     );
