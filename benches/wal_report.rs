@@ -12,7 +12,9 @@
 //! merge-child DIR MODE`), so its peak RSS is not hidden by memory an earlier
 //! run freed but kept.
 
-use std::fs::{self, File};
+mod common;
+
+use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -250,7 +252,7 @@ fn durable(root: &Path) -> Result<()> {
         let mut rate = Vec::new();
         let mut syncs = Vec::new();
         for _ in 0..RUNS {
-            raw.push(raw_fdatasync_rate(root)?);
+            raw.push(common::raw_fdatasync_rate(root, MEASURE_FOR)?);
             let (entries, elapsed) = durable_run(root, every)?;
             rate.push(per_second(entries, elapsed));
             syncs.push(per_second(entries / every, elapsed));
@@ -263,24 +265,6 @@ fn durable(root: &Path) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Appends 4 KiB and fdatasyncs, for [`MEASURE_FOR`]; returns syncs/s.
-fn raw_fdatasync_rate(root: &Path) -> Result<f64> {
-    let path = root.join("raw-fdatasync");
-    let mut file = File::create(&path)?;
-    let block = [0xa5u8; 4096];
-    let mut n = 0u64;
-    let start = Instant::now();
-    while start.elapsed() < MEASURE_FOR {
-        file.write_all(&block)?;
-        file.sync_data()?;
-        n += 1;
-    }
-    let rate = per_second(n, start.elapsed());
-    drop(file);
-    fs::remove_file(&path)?;
-    Ok(rate)
 }
 
 /// Puts with a sync after every `every`, for [`MEASURE_FOR`] (whole groups).

@@ -9,12 +9,15 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::checkpoint::{recover, CheckpointSettings, Checkpointer, Manifest};
 use crate::per_core_wal::{
     PerCoreRecoveryManager, PerCoreWalConfig, PerCoreWalError, PerCoreWalManager,
 };
+use crate::runtime::{IngestSettings, Ingester, WriteOp};
 use crate::store::Store;
 
 /// Any error of the demo, with its message.
@@ -33,6 +36,8 @@ pub struct DemoOptions {
     pub sync_every: u64,
     /// Object store URL for the tables (default: `<data_dir>/table`).
     pub store: Option<String>,
+    /// Counts the records written so far (for a progress bar).
+    pub progress: Option<Arc<AtomicU64>>,
 }
 
 /// What a demo run measured.
@@ -110,6 +115,7 @@ fn ingest(
         let mut writer = manager.take_writer(core)?;
         let count = per_core + u64::from((core as u64) < extra);
         let sync_every = opts.sync_every.max(1);
+        let progress = opts.progress.clone();
         handles.push(std::thread::spawn(move || -> Result<_, PerCoreWalError> {
             let mut syncs = 0u64;
             for i in 0..count {
@@ -120,6 +126,9 @@ fn ingest(
                 if i % sync_every == sync_every - 1 {
                     writer.sync()?;
                     syncs += 1;
+                    if let Some(p) = &progress {
+                        p.fetch_add(sync_every, Ordering::Relaxed);
+                    }
                 }
             }
             writer.append_epoch_barrier()?;
@@ -149,26 +158,45 @@ fn ingest(
     Ok((started.elapsed(), syncs, epoch))
 }
 
-/// Writes 1 % of the records again after the checkpoint: overwrites and
-/// deletes of existing keys on every core, applied to `model` too.
-fn write_tail(
-    manager: &mut PerCoreWalManager,
+/// Writes 1 % of the records again after the checkpoint through the
+/// thread-per-core [`Ingester`] (durable acknowledgements, group commit):
+/// overwrites and deletes of existing keys, applied to `model` too.
+async fn write_tail(
+    store: &Store,
     model: &mut BTreeMap<Vec<u8>, Vec<u8>>,
     opts: &DemoOptions,
-) -> Result<u64, PerCoreWalError> {
+) -> Result<u64, DemoError> {
+    let settings = IngestSettings {
+        cores: opts.cores,
+        pin_threads: false,
+        checkpoint_interval_ms: 0,
+        checkpoint_wal_bytes: 0,
+        segment_bytes: 16 << 20,
+        ..IngestSettings::default()
+    };
+    let ingester = Ingester::builder(&opts.data_dir, store.clone())
+        .settings(settings)
+        .open()
+        .await?;
     let tail = (opts.records / 100).max(1);
+    let mut batch = Vec::new();
     for i in 0..tail {
         let core = usize::try_from(i).unwrap_or(0) % opts.cores;
         let (key, _) = record(core, i * 3);
         if i % 5 == 4 {
-            manager.writer(core).append_delete(&key)?;
             model.remove(&key);
+            batch.push(WriteOp::Delete { key });
         } else {
             let value = format!("tail-{i}").into_bytes();
-            manager.writer(core).append_put(&key, &value)?;
-            model.insert(key, value);
+            model.insert(key.clone(), value.clone());
+            batch.push(WriteOp::Put { key, value });
+        }
+        if batch.len() == 1000 {
+            ingester.put_batch(std::mem::take(&mut batch)).await?;
         }
     }
+    ingester.put_batch(batch).await?;
+    ingester.shutdown(false).await?;
     Ok(tail)
 }
 
@@ -247,6 +275,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    runtime.block_on(store.probe())?;
     let checkpointer = Checkpointer::new(store, CheckpointSettings::default())?;
     let started = Instant::now();
     let outcome = runtime.block_on(checkpointer.checkpoint(&mut manager))?;
@@ -265,9 +294,8 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
     // every core, then restart and recover from the checkpoint plus the tail.
     let mut model: BTreeMap<Vec<u8>, Vec<u8>> =
         live.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
-    let tail = write_tail(&mut manager, &mut model, opts)?;
-    manager.sync_all()?;
     drop(manager);
+    let tail = runtime.block_on(write_tail(checkpointer.store(), &mut model, opts))?;
     let started = Instant::now();
     let recovered_all = runtime.block_on(recover(checkpointer.store(), &config))?;
     let full_recovery = started.elapsed();

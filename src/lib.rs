@@ -14,6 +14,7 @@
 
 pub mod checkpoint;
 pub mod per_core_wal;
+pub mod runtime;
 pub mod store;
 
 pub mod demo;

@@ -3,6 +3,11 @@
 //! environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`) through `object_store`'s
 //! builders; they never appear in a name, an error or `{:?}`.
 //!
+//! The commit protocol needs one thing of a store: a create-only PUT
+//! (`PutMode::Create`) that fails when the object exists. [`Store::probe`]
+//! checks it at start and refuses a store that ignores it, unless
+//! `WALHOUSE_UNSAFE_SKIP_STORE_PROBE=1` says otherwise.
+//!
 //! `object_store`'s local file system does not fsync; [`Store::make_durable`]
 //! does, for a local store, before the WAL segments a checkpoint replaces are
 //! removed.
@@ -14,7 +19,7 @@ use std::sync::Arc;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 /// Errors of opening a store.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +51,95 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The store does not honour a create-only PUT: a second
+    /// `PutMode::Create` of the same object succeeded. Two checkpointers could
+    /// both commit the same manifest number and one would silently lose.
+    #[error(
+        "store {store} ignores create-only PUTs: a second PUT with PutMode::Create of {object} \
+         succeeded instead of failing with AlreadyExists, so two writers could both commit the \
+         same manifest; use a store that honours If-None-Match (AWS S3, MinIO, LocalStack, \
+         moto, GCS, Azure, a local directory), or set {SKIP_PROBE_ENV}=1 to run anyway \
+         (unsafe with more than one writer)"
+    )]
+    CreateOnlyIgnored {
+        /// The store's name.
+        store: String,
+        /// The probe object written twice.
+        object: String,
+    },
+    /// The store refuses create-only PUTs (`NotImplemented`; for S3, when
+    /// `AWS_CONDITIONAL_PUT=disabled`).
+    #[error(
+        "store {store} does not support create-only PUTs, which the checkpoint commit needs \
+         (probe of {object}: {source}); use a store that honours If-None-Match (for S3, do not \
+         set AWS_CONDITIONAL_PUT=disabled), or set {SKIP_PROBE_ENV}=1 to run anyway \
+         (unsafe with more than one writer)"
+    )]
+    CreateOnlyUnsupported {
+        /// The store's name.
+        store: String,
+        /// The probe object.
+        object: String,
+        /// The store's error.
+        #[source]
+        source: object_store::Error,
+    },
+    /// The probe could not write, read or delete its object.
+    #[error(
+        "store {store}: probe {op} of {object} failed: {source} \
+         (set {SKIP_PROBE_ENV}=1 to skip the probe)"
+    )]
+    Probe {
+        /// The store's name.
+        store: String,
+        /// The probe object.
+        object: String,
+        /// The operation that failed (`"first create-only put"`, ...).
+        op: &'static str,
+        /// The store's error.
+        #[source]
+        source: object_store::Error,
+    },
+}
+
+/// The environment variable that skips [`Store::probe`] when set to `1`
+/// (or `true`): for a store known to be safe that the probe cannot write to,
+/// or a single writer on a store without create-only PUTs. Unsafe otherwise.
+pub const SKIP_PROBE_ENV: &str = "WALHOUSE_UNSAFE_SKIP_STORE_PROBE";
+
+/// The object prefix (under the table root) the probe writes to.
+pub const PROBE_PREFIX: &str = "_probe";
+
+/// Whether [`Store::probe_with`] checks the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeMode {
+    /// Write the probe object and refuse a store that ignores create-only PUTs.
+    Check,
+    /// Do not touch the store (unsafe with more than one writer).
+    Skip,
+}
+
+impl ProbeMode {
+    /// [`ProbeMode::Skip`] if [`SKIP_PROBE_ENV`] is `1` or `true`, else
+    /// [`ProbeMode::Check`].
+    #[must_use]
+    pub fn from_env() -> Self {
+        match std::env::var(SKIP_PROBE_ENV) {
+            Ok(v) if v == "1" || v.eq_ignore_ascii_case("true") => Self::Skip,
+            _ => Self::Check,
+        }
+    }
+}
+
+/// What [`Store::probe`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeReport {
+    /// The store's name.
+    pub store: String,
+    /// The probe object (full path in the store); `None` when skipped.
+    pub object: Option<String>,
+    /// Whether the probe ran.
+    pub mode: ProbeMode,
 }
 
 /// An object store and the table root inside it.
@@ -245,6 +339,88 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Checks that the store honours what the commit protocol needs, with
+    /// the mode from the environment ([`ProbeMode::from_env`]). See
+    /// [`Store::probe_with`].
+    pub async fn probe(&self) -> Result<ProbeReport, StoreError> {
+        self.probe_with(ProbeMode::from_env()).await
+    }
+
+    /// Checks that a create-only PUT is honoured: writes a fresh object
+    /// under `_probe/` with `PutMode::Create` twice; the second must fail
+    /// with `AlreadyExists`. The object is deleted afterwards (also when the
+    /// check fails). A store that ignores the mode is refused with
+    /// [`StoreError::CreateOnlyIgnored`], which names [`SKIP_PROBE_ENV`].
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use walhouse::store::{ProbeMode, Store};
+    /// let report = Store::memory().probe_with(ProbeMode::Check).await.unwrap();
+    /// assert!(report.object.unwrap().starts_with("_probe/"));
+    /// # });
+    /// ```
+    pub async fn probe_with(&self, mode: ProbeMode) -> Result<ProbeReport, StoreError> {
+        if mode == ProbeMode::Skip {
+            tracing::warn!(store = %self.name, "store probe skipped ({SKIP_PROBE_ENV})");
+            return Ok(ProbeReport {
+                store: self.name.clone(),
+                object: None,
+                mode,
+            });
+        }
+        let object = self.path(&format!("{PROBE_PREFIX}/{}", uuid::Uuid::new_v4()));
+        let fail = |op: &'static str, source| StoreError::Probe {
+            store: self.name.clone(),
+            object: object.to_string(),
+            op,
+            source,
+        };
+        let create = || PutOptions::from(PutMode::Create);
+        match self
+            .inner
+            .put_opts(&object, PutPayload::from_static(b"probe 1"), create())
+            .await
+        {
+            Ok(_) => {}
+            Err(source @ object_store::Error::NotImplemented { .. }) => {
+                return Err(StoreError::CreateOnlyUnsupported {
+                    store: self.name.clone(),
+                    object: object.to_string(),
+                    source,
+                })
+            }
+            Err(e) => return Err(fail("first create-only put", e)),
+        }
+        let second = self
+            .inner
+            .put_opts(&object, PutPayload::from_static(b"probe 2"), create())
+            .await;
+        let deleted = self.inner.delete(&object).await;
+        match second {
+            Err(object_store::Error::AlreadyExists { .. }) => {}
+            Ok(_) => {
+                return Err(StoreError::CreateOnlyIgnored {
+                    store: self.name.clone(),
+                    object: object.to_string(),
+                })
+            }
+            Err(e) => return Err(fail("second create-only put", e)),
+        }
+        deleted.map_err(|e| fail("delete", e))?;
+        if let Some(dir) = &self.local {
+            // object_store leaves the emptied directory behind.
+            let _ = std::fs::remove_dir(dir.join(PROBE_PREFIX));
+        }
+        tracing::debug!(store = %self.name, object = %object, "store probe: create-only PUT honoured");
+        Ok(ProbeReport {
+            store: self.name.clone(),
+            object: Some(object.to_string()),
+            mode,
+        })
+    }
+}
+
 fn sync_files_and_dirs(root: &FsPath, files: &[PathBuf]) -> std::io::Result<()> {
     let mut dirs = std::collections::BTreeSet::new();
     for file in files {
@@ -287,5 +463,113 @@ mod tests {
         let local = Store::from_url(&format!("file://{}", tmp.path().display())).unwrap();
         assert!(local.local_dir().is_some());
         assert_eq!(local.path("a/b").as_ref(), "a/b");
+    }
+
+    /// An in-memory store that drops the put mode: every PUT overwrites.
+    #[derive(Debug, Default)]
+    struct IgnoresCreate(InMemory);
+
+    impl fmt::Display for IgnoresCreate {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "IgnoresCreate")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for IgnoresCreate {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            _opts: PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            self.0
+                .put_opts(location, payload, PutOptions::default())
+                .await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.0.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: object_store::GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            self.0.get_opts(location, options).await
+        }
+        fn delete_stream(
+            &self,
+            locations: futures::stream::BoxStream<'static, object_store::Result<Path>>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<Path>> {
+            self.0.delete_stream(locations)
+        }
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
+        {
+            self.0.list(prefix)
+        }
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<object_store::ListResult> {
+            self.0.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(
+            &self,
+            from: &Path,
+            to: &Path,
+            options: object_store::CopyOptions,
+        ) -> object_store::Result<()> {
+            self.0.copy_opts(from, to, options).await
+        }
+    }
+
+    async fn objects(store: &Store) -> usize {
+        use futures::TryStreamExt;
+        let all: Vec<_> = store.object_store().list(None).try_collect().await.unwrap();
+        all.len()
+    }
+
+    #[tokio::test]
+    async fn probe_refuses_a_store_that_ignores_create_only_puts() {
+        let store =
+            Store::with_object_store("ignores-create://", Arc::new(IgnoresCreate::default()), "t");
+        let err = store.probe_with(ProbeMode::Check).await.unwrap_err();
+        println!("refused: {err}");
+        assert!(matches!(err, StoreError::CreateOnlyIgnored { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("ignores create-only PUTs"), "{msg}");
+        assert!(
+            msg.contains(SKIP_PROBE_ENV),
+            "the message names the override: {msg}"
+        );
+        assert!(
+            msg.contains("t/_probe/"),
+            "the message names the object: {msg}"
+        );
+        assert_eq!(objects(&store).await, 0, "the probe object is deleted");
+        let skipped = store.probe_with(ProbeMode::Skip).await.unwrap();
+        assert_eq!((skipped.mode, skipped.object), (ProbeMode::Skip, None));
+    }
+
+    #[tokio::test]
+    async fn probe_accepts_memory_and_local_stores_and_cleans_up() {
+        let tmp = tempfile::tempdir().unwrap();
+        for store in [Store::memory(), Store::local(tmp.path()).unwrap()] {
+            let report = store.probe_with(ProbeMode::Check).await.unwrap();
+            println!(
+                "accepted: {} (probe object {:?})",
+                report.store, report.object
+            );
+            assert_eq!(report.mode, ProbeMode::Check);
+            assert!(report.object.unwrap().starts_with("_probe/"));
+            assert_eq!(objects(&store).await, 0, "the probe object is deleted");
+        }
     }
 }

@@ -420,7 +420,7 @@ async fn ingest_goes_on_while_a_checkpoint_uploads() {
         while !stop2.load(Ordering::Relaxed) || n < 100 {
             w1.append_put(format!("live{n}").as_bytes(), b"x").unwrap();
             n += 1;
-            if n % 50 == 0 {
+            if n.is_multiple_of(50) {
                 w1.sync().unwrap();
             }
         }

@@ -3,9 +3,11 @@
 //! deterministic workload.
 #![allow(dead_code)] // each bench uses its own subset
 
-use std::fs;
+use std::fs::{self, File};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use walhouse::per_core_wal::CoreWalWriter;
 
@@ -42,6 +44,25 @@ pub fn median(values: &[f64]) -> f64 {
 pub fn plain(values: &[f64], decimals: usize) -> String {
     let runs: Vec<String> = values.iter().map(|v| format!("{v:.decimals$}")).collect();
     format!("{:.decimals$} [{}]", median(values), runs.join(", "))
+}
+
+/// The disk's raw fdatasync rate: appends 4 KiB and fdatasyncs in a loop
+/// for `measure_for` in `root`; returns syncs/s.
+pub fn raw_fdatasync_rate(root: &Path, measure_for: Duration) -> Result<f64> {
+    let path = root.join("raw-fdatasync");
+    let mut file = File::create(&path)?;
+    let block = [0xa5u8; 4096];
+    let mut n = 0u64;
+    let start = Instant::now();
+    while start.elapsed() < measure_for {
+        file.write_all(&block)?;
+        file.sync_data()?;
+        n += 1;
+    }
+    let rate = float(n) / start.elapsed().as_secs_f64();
+    drop(file);
+    fs::remove_file(&path)?;
+    Ok(rate)
 }
 
 pub fn fresh_dir(root: &Path, name: &str) -> Result<PathBuf> {

@@ -30,7 +30,7 @@ pub trait WalFileSystem: Send + Sync + Debug {
     clippy::len_without_is_empty,
     reason = "a file's length is an I/O call; callers compare it with offsets"
 )]
-pub trait WalFile: Send + Debug {
+pub trait WalFile: Send + Sync + Debug {
     /// Writes all of `data` at the end of the file (not durable until
     /// [`WalFile::sync_data`]).
     fn append(&mut self, data: &[u8]) -> io::Result<()>;

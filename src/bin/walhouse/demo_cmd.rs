@@ -1,0 +1,148 @@
+//! `walhouse demo`: the main job on the embedded default store.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use walhouse::demo::{self, DemoOptions};
+
+use crate::CliResult;
+
+pub(crate) fn run(
+    data_dir: Option<PathBuf>,
+    records: u64,
+    cores: Option<usize>,
+    sync_every: u64,
+    store: Option<String>,
+) -> CliResult {
+    let cores = cores.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let tmp;
+    let temporary = data_dir.is_none();
+    let data_dir = if let Some(dir) = data_dir {
+        dir
+    } else {
+        tmp = tempfile::Builder::new()
+            .prefix("walhouse-demo-")
+            .tempdir()?;
+        tmp.path().to_path_buf()
+    };
+    println!(
+        "walhouse demo: {records} records on {cores} cores in {}",
+        data_dir.display()
+    );
+    let r = with_progress(records, |progress| {
+        demo::run(&DemoOptions {
+            data_dir,
+            records,
+            cores,
+            sync_every,
+            store,
+            progress: Some(progress),
+        })
+    })?;
+    let secs = r.ingest.as_secs_f64();
+    println!(
+        "ingest:   {} records in {:.2} s = {:.0} records/s durable ({} fdatasyncs)",
+        r.records,
+        secs,
+        r.records as f64 / secs,
+        r.syncs
+    );
+    println!(
+        "wal:      {} segment files, {:.1} MiB, {:.1} bytes/record",
+        r.segments,
+        r.wal_bytes as f64 / f64::from(1 << 20),
+        r.wal_bytes as f64 / r.records.max(1) as f64
+    );
+    println!(
+        "merge:    {} entries in order in {:.3} s = {:.0} entries/s",
+        r.merged,
+        r.merge.as_secs_f64(),
+        r.merged as f64 / r.merge.as_secs_f64()
+    );
+    println!(
+        "recovery: {} entries replayed in {:.3} s, {} live keys, state {}",
+        r.replayed,
+        r.recovery.as_secs_f64(),
+        r.live_keys,
+        if r.verified { "verified" } else { "MISMATCH" }
+    );
+    let m = &r.manifest;
+    println!(
+        "checkpoint {}: epochs {}..={}, {} entries, {} changelog + {} snapshot files \
+                 ({} keys), {:.1} MiB of Parquet in {:.2} s = {:.0} MB/s of WAL; \
+                 {} WAL segments removed",
+        m.checkpoint,
+        m.epochs.first,
+        m.epochs.last,
+        m.stats.entries,
+        m.changelog.len(),
+        m.state.snapshot.len(),
+        m.stats.snapshot_keys.unwrap_or(0),
+        r.checkpoint_bytes as f64 / f64::from(1 << 20),
+        r.checkpoint.as_secs_f64(),
+        m.stats.wal_bytes as f64 / 1e6 / r.checkpoint.as_secs_f64(),
+        r.removed_segments
+    );
+    println!(
+                "restart:  recovered checkpoint {} + {} WAL tail entries ({} records after the checkpoint) in {:.3} s, state {}",
+                m.checkpoint,
+                r.full_recovery_replayed,
+                r.tail,
+                r.full_recovery.as_secs_f64(),
+                if r.verified { "verified" } else { "MISMATCH" }
+            );
+    println!("tables:   {}", r.table);
+    if let Some(dir) = r.table.strip_prefix("file://") {
+        if temporary {
+            println!(
+                "query them (this temporary directory is removed on exit: \
+                         run with --data-dir DIR to keep the tables):"
+            );
+        } else {
+            println!("query them:");
+        }
+        println!(
+                    "  duckdb -c \"SELECT epoch, op, count(*) FROM read_parquet('{dir}/changelog/*/*.parquet', hive_partitioning = true) GROUP BY ALL ORDER BY ALL\""
+                );
+        println!(
+                    "  datafusion-cli -c \"CREATE EXTERNAL TABLE changelog STORED AS PARQUET LOCATION '{dir}/changelog/'; SELECT epoch, op, count(*) FROM changelog GROUP BY epoch, op ORDER BY epoch, op;\""
+                );
+        println!(
+                    "  spark-sql -e \"SELECT epoch, op, count(*) FROM parquet.\\`{dir}/changelog\\` GROUP BY epoch, op ORDER BY epoch, op\""
+                );
+    }
+    if !r.verified {
+        return Err("recovered state does not match what was written".into());
+    }
+    Ok(())
+}
+
+/// Runs `work` with a progress bar over `records` (drawn only on a terminal).
+fn with_progress<T>(records: u64, work: impl FnOnce(Arc<AtomicU64>) -> T) -> T {
+    let progress = Arc::new(AtomicU64::new(0));
+    let bar = indicatif::ProgressBar::new(records);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "ingest {bar:40} {pos}/{len} records ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let done = Arc::new(AtomicBool::new(false));
+    let ticker = {
+        let (bar, progress, done) = (bar.clone(), progress.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                bar.set_position(progress.load(Ordering::Relaxed).min(records));
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            bar.finish_and_clear();
+        })
+    };
+    let result = work(progress);
+    done.store(true, Ordering::Relaxed);
+    let _ = ticker.join();
+    result
+}

@@ -1,0 +1,360 @@
+//! The `walhouse` command line: a thin layer over the library.
+//!
+//! Settings come from flags, then `WALHOUSE_*` variables, then a TOML file
+//! (`--config`, or `WALHOUSE_CONFIG`), then the defaults.
+#![expect(
+    clippy::cast_precision_loss,
+    reason = "rates and sizes printed for people"
+)]
+
+mod config;
+mod demo_cmd;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use walhouse::checkpoint::{
+    changelog_schema, manifest_json_schema, state_schema, CheckpointSettings,
+};
+use walhouse::per_core_wal::{PerCoreRecoveryManager, PerCoreWalConfig};
+use walhouse::runtime::wal_cores;
+
+pub(crate) type CliResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}
+
+/// walhouse: per-core write-ahead logs shipped as epoch-merged Parquet
+/// checkpoints to object storage.
+///
+/// Settings come from flags, then `WALHOUSE_*` environment variables, then
+/// the TOML file given by --config, then the defaults. Credentials for
+/// s3://, gs:// and az:// stores come from the environment (AWS_*,
+/// GOOGLE_*, AZURE_*) and are never printed.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// TOML settings file: top-level `data_dir` and `store`, and an
+    /// `[ingest]` table with any field of the ingest settings (see
+    /// README.md). Flags and WALHOUSE_* variables override it.
+    #[arg(long, global = true, env = "WALHOUSE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the WAL and the tables are.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct Location {
+    /// Data directory: `wal/` holds the write-ahead log, `table/` the tables
+    /// unless --store says otherwise.
+    #[arg(long, env = "WALHOUSE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Object store of the tables: a directory, `file:///dir`, `memory://`,
+    /// `s3://bucket/prefix` (`AWS_ENDPOINT`, `AWS_ALLOW_HTTP=true` for MinIO or
+    /// LocalStack), `gs://bucket/prefix` or `az://container/prefix`.
+    /// Default: `<data-dir>/table`.
+    #[arg(long, env = "WALHOUSE_STORE")]
+    pub store: Option<String>,
+}
+
+/// Ingest settings given as flags (each overrides the config file).
+#[derive(Debug, Clone, Default, Args)]
+pub(crate) struct Tuning {
+    /// Core threads, one WAL per core [default: the machine's CPUs].
+    #[arg(long, env = "WALHOUSE_CORES")]
+    pub cores: Option<usize>,
+    /// Do not pin core threads to CPUs.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Requests each core's channel holds before producers wait [default: 4096].
+    #[arg(long)]
+    pub channel_capacity: Option<usize>,
+    /// Most entries per group commit (one fdatasync) [default: 65536].
+    #[arg(long)]
+    pub group_commit_entries: Option<usize>,
+    /// Most key+value bytes per group commit [default: 8388608].
+    #[arg(long)]
+    pub group_commit_bytes: Option<usize>,
+    /// Microseconds a core waits for more writes before syncing [default: 0].
+    #[arg(long)]
+    pub group_commit_delay_us: Option<u64>,
+    /// Checkpoint every N ms when something new was written; 0: never on a
+    /// timer [default: 60000].
+    #[arg(long, env = "WALHOUSE_CHECKPOINT_INTERVAL_MS")]
+    pub checkpoint_interval_ms: Option<u64>,
+    /// Checkpoint when the WAL holds N bytes; 0: never on size [default: 268435456].
+    #[arg(long)]
+    pub checkpoint_wal_bytes: Option<u64>,
+    /// Checkpoints kept by retention [default: 3].
+    #[arg(long)]
+    pub retain_checkpoints: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The main job on the embedded default (a local folder store): write
+    /// synthetic records on every core, checkpoint, restart, recover,
+    /// verify, and print a summary with the commands to query the tables.
+    Demo {
+        /// Data directory (default: a temporary directory, removed at the end).
+        #[arg(long, env = "WALHOUSE_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Records to write across all cores.
+        #[arg(long, default_value_t = 1_000_000, env = "WALHOUSE_RECORDS")]
+        records: u64,
+        /// Cores (writer threads); default: the machine's.
+        #[arg(long, env = "WALHOUSE_CORES")]
+        cores: Option<usize>,
+        /// Entries per fdatasync of each writer.
+        #[arg(long, default_value_t = 1000)]
+        sync_every: u64,
+        /// Object store URL for the tables: a directory, `file:///dir`,
+        /// `s3://bucket/prefix`, `gs://…`, `az://…` or `memory://`
+        /// (default: the directory `<data-dir>/table`).
+        #[arg(long, env = "WALHOUSE_STORE")]
+        store: Option<String>,
+    },
+    /// Read newline-delimited JSON and write it durably. Lines:
+    /// `{"key": "k", "value": "v"}` (a null value deletes the key) and
+    /// `{"commit": {"source": offset, ...}, "watermark": N}`. Prints
+    /// `ack N` on stdout each time lines 1..=N are all durable. A malformed
+    /// line is reported on stderr with its number; every earlier line is made
+    /// durable and acknowledged, and the exit code is non-zero. At the end of
+    /// input (or on SIGINT/SIGTERM) it syncs and exits. While it runs,
+    /// `walhouse checkpoint` asks it for a checkpoint.
+    Ingest {
+        #[command(flatten)]
+        location: Location,
+        #[command(flatten)]
+        tuning: Tuning,
+        /// Input file (default: standard input).
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Checkpoint what is new before exiting.
+        #[arg(long)]
+        final_checkpoint: bool,
+    },
+    /// Recover the state from the newest checkpoint plus the local WAL tail
+    /// (repairing torn tails) and print a summary.
+    Recover {
+        #[command(flatten)]
+        location: Location,
+        /// Print the recovered state on stdout as newline-delimited JSON
+        /// `{"key": ..., "value": ...}` sorted by key (the summary then goes
+        /// to stderr). Keys or values that are not UTF-8 are printed as
+        /// `key_hex` / `value_hex`.
+        #[arg(long)]
+        dump: bool,
+    },
+    /// Checkpoint everything the WAL holds now: asks a running `walhouse
+    /// ingest` on the same data directory, or runs the checkpoint itself
+    /// when none runs.
+    Checkpoint {
+        #[command(flatten)]
+        location: Location,
+    },
+    /// List the committed checkpoints of a table.
+    Checkpoints {
+        #[command(flatten)]
+        location: Location,
+    },
+    /// Check that every file of a checkpoint exists with its recorded size
+    /// and crc32c (reads every byte). Exits non-zero on any problem.
+    Verify {
+        #[command(flatten)]
+        location: Location,
+        /// Checkpoint number (default: the newest).
+        #[arg(long)]
+        checkpoint: Option<u64>,
+    },
+    /// Retention and garbage collection: keep the newest N checkpoints,
+    /// remove unreferenced objects older than the grace period.
+    Gc {
+        #[command(flatten)]
+        location: Location,
+        /// Checkpoints to keep.
+        #[arg(long, default_value_t = 3)]
+        retain: usize,
+        /// Seconds an unreferenced object must be old before removal.
+        #[arg(long, default_value_t = 3600)]
+        grace_secs: u64,
+    },
+    /// Print a schema: `manifest` (JSON Schema), `changelog` or `state` (Arrow).
+    Schema {
+        /// Which schema.
+        #[arg(value_parser = ["manifest", "changelog", "state"])]
+        name: String,
+    },
+    /// Per core and segment: entries, bytes, epoch, valid end, torn tail.
+    /// Reads only; changes nothing.
+    Inspect {
+        /// The WAL directory (`<data-dir>/wal`).
+        dir: PathBuf,
+        /// Number of cores the WAL was written with (default: found from the
+        /// segment names).
+        #[arg(long)]
+        cores: Option<usize>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WALHOUSE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("walhouse: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[expect(clippy::too_many_lines, reason = "one arm per command")]
+fn run(cli: Cli) -> CliResult {
+    let file = config::FileConfig::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Demo {
+            data_dir,
+            records,
+            cores,
+            sync_every,
+            store,
+        } => demo_cmd::run(
+            data_dir.or(file.data_dir),
+            records,
+            cores,
+            sync_every,
+            store.or(file.store),
+        ),
+        Command::Ingest {
+            location,
+            tuning,
+            input,
+            final_checkpoint,
+        } => {
+            let place = file.place(&location)?;
+            let settings = file.ingest_settings(&tuning, place.cores_found())?;
+            runtime()?.block_on(serve::ingest(&place, settings, input, final_checkpoint))
+        }
+        Command::Recover { location, dump } => {
+            let place = file.place(&location)?;
+            runtime()?.block_on(serve::recover(&place, dump))
+        }
+        Command::Checkpoint { location } => {
+            let place = file.place(&location)?;
+            let settings = file.ingest_settings(&Tuning::default(), place.cores_found())?;
+            runtime()?.block_on(serve::checkpoint(&place, settings))
+        }
+        Command::Checkpoints { location } => {
+            let cp = file.checkpointer(&location, CheckpointSettings::default())?;
+            let manifests = runtime()?.block_on(cp.checkpoints())?;
+            println!("checkpoint  epochs          entries  changelog  snapshot(of)  created_at");
+            for m in manifests {
+                println!(
+                    "{:>10}  {:>6}..={:<6} {:>9} {:>10} {:>9}({})  {}",
+                    m.checkpoint,
+                    m.epochs.first,
+                    m.epochs.last,
+                    m.stats.entries,
+                    m.changelog.len(),
+                    m.state.snapshot.len(),
+                    m.state.snapshot_checkpoint,
+                    m.created_at
+                );
+            }
+            Ok(())
+        }
+        Command::Verify {
+            location,
+            checkpoint,
+        } => {
+            let cp = file.checkpointer(&location, CheckpointSettings::default())?;
+            let report = runtime()?.block_on(cp.verify(checkpoint))?;
+            println!(
+                "checkpoint {}: {} files, {} bytes checked, {} problems",
+                report.checkpoint,
+                report.files,
+                report.bytes,
+                report.problems.len()
+            );
+            for p in &report.problems {
+                println!("  {p}");
+            }
+            if report.is_ok() {
+                Ok(())
+            } else {
+                Err(format!("checkpoint {} failed verification", report.checkpoint).into())
+            }
+        }
+        Command::Gc {
+            location,
+            retain,
+            grace_secs,
+        } => {
+            let settings = CheckpointSettings {
+                retain_checkpoints: retain,
+                gc_grace_secs: grace_secs,
+                ..CheckpointSettings::default()
+            };
+            let checkpointer = file.checkpointer(&location, settings)?;
+            let rt = runtime()?;
+            rt.block_on(checkpointer.store().probe())?;
+            let report = rt.block_on(checkpointer.gc())?;
+            println!(
+                "kept checkpoints {:?}; removed manifests {:?}; removed {} objects; {} unreferenced objects still in their grace period",
+                report.retained,
+                report.manifests_removed,
+                report.objects_removed.len(),
+                report.objects_in_grace
+            );
+            Ok(())
+        }
+        Command::Schema { name } => {
+            let text = match name.as_str() {
+                "manifest" => serde_json::to_string_pretty(&manifest_json_schema())?,
+                "changelog" => serde_json::to_string_pretty(changelog_schema().as_ref())?,
+                _ => serde_json::to_string_pretty(state_schema().as_ref())?,
+            };
+            println!("{text}");
+            Ok(())
+        }
+        Command::Inspect { dir, cores } => {
+            let cores = match cores {
+                Some(c) => c,
+                None => wal_cores(&dir)?.max(1),
+            };
+            let recovery = PerCoreRecoveryManager::new(PerCoreWalConfig::new(&dir, cores));
+            println!("core segment    epoch   first_seq  entries      bytes  valid_end  tail");
+            for s in recovery.segment_stats()? {
+                println!(
+                    "{:>4} {:>7} {:>8} {:>11} {:>8} {:>10} {:>10}  {}",
+                    s.core_id,
+                    s.segment,
+                    s.min_epoch,
+                    s.first_sequence,
+                    s.entry_count,
+                    s.file_size,
+                    s.valid_end,
+                    if s.tail_bytes == 0 {
+                        "-".to_owned()
+                    } else {
+                        format!("{} bytes: {}", s.tail_bytes, s.tail_reason)
+                    }
+                );
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! One core's thread: owns its [`CoreWalWriter`], appends what producers
+//! send, and acknowledges after the group commit's fdatasync.
+//!
+//! The loop: block for one request, append it, then take whatever else is
+//! already queued (up to the group's entry and byte limits, waiting at most
+//! the group delay for more), fdatasync once, and acknowledge every request
+//! of the group. While the fsync runs, new requests queue up and form the
+//! next group, so the batch size follows the load by itself.
+//!
+//! A failed write or fsync poisons the writer (it is never retried: the
+//! kernel may have dropped the pages it failed to write); every request of
+//! the group and every later one fails with [`IngestError::Poisoned`].
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::metrics::Counters;
+use super::{IngestError, WriteOp};
+use crate::per_core_wal::{CoreWalWriter, PerCoreWalError};
+
+pub(crate) type AckSender = oneshot::Sender<Result<(), IngestError>>;
+
+/// What a producer or the coordinator asks of a core.
+pub(crate) enum Work {
+    /// Puts and deletes, appended in order.
+    Write(Vec<WriteOp>),
+    /// One put or delete (no vector for the common single-entry case).
+    One(WriteOp),
+    /// Source offsets and watermark of an exactly-once source.
+    Commit {
+        offsets: HashMap<String, u64>,
+        watermark: Option<i64>,
+    },
+    /// Nothing to append: acknowledged once everything before it is durable.
+    Flush,
+    /// Move to `epoch` and write an epoch barrier, which seals the previous
+    /// epoch's segment.
+    Seal { epoch: u64 },
+    /// Sync, acknowledge, and stop the thread.
+    Shutdown,
+}
+
+pub(crate) struct Request {
+    pub work: Work,
+    pub enqueued: Instant,
+    pub ack: AckSender,
+}
+
+/// Group-commit limits of one core thread.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GroupLimits {
+    pub entries: u64,
+    pub bytes: u64,
+    pub delay: Duration,
+}
+
+struct Pending {
+    ack: AckSender,
+    enqueued: Instant,
+    entries: u64,
+    bytes: u64,
+    result: Result<(), IngestError>,
+}
+
+fn write_error(writer: &CoreWalWriter, e: &PerCoreWalError) -> IngestError {
+    if writer.is_poisoned() {
+        if let PerCoreWalError::Poisoned { core_id, cause } = e {
+            return IngestError::Poisoned {
+                core_id: *core_id,
+                cause: cause.clone(),
+            };
+        }
+        return IngestError::Poisoned {
+            core_id: writer.core_id(),
+            cause: e.to_string(),
+        };
+    }
+    IngestError::Rejected {
+        core_id: writer.core_id(),
+        reason: e.to_string(),
+    }
+}
+
+fn append_one(writer: &mut CoreWalWriter, op: &WriteOp) -> Result<u64, PerCoreWalError> {
+    match op {
+        WriteOp::Put { key, value } => {
+            writer.append_put(key, value)?;
+            Ok((key.len() + value.len()) as u64)
+        }
+        WriteOp::Delete { key } => {
+            writer.append_delete(key)?;
+            Ok(key.len() as u64)
+        }
+    }
+}
+
+/// Appends one request; returns what to acknowledge after the sync and
+/// whether the thread must stop.
+fn apply(writer: &mut CoreWalWriter, req: Request) -> (Pending, bool) {
+    let mut entries = 0u64;
+    let mut bytes = 0u64;
+    let mut stop = false;
+    let result = match &req.work {
+        Work::One(op) => append_one(writer, op).map(|b| {
+            entries = 1;
+            bytes = b;
+        }),
+        Work::Write(ops) => ops.iter().try_for_each(|op| {
+            bytes += append_one(writer, op)?;
+            entries += 1;
+            Ok(())
+        }),
+        Work::Commit { offsets, watermark } => writer
+            .append_commit(offsets.clone(), *watermark)
+            .map(|_| entries = 1),
+        Work::Flush => Ok(()),
+        Work::Seal { epoch } => {
+            writer.set_epoch(*epoch);
+            writer.append_epoch_barrier().map(|_| ())
+        }
+        Work::Shutdown => {
+            stop = true;
+            Ok(())
+        }
+    };
+    let result = result.map_err(|e| write_error(writer, &e));
+    (
+        Pending {
+            ack: req.ack,
+            enqueued: req.enqueued,
+            entries,
+            bytes,
+            result,
+        },
+        stop,
+    )
+}
+
+/// The core thread's body. Returns the writer when told to shut down (or
+/// when every sender is gone), for a final checkpoint.
+pub(crate) fn run(
+    mut writer: CoreWalWriter,
+    rx: &flume::Receiver<Request>,
+    limits: GroupLimits,
+    counters: &Arc<Counters>,
+) -> CoreWalWriter {
+    let mut group: Vec<Pending> = Vec::with_capacity(1024);
+    loop {
+        let Ok(first) = rx.recv() else {
+            break;
+        };
+        let (p, mut stop) = apply(&mut writer, first);
+        let mut entries = p.entries;
+        let mut bytes = p.bytes;
+        group.push(p);
+        let deadline = Instant::now() + limits.delay;
+        while !stop && entries < limits.entries && bytes < limits.bytes {
+            let next = match rx.try_recv() {
+                Ok(r) => r,
+                Err(flume::TryRecvError::Empty) if !limits.delay.is_zero() => {
+                    match rx.recv_deadline(deadline) {
+                        Ok(r) => r,
+                        Err(_) => break,
+                    }
+                }
+                Err(_) => break,
+            };
+            let (p, s) = apply(&mut writer, next);
+            entries += p.entries;
+            bytes += p.bytes;
+            stop = s;
+            group.push(p);
+        }
+        let sync = if writer.is_poisoned() {
+            Ok(())
+        } else {
+            let t = Instant::now();
+            let r = writer.sync();
+            counters.fsync_latency.record(t.elapsed());
+            counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+            r.map_err(|e| write_error(&writer, &e))
+        };
+        let now = Instant::now();
+        for p in group.drain(..) {
+            let result = match (&sync, p.result) {
+                (Err(e), _) => Err(e.clone()),
+                (Ok(()), r) => r,
+            };
+            if result.is_ok() {
+                counters.entries.fetch_add(p.entries, Ordering::Relaxed);
+                counters.bytes.fetch_add(p.bytes, Ordering::Relaxed);
+                let waited = now.saturating_duration_since(p.enqueued);
+                counters.ack_latency.record_n(
+                    u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX),
+                    p.entries,
+                );
+            } else {
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            // The producer may have stopped waiting: nothing to do then.
+            let _ = p.ack.send(result);
+        }
+        if stop {
+            break;
+        }
+    }
+    writer
+}

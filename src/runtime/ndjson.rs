@@ -1,0 +1,378 @@
+//! Newline-delimited JSON ingest with in-order acknowledgements (what
+//! `walhouse ingest` runs).
+//!
+//! Input lines:
+//! - `{"key": "k", "value": "v"}` sets `k` to `v`; `{"key": "k", "value": null}` deletes `k`;
+//! - `{"commit": {"source": offset, ...}, "watermark": N}` records source
+//!   offsets (and an optional watermark) once every earlier line is durable;
+//! - empty lines are skipped (and acknowledged with their neighbours).
+//!
+//! Output: `ack N` each time lines `1..=N` are all durable; `N` only grows.
+//! A malformed line stops the ingest after every earlier line is durable
+//! and acknowledged; the error names the line.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::{BufRead, Write};
+use std::pin::Pin;
+
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
+
+use super::{Durable, IngestError, IngestHandle, WriteOp};
+
+/// Lines taken from the reader per batch at most.
+const BATCH_LINES: usize = 4096;
+
+/// Why an NDJSON ingest stopped early.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NdjsonError {
+    /// A line is not one of the accepted shapes. Every earlier line is
+    /// durable and acknowledged.
+    #[error("line {line}: {reason} (lines 1..={acked} are durable and acknowledged)")]
+    Malformed {
+        /// 1-based line number.
+        line: u64,
+        /// What is wrong.
+        reason: String,
+        /// Last line acknowledged.
+        acked: u64,
+    },
+    /// Reading the input failed.
+    #[error("reading the input after line {line}: {source}")]
+    Read {
+        /// Last line read.
+        line: u64,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing an acknowledgement failed.
+    #[error("writing acknowledgements: {0}")]
+    Ack(#[source] std::io::Error),
+    /// The ingester failed a write (it is not acknowledged).
+    #[error("ingest failed after line {acked} was acknowledged: {source}")]
+    Ingest {
+        /// Last line acknowledged.
+        acked: u64,
+        /// The error.
+        #[source]
+        source: IngestError,
+    },
+}
+
+/// What an NDJSON ingest did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NdjsonSummary {
+    /// Lines read and acknowledged.
+    pub lines: u64,
+    /// Puts written.
+    pub puts: u64,
+    /// Deletes written.
+    pub deletes: u64,
+    /// Commits written.
+    pub commits: u64,
+}
+
+enum Item {
+    Write(u64, WriteOp),
+    Commit(u64, HashMap<String, u64>, Option<i64>),
+    Blank(u64),
+    Bad(u64, String),
+    ReadError(u64, std::io::Error),
+}
+
+fn parse(line_no: u64, line: &[u8]) -> Item {
+    let text = line.strip_suffix(b"\n").unwrap_or(line);
+    let text = text.strip_suffix(b"\r").unwrap_or(text);
+    if text.iter().all(u8::is_ascii_whitespace) {
+        return Item::Blank(line_no);
+    }
+    let bad = |reason: String| Item::Bad(line_no, reason);
+    let value: serde_json::Value = match serde_json::from_slice(text) {
+        Ok(v) => v,
+        Err(e) => return bad(format!("not JSON: {e}")),
+    };
+    let serde_json::Value::Object(obj) = value else {
+        return bad("expected a JSON object".into());
+    };
+    if let Some(commit) = obj.get("commit") {
+        if let Some(other) = obj.keys().find(|k| *k != "commit" && *k != "watermark") {
+            return bad(format!("unexpected field {other:?} in a commit line"));
+        }
+        let serde_json::Value::Object(sources) = commit else {
+            return bad("\"commit\" must be an object of source -> offset".into());
+        };
+        let mut offsets = HashMap::with_capacity(sources.len());
+        for (source, offset) in sources {
+            let Some(o) = offset.as_u64() else {
+                return bad(format!(
+                    "offset of source {source:?} must be a non-negative integer"
+                ));
+            };
+            offsets.insert(source.clone(), o);
+        }
+        let watermark = match obj.get("watermark") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(w) => match w.as_i64() {
+                Some(w) => Some(w),
+                None => return bad("\"watermark\" must be an integer".into()),
+            },
+        };
+        return Item::Commit(line_no, offsets, watermark);
+    }
+    if let Some(other) = obj.keys().find(|k| *k != "key" && *k != "value") {
+        return bad(format!("unexpected field {other:?}"));
+    }
+    let Some(serde_json::Value::String(key)) = obj.get("key") else {
+        return bad("\"key\" must be a string".into());
+    };
+    match obj.get("value") {
+        Some(serde_json::Value::String(v)) => Item::Write(
+            line_no,
+            WriteOp::Put {
+                key: key.clone().into_bytes(),
+                value: v.clone().into_bytes(),
+            },
+        ),
+        Some(serde_json::Value::Null) => Item::Write(
+            line_no,
+            WriteOp::Delete {
+                key: key.clone().into_bytes(),
+            },
+        ),
+        Some(_) => bad("\"value\" must be a string or null".into()),
+        None => bad("missing \"value\" (use null to delete)".into()),
+    }
+}
+
+type Pending = Pin<Box<dyn Future<Output = (u64, Result<(), IngestError>)> + Send>>;
+
+struct Acker<W: Write> {
+    out: W,
+    acked: u64,
+    inflight: FuturesOrdered<Pending>,
+}
+
+impl<W: Write> Acker<W> {
+    fn record(&mut self, line: u64, r: Result<(), IngestError>) -> Result<(), NdjsonError> {
+        r.map_err(|source| NdjsonError::Ingest {
+            acked: self.acked,
+            source,
+        })?;
+        self.acked = self.acked.max(line);
+        Ok(())
+    }
+
+    /// Queues the durability of lines up to `line` behind the earlier ones.
+    fn queue(
+        &mut self,
+        line: u64,
+        submitted: Result<Durable, IngestError>,
+    ) -> Result<(), NdjsonError> {
+        let durable = submitted.map_err(|source| NdjsonError::Ingest {
+            acked: self.acked,
+            source,
+        })?;
+        self.inflight
+            .push_back(Box::pin(async move { (line, durable.await) }));
+        Ok(())
+    }
+
+    fn write_ack(&mut self) -> Result<(), NdjsonError> {
+        writeln!(self.out, "ack {}", self.acked).map_err(NdjsonError::Ack)?;
+        self.out.flush().map_err(NdjsonError::Ack)
+    }
+
+    /// Records every completed group already finished, then prints one ack.
+    fn on_done(&mut self, line: u64, r: Result<(), IngestError>) -> Result<(), NdjsonError> {
+        self.record(line, r)?;
+        while let Some(Some((line, r))) = self.inflight.next().now_or_never() {
+            self.record(line, r)?;
+        }
+        self.write_ack()
+    }
+
+    async fn drain(&mut self) -> Result<(), NdjsonError> {
+        let before = self.acked;
+        while let Some((line, r)) = self.inflight.next().await {
+            self.record(line, r)?;
+        }
+        if self.acked > before {
+            self.write_ack()?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads NDJSON from `input` (on a thread of its own), writes through
+/// `handle`, and prints `ack N` to `acks` as lines become durable.
+pub async fn ingest_ndjson<R, W>(
+    handle: &IngestHandle,
+    input: R,
+    acks: W,
+) -> Result<NdjsonSummary, NdjsonError>
+where
+    R: BufRead + Send + 'static,
+    W: Write,
+{
+    let (tx, rx) = flume::bounded::<Item>(BATCH_LINES * 4);
+    let reader = std::thread::Builder::new()
+        .name("walhouse-ndjson".into())
+        .spawn(move || read_lines(input, &tx))
+        .map_err(|source| NdjsonError::Read { line: 0, source })?;
+    let mut acker = Acker {
+        out: acks,
+        acked: 0,
+        inflight: FuturesOrdered::new(),
+    };
+    let mut summary = NdjsonSummary::default();
+    let result = run(handle, &rx, &mut acker, &mut summary).await;
+    drop(rx);
+    let _ = reader.join();
+    result.map(|()| summary)
+}
+
+fn read_lines<R: BufRead>(mut input: R, tx: &flume::Sender<Item>) {
+    let mut line_no = 0u64;
+    let mut buf = Vec::with_capacity(256);
+    loop {
+        buf.clear();
+        match input.read_until(b'\n', &mut buf) {
+            Ok(0) => return,
+            Ok(_) => {
+                line_no += 1;
+                let item = parse(line_no, &buf);
+                let stop = matches!(item, Item::Bad(..));
+                if tx.send(item).is_err() || stop {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Item::ReadError(line_no, e));
+                return;
+            }
+        }
+    }
+}
+
+async fn run<W: Write>(
+    handle: &IngestHandle,
+    rx: &flume::Receiver<Item>,
+    acker: &mut Acker<W>,
+    summary: &mut NdjsonSummary,
+) -> Result<(), NdjsonError> {
+    let mut batch: Vec<WriteOp> = Vec::new();
+    let mut last_line = 0u64;
+    loop {
+        let first = tokio::select! {
+            biased;
+            Some((line, r)) = acker.inflight.next(), if !acker.inflight.is_empty() => {
+                acker.on_done(line, r)?;
+                continue;
+            }
+            item = rx.recv_async() => item,
+        };
+        let Ok(first) = first else {
+            // End of input.
+            submit(handle, &mut batch, last_line, acker).await?;
+            acker.drain().await?;
+            summary.lines = last_line;
+            return Ok(());
+        };
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(item) = next.take() {
+            taken += 1;
+            match item {
+                Item::Write(line, op) => {
+                    match op {
+                        WriteOp::Put { .. } => summary.puts += 1,
+                        WriteOp::Delete { .. } => summary.deletes += 1,
+                    }
+                    batch.push(op);
+                    last_line = line;
+                }
+                Item::Blank(line) => last_line = line,
+                Item::Commit(line, offsets, watermark) => {
+                    submit(handle, &mut batch, last_line, acker).await?;
+                    // The commit waits for every earlier write itself.
+                    acker.queue(line, handle.submit_commit(offsets, watermark).await)?;
+                    summary.commits += 1;
+                    last_line = line;
+                }
+                Item::Bad(line, reason) => {
+                    submit(handle, &mut batch, last_line, acker).await?;
+                    acker.drain().await?;
+                    return Err(NdjsonError::Malformed {
+                        line,
+                        reason,
+                        acked: acker.acked,
+                    });
+                }
+                Item::ReadError(line, source) => {
+                    submit(handle, &mut batch, last_line, acker).await?;
+                    acker.drain().await?;
+                    return Err(NdjsonError::Read { line, source });
+                }
+            }
+            if taken < BATCH_LINES {
+                next = rx.try_recv().ok();
+            }
+        }
+        submit(handle, &mut batch, last_line, acker).await?;
+    }
+}
+
+/// Queues the batch (possibly empty: blank lines) as one in-order group.
+async fn submit<W: Write>(
+    handle: &IngestHandle,
+    batch: &mut Vec<WriteOp>,
+    last_line: u64,
+    acker: &mut Acker<W>,
+) -> Result<(), NdjsonError> {
+    if last_line <= acker.acked && batch.is_empty() {
+        return Ok(());
+    }
+    let ops = std::mem::take(batch);
+    acker.queue(last_line, handle.submit_batch(ops).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_shape_and_names_what_is_wrong() {
+        assert!(matches!(
+            parse(1, b"{\"key\":\"a\",\"value\":\"b\"}\n"),
+            Item::Write(1, WriteOp::Put { .. })
+        ));
+        assert!(matches!(
+            parse(2, b"{\"key\":\"a\",\"value\":null}"),
+            Item::Write(2, WriteOp::Delete { .. })
+        ));
+        assert!(matches!(parse(3, b"  \r\n"), Item::Blank(3)));
+        match parse(4, b"{\"commit\":{\"kafka-0\":17},\"watermark\":-5}") {
+            Item::Commit(4, o, Some(-5)) => assert_eq!(o.get("kafka-0"), Some(&17)),
+            _ => panic!("commit not parsed"),
+        }
+        for (line, want) in [
+            (&b"{\"key\":\"a\"}"[..], "missing \"value\""),
+            (b"{\"key\":1,\"value\":\"b\"}", "\"key\" must be a string"),
+            (b"[1]", "expected a JSON object"),
+            (
+                b"{\"key\":\"a\",\"value\":\"b\",\"x\":1}",
+                "unexpected field \"x\"",
+            ),
+            (b"{\"commit\":{\"s\":-1}}", "non-negative"),
+            (b"not json", "not JSON"),
+        ] {
+            match parse(9, line) {
+                Item::Bad(9, reason) => assert!(reason.contains(want), "{reason} lacks {want}"),
+                _ => panic!("{:?} accepted", String::from_utf8_lossy(line)),
+            }
+        }
+    }
+}
