@@ -117,7 +117,7 @@ fn main() -> Result<()> {
             "recovery" => recovery_section(&mut ctx)?,
             "bytes" => bytes_section(&mut ctx)?,
             "checkpoint" => walhouse_only::checkpoint_section(&mut ctx)?,
-            "ingest" => walhouse_only::ingest_section(&mut ctx),
+            "ingest" => walhouse_only::ingest_section(&mut ctx)?,
             "lookup" => walhouse_only::lookup_section(&mut ctx),
             _ => unreachable!(),
         }
