@@ -3,6 +3,10 @@
 //! `walhouse recover --dump` must then show every acknowledged line: a
 //! key's recovered value is its last acknowledged write or a later one.
 //!
+//! Every fourth round asks the running ingest for a checkpoint (`walhouse
+//! checkpoint`) before the kill; the others run with a checkpoint interval of
+//! 0, 20 or 150 ms, so kills also land during checkpoints.
+//!
 //! `WALHOUSE_KILL9_ROUNDS` sets the number of kills (default 20; the long
 //! mode is 200), `WALHOUSE_KILL9_STORE` the store URL (default: the data
 //! directory's local store), `WALHOUSE_KILL9_SEED` the seed.
@@ -64,6 +68,7 @@ fn every_acknowledged_line_survives_kill_9() {
     let mut model: HashMap<String, History> = HashMap::new();
     let mut recovery_ms = Vec::new();
     let (mut acked_total, mut sent_total, mut lost, mut checked_keys) = (0u64, 0u64, 0u64, 0u64);
+    let mut checkpoints = 0u64;
     for round in 0..rounds {
         let mut cmd = Command::new(bin);
         cmd.arg("ingest")
@@ -128,6 +133,23 @@ fn every_acknowledged_line_survives_kill_9() {
             })
         };
         std::thread::sleep(Duration::from_millis(30 + rng.below(400)));
+        if round % 4 == 3 {
+            // Every fourth round asks the running ingest for a checkpoint
+            // first (through its control socket), so the WAL is trimmed and
+            // later kills land on a checkpointed table.
+            let mut ask = Command::new(bin);
+            ask.arg("checkpoint").arg("--data-dir").arg(&data);
+            if let Some(s) = &store {
+                ask.arg("--store").arg(s);
+            }
+            let out = ask.output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: checkpoint failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            checkpoints += 1;
+        }
         child.kill().unwrap(); // SIGKILL
         let status = child.wait().unwrap();
         reader.join().unwrap();
@@ -206,7 +228,8 @@ fn every_acknowledged_line_survives_kill_9() {
     let pct = |q: f64| recovery_ms[((recovery_ms.len() - 1) as f64 * q).round() as usize];
     println!(
         "kill -9 loop: {rounds} kills, {sent_total} lines sent, {acked_total} acknowledged, \
-         {checked_keys} key checks, {lost} acknowledged lines lost; recovery p50 {:.0} ms, p99 {:.0} ms (store: {})",
+         {checkpoints} checkpoints asked of the running ingest, {checked_keys} key checks, \
+         {lost} acknowledged lines lost; recovery p50 {:.0} ms, p99 {:.0} ms (store: {})",
         pct(0.5),
         pct(0.99),
         store.as_deref().unwrap_or("local folder")

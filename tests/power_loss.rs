@@ -22,8 +22,11 @@
 //! own), which leaves new segments with no durable header.
 //!
 //! The negative control runs the same harness on a disk whose `sync_data`
-//! does nothing: it must find acknowledged entries lost. Two ignored tests
-//! reproduce crashes that recovery refuses today (see their `ignore` reasons).
+//! does nothing: it must find acknowledged entries lost. A hole inside the
+//! unsynced tail (pages written back out of order before a failed
+//! fdatasync) is refused on purpose, naming the file and offset, with
+//! nothing truncated: the reader cannot tell it from damage to synced bytes
+//! (`schemas/wal-format.md`, 3.2).
 #![allow(
     clippy::unwrap_used,
     clippy::cast_possible_truncation,
@@ -899,9 +902,7 @@ fn a_torn_record_whose_value_embeds_a_record_is_still_a_torn_tail() {
 }
 
 #[test]
-#[ignore = "bug: a hole in the unsynced tail (pages written back out of order before the \
-            fdatasync) makes recovery refuse instead of truncating it"]
-fn a_hole_in_the_unsynced_tail_is_still_a_torn_tail() {
+fn a_hole_in_the_unsynced_tail_is_refused_naming_the_file_and_offset() {
     // One batch of 12 puts of ~900 bytes spans three pages; the power fails
     // during its fdatasync after the kernel wrote the first and the third
     // page but not the second, which reads as zeros (an unwritten extent).
@@ -915,13 +916,63 @@ fn a_hole_in_the_unsynced_tail_is_still_a_torn_tail() {
     fs.crash(CrashMode::DropUnsynced);
     let mut left = written.clone();
     left[page..2 * page].fill(0);
-    fs.overwrite(&path, left);
-    // No byte an fdatasync covered is damaged: whatever follows the hole was
-    // never acknowledged (an fdatasync that covered it would have covered the
-    // hole too). Recovery must keep the acknowledged put and truncate at the
-    // hole; today it reports corruption and the WAL cannot be opened.
+    fs.overwrite(&path, left.clone());
+    // The record the hole starts in, and the whole records before it (the
+    // acknowledged one included).
+    let (mut hole_record, mut whole) = (HEADER_LEN, 0);
+    loop {
+        let len = u32::from_le_bytes(written[hole_record..hole_record + 4].try_into().unwrap());
+        let end = hole_record + RECORD_HEADER_LEN + len as usize;
+        if end > page {
+            break;
+        }
+        hole_record = end;
+        whole += 1;
+    }
+
+    // The reader cannot tell this hole (after it, records that were never
+    // acknowledged) from damage to synced bytes (after it, acknowledged
+    // records): nothing on disk records how far an fdatasync got. Truncating
+    // would silently drop acknowledged entries in the second case, so
+    // recovery refuses, names the file and the offset, and changes nothing
+    // (schemas/wal-format.md, 3.2).
+    let err = recover_one_core(&fs).unwrap_err();
+    let message = err.to_string();
+    println!("hole at {page}..{}: {message}", 2 * page);
+    match &err {
+        PerCoreWalError::ChecksumMismatch {
+            path: p, position, ..
+        }
+        | PerCoreWalError::Corrupted {
+            path: p, position, ..
+        } => {
+            assert_eq!(p, &path);
+            assert_eq!(*position, hole_record as u64);
+        }
+        other => panic!("expected corruption at {hole_record}, got {other:?}"),
+    }
+    assert!(message.contains(&path.display().to_string()));
+    assert!(message.contains(&hole_record.to_string()));
+    assert_eq!(fs.read(&path).unwrap(), left, "nothing was truncated");
+    // Opening the WAL for writing refuses too.
+    let config = PerCoreWalConfig::new(&wal_dir(), 1).with_segment_bytes(64 << 10);
+    assert!(PerCoreWalManager::builder(config)
+        .file_system(fs.shared())
+        .open()
+        .is_err());
+
+    // The operator's remedy, once they judge the records after the offset
+    // expendable: truncate the segment there. The acknowledged put and the
+    // whole records before the hole are recovered.
+    fs.overwrite(&path, left[..hole_record].to_vec());
     let state = recover_one_core(&fs).unwrap();
-    assert_eq!(state.entries_replayed, 1);
+    println!(
+        "after truncating at {hole_record}: {} entries recovered (the acknowledged one and \
+         {} unacknowledged whole records before the hole)",
+        state.entries_replayed,
+        whole - 1
+    );
+    assert_eq!(state.entries_replayed, whole);
 }
 
 // The simulated disk itself: each rule of the crash model, checked directly.

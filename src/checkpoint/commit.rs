@@ -6,6 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
+use tokio::sync::mpsc;
 
 use super::error::CheckpointError;
 use super::manifest::{
@@ -13,12 +14,15 @@ use super::manifest::{
     CheckpointStats, CoreCoverage, DataFile, EpochRange, Manifest, StateRef,
     MANIFEST_FORMAT_VERSION,
 };
-use super::parquet::{file_crc32c, write_changelog, ChangelogSummary};
+use super::parquet::{file_crc32c, write_changelog, write_changelog_tee, ChangelogSummary};
 use super::schema::SCHEMA_VERSION;
-use super::state::{build_snapshot, SnapshotSummary};
+use super::state::{build_snapshot, build_snapshot_fed, SnapshotSummary};
 use super::CheckpointSettings;
-use crate::per_core_wal::PerCoreWalManager;
+use crate::per_core_wal::{MergeStream, PerCoreWalManager};
 use crate::store::Store;
+
+/// Changelog batches queued for the snapshot built alongside it.
+const TEE_BATCHES: usize = 2;
 
 /// What a committed checkpoint did.
 #[derive(Debug, Clone)]
@@ -161,11 +165,12 @@ impl Checkpointer {
                 .collect()
         });
         let stream = wal.merge_sealed(epoch)?.skip_covered(covered);
-        let changelog =
-            write_changelog(&self.store, number, stream, wal.num_cores(), &self.settings).await?;
+        let (changelog, early_snapshot) = self
+            .write_changelog_and_due_snapshot(number, previous.as_ref(), stream, wal.num_cores())
+            .await?;
 
         let (state, snapshot) = self
-            .next_state(number, previous.as_ref(), &changelog.files)
+            .next_state(number, previous.as_ref(), &changelog.files, early_snapshot)
             .await?;
         let snapshot_written = snapshot.is_some();
         let mut new_files: Vec<DataFile> = changelog.files.clone();
@@ -209,11 +214,15 @@ impl Checkpointer {
     /// first checkpoint, every `snapshot_every`, or past
     /// `snapshot_delta_bytes` of changelog), else the previous snapshot plus
     /// the changelog deltas after it.
+    ///
+    /// `built` is the snapshot already built alongside the changelog (when
+    /// [`Checkpointer::snapshot_due_before`] said so).
     async fn next_state(
         &self,
         number: u64,
         previous: Option<&Manifest>,
         changelog: &[DataFile],
+        built: Option<SnapshotSummary>,
     ) -> Result<(StateRef, Option<SnapshotSummary>), CheckpointError> {
         let (base_checkpoint, base, mut deltas, mut delta_bytes) = match previous {
             Some(p) => (
@@ -226,7 +235,8 @@ impl Checkpointer {
         };
         deltas.extend(changelog.iter().cloned());
         delta_bytes += changelog.iter().map(|f| f.size).sum::<u64>();
-        let due = previous.is_none()
+        let due = built.is_some()
+            || previous.is_none()
             || number - base_checkpoint >= self.settings.snapshot_every
             || delta_bytes > self.settings.snapshot_delta_bytes;
         if !due {
@@ -238,7 +248,10 @@ impl Checkpointer {
             };
             return Ok((state, None));
         }
-        let snap = build_snapshot(&self.store, number, &base, &deltas, &self.settings).await?;
+        let snap = match built {
+            Some(snap) => snap,
+            None => build_snapshot(&self.store, number, &base, &deltas, &self.settings).await?,
+        };
         let state = StateRef {
             snapshot_checkpoint: number,
             snapshot: snap.files.clone(),
@@ -246,6 +259,81 @@ impl Checkpointer {
             delta_bytes: 0,
         };
         Ok((state, Some(snap)))
+    }
+
+    /// Writes the changelog of checkpoint `number`; when a snapshot is due
+    /// whatever the changelog holds, builds it at the same time on another
+    /// task, from the changelog's batches (no files read back).
+    async fn write_changelog_and_due_snapshot(
+        &self,
+        number: u64,
+        previous: Option<&Manifest>,
+        stream: MergeStream,
+        num_cores: usize,
+    ) -> Result<(ChangelogSummary, Option<SnapshotSummary>), CheckpointError> {
+        if self.snapshot_due_before(number, previous) {
+            // The snapshot sorts the changelog's batches while they are
+            // encoded (on another worker), instead of reading the files back.
+            let (tee, current) = mpsc::channel(TEE_BATCHES);
+            let (store, settings) = (self.store.clone(), self.settings.clone());
+            let (base, deltas) = previous.map_or_else(Default::default, |p| {
+                (p.state.snapshot.clone(), p.state.deltas.clone())
+            });
+            let snapshot = tokio::spawn(async move {
+                build_snapshot_fed(&store, number, &base, &deltas, Some(current), &settings).await
+            });
+            let changelog = write_changelog_tee(
+                &self.store,
+                number,
+                stream,
+                num_cores,
+                &self.settings,
+                Some(tee),
+            )
+            .await;
+            let snapshot = snapshot.await.map_err(|e| {
+                CheckpointError::Task(format!("snapshot task of checkpoint {number}: {e}"))
+            });
+            let snapshot = snapshot.and_then(|r| r);
+            let changelog = match (changelog, snapshot) {
+                (Ok(changelog), snapshot) => (changelog, snapshot),
+                (Err(e), Ok(snap)) => {
+                    self.remove_unreferenced(&snap.files).await;
+                    return Err(e);
+                }
+                // When both failed, one only saw the other stop (a `Task`
+                // error): the other's error is the cause.
+                (Err(e), Err(s)) => {
+                    let cause = match (&e, &s) {
+                        (CheckpointError::Task(_), other)
+                            if !matches!(other, CheckpointError::Task(_)) =>
+                        {
+                            s
+                        }
+                        _ => e,
+                    };
+                    return Err(cause);
+                }
+            };
+            let (changelog, snapshot) = changelog;
+            Ok((changelog, Some(snapshot?)))
+        } else {
+            let changelog =
+                write_changelog(&self.store, number, stream, num_cores, &self.settings).await?;
+            Ok((changelog, None))
+        }
+    }
+
+    /// Whether a snapshot is due whatever this checkpoint's changelog
+    /// holds (the first checkpoint, every `snapshot_every`, or a delta
+    /// already past `snapshot_delta_bytes`). Then it is built alongside the
+    /// changelog; a snapshot due only once the new changelog's size is known
+    /// reads the changelog files back instead.
+    fn snapshot_due_before(&self, number: u64, previous: Option<&Manifest>) -> bool {
+        previous.is_none_or(|p| {
+            number - p.state.snapshot_checkpoint >= self.settings.snapshot_every
+                || p.state.delta_bytes > self.settings.snapshot_delta_bytes
+        })
     }
 
     async fn durable(&self, paths: &[String]) -> Result<(), CheckpointError> {
@@ -379,6 +467,16 @@ impl Checkpointer {
             }
         }
         Ok(report)
+    }
+
+    /// Deletes files no manifest references (best effort: garbage
+    /// collection removes what remains).
+    async fn remove_unreferenced(&self, files: &[DataFile]) {
+        for file in files {
+            if let Err(e) = self.delete(&file.path).await {
+                tracing::warn!(path = file.path, error = %e, "cannot delete an unreferenced file; garbage collection will");
+            }
+        }
     }
 
     async fn delete(&self, relative: &str) -> Result<(), CheckpointError> {

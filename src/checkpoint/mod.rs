@@ -12,6 +12,7 @@
 mod commit;
 mod coordinator;
 mod error;
+mod lookup;
 mod manifest;
 mod parquet;
 mod recover;
@@ -21,6 +22,7 @@ mod state;
 pub use commit::{CheckpointOutcome, Checkpointer, GcReport, VerifyReport};
 pub use coordinator::PerCoreCheckpointCoordinator;
 pub use error::CheckpointError;
+pub use lookup::{CheckpointReader, LookupSettings, LookupStats};
 pub use manifest::{
     commit_manifest, latest_manifest, list_manifests, load_manifest, manifest_json_schema,
     manifest_path, CheckpointStats, CoreCoverage, DataFile, EpochRange, Manifest, StateRef,

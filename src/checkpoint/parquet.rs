@@ -5,8 +5,10 @@
 //!
 //! Memory is bounded: the Arrow side holds at most a few batches (a bounded
 //! channel between the merge and the encoder), the encoder one row group in
-//! progress, and the upload one part being filled plus
-//! [`MAX_PARTS_IN_FLIGHT`] parts on the wire. Nothing ever holds a whole file.
+//! progress, written straight into upload parts of `upload_part_bytes` (the
+//! parts of the row group just closed wait for a slot among
+//! [`MAX_PARTS_IN_FLIGHT`] parts on the wire). Nothing ever holds a whole
+//! file.
 //!
 //! Files are written with zstd, page-level statistics (so the column and
 //! offset indexes are written), a bloom filter on `key`, row groups of
@@ -26,8 +28,7 @@ use object_store::{
 };
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStream};
-use parquet::arrow::async_writer::AsyncFileWriter;
-use parquet::arrow::{AsyncArrowWriter, ParquetRecordBatchStreamBuilder};
+use parquet::arrow::{ArrowWriter, ParquetRecordBatchStreamBuilder};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
@@ -42,7 +43,9 @@ use crate::store::Store;
 
 mod changelog;
 
-pub(crate) use changelog::{write_changelog, ChangelogSummary};
+pub(crate) use changelog::{
+    write_changelog, write_changelog_tee, ChangelogBatch, ChangelogSummary,
+};
 
 /// Multipart parts uploading at once per file; with the part being filled,
 /// an upload holds at most this many + 1 parts of `upload_part_bytes`.
@@ -122,7 +125,7 @@ fn writer_properties(settings: &CheckpointSettings) -> WriterProperties {
 }
 
 // ---------------------------------------------------------------------------
-// Upload: an AsyncFileWriter that streams to the object store.
+// Upload: the parts of one object on their way to the object store.
 
 /// The bytes of one object on their way to the store: a single PUT if the
 /// whole file fits in one part, otherwise a multipart upload of parts of
@@ -278,13 +281,49 @@ impl Drop for Upload {
     }
 }
 
-impl AsyncFileWriter for Upload {
-    fn write(&mut self, bs: Bytes) -> BoxFuture<'_, Result<(), ParquetError>> {
-        self.append(bs).boxed()
+/// The synchronous side of an upload: the Parquet encoder writes into it,
+/// and it cuts the bytes into parts of exactly `part_bytes`, each allocated
+/// once at its full size (no buffer growing by reallocation, no copy of a
+/// whole row group). The async side takes the full parts after each write.
+struct PartWriter {
+    /// Size of each part.
+    part_bytes: usize,
+    /// The part being filled.
+    current: Vec<u8>,
+    /// Full parts not yet handed to the upload.
+    full: Vec<Bytes>,
+}
+
+impl PartWriter {
+    fn new(part_bytes: usize) -> Self {
+        Self {
+            part_bytes,
+            current: Vec::new(),
+            full: Vec::new(),
+        }
+    }
+}
+
+impl std::io::Write for PartWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut rest = buf;
+        while !rest.is_empty() {
+            if self.current.capacity() == 0 {
+                self.current = Vec::with_capacity(self.part_bytes);
+            }
+            let n = (self.part_bytes - self.current.len()).min(rest.len());
+            self.current.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            if self.current.len() == self.part_bytes {
+                self.full
+                    .push(Bytes::from(std::mem::take(&mut self.current)));
+            }
+        }
+        Ok(buf.len())
     }
 
-    fn complete(&mut self) -> BoxFuture<'_, Result<(), ParquetError>> {
-        self.finish_upload().boxed()
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -300,7 +339,8 @@ impl AsyncFileWriter for Upload {
 pub(crate) struct ParquetSink {
     store_name: String,
     relative: String,
-    writer: Option<AsyncArrowWriter<Upload>>,
+    writer: Option<ArrowWriter<PartWriter>>,
+    upload: Upload,
 }
 
 impl std::fmt::Debug for ParquetSink {
@@ -334,25 +374,44 @@ impl ParquetSink {
             store.path(&relative),
             settings.upload_part_bytes,
         );
-        let writer = AsyncArrowWriter::try_new(upload, schema, Some(writer_properties(settings)))
-            .map_err(|e| parquet_error(&relative, e))?;
+        let writer = ArrowWriter::try_new(
+            PartWriter::new(settings.upload_part_bytes),
+            schema,
+            Some(writer_properties(settings)),
+        )
+        .map_err(|e| parquet_error(&relative, e))?;
         Ok(Self {
             store_name: store.name().to_owned(),
             relative,
             writer: Some(writer),
+            upload,
         })
     }
 
-    /// Encodes `batch`; a finished row group is uploaded before this returns.
-    /// Nothing is durable until [`ParquetSink::finish`].
+    /// Encodes `batch`; full parts of a finished row group are uploaded
+    /// before this returns. Nothing is durable until [`ParquetSink::finish`].
     pub(crate) async fn write(&mut self, batch: &RecordBatch) -> Result<(), CheckpointError> {
         let Some(writer) = self.writer.as_mut() else {
             return Err(self.failed_already());
         };
-        match writer.write(batch).await {
-            Ok(()) => Ok(()),
-            Err(e) => Err(self.fail(e).await),
+        if let Err(e) = writer.write(batch) {
+            return Err(self.fail(e).await);
         }
+        self.send_full_parts().await
+    }
+
+    /// Hands the encoder's full parts to the upload.
+    async fn send_full_parts(&mut self) -> Result<(), CheckpointError> {
+        let parts = match self.writer.as_mut() {
+            Some(writer) => std::mem::take(&mut writer.inner_mut().full),
+            None => return Err(self.failed_already()),
+        };
+        for part in parts {
+            if let Err(e) = self.upload.append(part).await {
+                return Err(self.fail(e).await);
+            }
+        }
+        Ok(())
     }
 
     /// Bytes handed to the store so far plus the estimated encoded size of
@@ -370,18 +429,30 @@ impl ParquetSink {
         let Some(writer) = self.writer.as_mut() else {
             return Err(self.failed_already());
         };
-        let metadata = match writer.finish().await {
+        let metadata = match writer.finish() {
             Ok(metadata) => metadata,
             Err(e) => return Err(self.fail(e).await),
         };
-        let Some(writer) = self.writer.take() else {
+        self.send_full_parts().await?;
+        let Some(mut writer) = self.writer.take() else {
             return Err(self.failed_already());
         };
-        let upload = writer.into_inner();
+        let rest = std::mem::take(&mut writer.inner_mut().current);
+        drop(writer);
+        let mut result = Ok(());
+        if !rest.is_empty() {
+            result = self.upload.append(Bytes::from(rest)).await;
+        }
+        if result.is_ok() {
+            result = self.upload.finish_upload().await;
+        }
+        if let Err(e) = result {
+            return Err(self.fail(e).await);
+        }
         Ok(DataFile {
             path: std::mem::take(&mut self.relative),
-            size: upload.size,
-            crc32c: upload.crc,
+            size: self.upload.size,
+            crc32c: self.upload.crc,
             rows: u64::try_from(metadata.file_metadata().num_rows()).unwrap_or(0),
         })
     }
@@ -389,20 +460,16 @@ impl ParquetSink {
     /// Aborts the upload (best effort, for error paths): no object is left by
     /// a multipart upload, and a single PUT was never sent.
     pub(crate) async fn abort(mut self) {
-        if let Some(writer) = self.writer.take() {
-            writer.into_inner().abort().await;
-        }
+        self.writer = None;
+        self.upload.abort().await;
     }
 
     /// Aborts after `error` and turns it into the error to return: the
     /// store's own error if the upload failed, else the encoder's.
     async fn fail(&mut self, error: ParquetError) -> CheckpointError {
-        let Some(writer) = self.writer.take() else {
-            return parquet_error(&self.relative, error);
-        };
-        let mut upload = writer.into_inner();
-        let failure = upload.failure.take();
-        upload.abort().await;
+        self.writer = None;
+        let failure = self.upload.failure.take();
+        self.upload.abort().await;
         match failure {
             Some((op, source)) => store_error(&self.store_name, op, &self.relative, source),
             None => parquet_error(&self.relative, error),

@@ -119,20 +119,26 @@ async fn load_state(
     manifest: &Manifest,
     out: &mut PerCoreRecoveredState,
 ) -> Result<(), CheckpointError> {
+    // The snapshot is sorted by key: collected into a vector, the map is
+    // built bottom-up (the collect's stable sort finds the one run) instead
+    // of searching the tree for every key.
+    let mut rows: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     for file in &manifest.state.snapshot {
+        rows.reserve(usize::try_from(file.rows).unwrap_or(0));
         for_each_batch(store, file, |batch| {
             let (keys, values) = (
                 binary(store, file, batch, "key")?,
                 binary(store, file, batch, "value")?,
             );
             for r in 0..batch.num_rows() {
-                out.state
-                    .insert(keys.value(r).to_vec(), values.value(r).to_vec());
+                rows.push((keys.value(r).to_vec(), values.value(r).to_vec()));
             }
             Ok(())
         })
         .await?;
     }
+    let mut snapshot: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = rows.into_iter().collect();
+    out.state.append(&mut snapshot);
     for file in &manifest.state.deltas {
         for_each_batch(store, file, |batch| {
             let keys = binary(store, file, batch, "key")?;

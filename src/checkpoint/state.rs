@@ -12,10 +12,13 @@
 //! whose memory is bounded by `CheckpointSettings::sort_memory_bytes`, not by
 //! the number of keys.
 //!
-//! 1. Delta rows stream in (Parquet batches read on the async side, handed to
-//!    one blocking worker through a bounded channel). Each `put`/`delete`
-//!    becomes an operation (key, order, value or none, epoch); `order` grows
-//!    through the deltas, so a larger order is a newer operation.
+//! 1. Delta rows stream in to one blocking worker through a bounded channel:
+//!    the older changelog files as Parquet batches read on the async side,
+//!    then the changelog of the checkpoint being written as the very batches
+//!    its merge builds ([`build_snapshot_fed`]: those files are never read
+//!    back). Each `put`/`delete` becomes an operation (key, order, value or
+//!    none, epoch) in the sort's arena; `order` grows through the deltas, so
+//!    a larger order is a newer operation.
 //! 2. When the accounted bytes of the buffer would pass the budget, the buffer
 //!    is sorted by (key, newest first), reduced to the newest operation per
 //!    key (deletes kept: they hide older values) and spilled as a sorted run
@@ -51,10 +54,10 @@ use tokio::sync::mpsc;
 
 mod external_sort;
 
-use self::external_sort::{ExternalSorter, Op, SortConfig, SortStats};
+use self::external_sort::{ExternalSorter, SortConfig, SortStats};
 use super::error::CheckpointError;
 use super::manifest::DataFile;
-use super::parquet::{open_parquet_stream, read_error, ParquetSink};
+use super::parquet::{open_parquet_stream, read_error, ChangelogBatch, ParquetSink};
 use super::schema::state_schema;
 use super::CheckpointSettings;
 use crate::store::Store;
@@ -65,7 +68,7 @@ const CHANNEL_BATCHES: usize = 2;
 /// An output batch is cut at `row_group_rows` rows or past this many bytes of
 /// keys and values, whichever comes first (the Parquet writer regroups rows
 /// into row groups anyway; this only bounds a batch in flight).
-const MAX_BATCH_BYTES: usize = 8 << 20;
+const MAX_BATCH_BYTES: usize = 4 << 20;
 
 /// What [`build_snapshot`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,10 +109,32 @@ pub(crate) async fn build_snapshot(
     deltas: &[DataFile],
     settings: &CheckpointSettings,
 ) -> Result<SnapshotSummary, CheckpointError> {
+    build_snapshot_fed(store, checkpoint, base, deltas, None, settings).await
+}
+
+/// [`build_snapshot`] where the newest delta is not a file but the batches
+/// of the changelog being written in the same checkpoint (see
+/// [`write_changelog_tee`](super::parquet::write_changelog_tee)): its rows
+/// are sorted as the merge produces them, and the files just written are
+/// never read back. `current`'s rows are newer than every row of `deltas`.
+/// A `current` that closes before [`ChangelogBatch::Done`] fails the
+/// snapshot (the changelog failed; its error is the one to report).
+pub(crate) async fn build_snapshot_fed(
+    store: &Store,
+    checkpoint: u64,
+    base: &[DataFile],
+    deltas: &[DataFile],
+    current: Option<mpsc::Receiver<ChangelogBatch>>,
+    settings: &CheckpointSettings,
+) -> Result<SnapshotSummary, CheckpointError> {
     let schema = state_schema();
+    let mut delta_paths: Vec<String> = deltas.iter().map(|f| f.path.clone()).collect();
+    if current.is_some() {
+        delta_paths.push(format!("changelog of checkpoint {checkpoint} (in memory)"));
+    }
     let context = WorkerContext {
         store_name: store.name().to_owned(),
-        delta_paths: deltas.iter().map(|f| f.path.clone()).collect(),
+        delta_paths,
         base_paths: base.iter().map(|f| f.path.clone()).collect(),
         schema: Arc::clone(&schema),
         sort: SortConfig {
@@ -131,7 +156,7 @@ pub(crate) async fn build_snapshot(
         current: None,
         next_part: 0,
     };
-    let feeding = feed(store, base, deltas, input_tx);
+    let feeding = feed(store, base, deltas, current, input_tx);
     let writing = async {
         let mut output = output_rx;
         while let Some(batch) = output.recv().await {
@@ -206,6 +231,7 @@ async fn feed(
     store: &Store,
     base: &[DataFile],
     deltas: &[DataFile],
+    current: Option<mpsc::Receiver<ChangelogBatch>>,
     input: mpsc::Sender<Input>,
 ) -> Result<(), CheckpointError> {
     for (file, data_file) in deltas.iter().enumerate() {
@@ -214,6 +240,24 @@ async fn feed(
             let batch = batch.map_err(|source| read_error(store, &data_file.path, source))?;
             if input.send(Input::Delta { file, batch }).await.is_err() {
                 return Ok(());
+            }
+        }
+    }
+    if let Some(mut current) = current {
+        let file = deltas.len();
+        loop {
+            match current.recv().await {
+                Some(ChangelogBatch::Batch(batch)) => {
+                    if input.send(Input::Delta { file, batch }).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Some(ChangelogBatch::Done) => break,
+                None => {
+                    return Err(CheckpointError::Task(
+                        "the changelog being written stopped before its end".into(),
+                    ))
+                }
             }
         }
     }
@@ -393,27 +437,26 @@ fn run_worker(
     let mut base = BaseCursor::default();
     let mut builder = StateBatchBuilder::new(context);
     let mut keys = 0_u64;
-    let mut delta = newest.next_op()?;
     loop {
         base.fill(&mut input, context)?;
-        let step = match (&delta, base.current()) {
+        let step = match (newest.current(), base.current()) {
             (None, None) => break,
             (Some(_), None) => Step::Delta,
             (None, Some(_)) => Step::Base,
-            (Some(op), Some(row)) => match op.key().cmp(row.key) {
+            (Some(op), Some(row)) => match op.key.cmp(row.key) {
                 Ordering::Less => Step::Delta,
                 Ordering::Equal => Step::Both,
                 Ordering::Greater => Step::Base,
             },
         };
         if matches!(step, Step::Delta | Step::Both) {
-            if let Some(op) = delta.take() {
-                if let Some(value) = op.value() {
-                    builder.append(op.key(), value, op.epoch());
+            if let Some(op) = newest.current() {
+                if let Some(value) = op.value {
+                    builder.append(op.key, value, op.epoch);
                     keys += 1;
                 }
             }
-            delta = newest.next_op()?;
+            newest.advance()?;
         }
         if matches!(step, Step::Base) {
             if let Some(row) = base.current() {
@@ -529,7 +572,7 @@ fn push_delta_batch(
             )));
         }
         let op = ops.value(row);
-        let op = match op {
+        match op {
             "put" | "delete" => {
                 if keys.is_null(row) {
                     return Err(corrupt(format!(
@@ -546,20 +589,19 @@ fn push_delta_batch(
                             first_row + row as u64
                         )));
                     }
-                    Op::put(key, values.value(row), *order, epoch)
+                    sorter.push_put(key, values.value(row), *order, epoch)?;
                 } else {
-                    Op::delete(key, *order, epoch)
+                    sorter.push_delete(key, *order, epoch)?;
                 }
             }
-            "commit" | "checkpoint" | "epoch_barrier" => continue,
+            "commit" | "checkpoint" | "epoch_barrier" => {}
             other => {
                 return Err(corrupt(format!(
                     "row {} of the file: unknown op {other:?}",
                     first_row + row as u64
                 )))
             }
-        };
-        sorter.push(op)?;
+        }
     }
     Ok(())
 }
@@ -732,10 +774,18 @@ impl StateBatchBuilder {
     }
 
     /// The rows appended so far, as a batch; the builder starts over.
+    /// The next batch's builders start with this one's capacities (no
+    /// growth by reallocation batch after batch).
     fn finish(&mut self) -> Result<RecordBatch, CheckpointError> {
+        let rows = self.rows;
+        let key_bytes = self.keys.values_slice().len();
+        let value_bytes = self.values.values_slice().len();
         let keys: ArrayRef = Arc::new(self.keys.finish());
         let values: ArrayRef = Arc::new(self.values.finish());
         let epochs: ArrayRef = Arc::new(self.epochs.finish());
+        self.keys = BinaryBuilder::with_capacity(rows, key_bytes);
+        self.values = BinaryBuilder::with_capacity(rows, value_bytes);
+        self.epochs = Int64Builder::with_capacity(rows);
         self.rows = 0;
         self.bytes = 0;
         let columns = self

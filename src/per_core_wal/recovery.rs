@@ -4,16 +4,27 @@
 //! This is the WAL half of recovery. Loading the newest checkpoint from the
 //! object store first (and replaying only what it does not cover) builds on
 //! it in the checkpoint layer.
+//!
+//! Replay is parallel: the cores are split over `available_parallelism`
+//! threads. Each thread keeps the latest operation per key, with that
+//! entry's merge-order key (epoch, `timestamp_ns`, core, sequence), and
+//! sorts what it kept by key. The sorted runs are then merged with the
+//! checkpoint's state, keeping per key the operation with the greatest
+//! order key, which is the last one in `MergeStream`'s order. Deleted keys
+//! are dropped. The result is what a sequential replay in merge order
+//! gives: a unit test checks this, with the same keys written on several
+//! cores.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::entry::OpRef;
+use super::entry::{OpRef, OrderKey};
 use super::error::PerCoreWalError;
 use super::fs::{StdFileSystem, WalFileSystem};
 use super::log::{scan_core, CoreLogReader, SegmentRead};
 use super::manager::PerCoreWalConfig;
+#[cfg(test)]
 use super::merge::MergeStream;
 use super::segment::{list_segments, SegmentCursor, SegmentFile, SegmentNaming, Step};
 
@@ -130,7 +141,9 @@ impl PerCoreRecoveryManager {
             .collect()
     }
 
-    /// A strict merge stream over every segment of every core (after repair).
+    /// A strict merge stream over every segment of every core (after repair):
+    /// the sequential reference the parallel replay is tested against.
+    #[cfg(test)]
     fn stream(&self) -> Result<MergeStream, PerCoreWalError> {
         let listed = self.listed()?;
         let limits = self.wal_config.read_limits();
@@ -151,6 +164,71 @@ impl PerCoreRecoveryManager {
         Ok(MergeStream::new(readers, self.wal_config.num_cores))
     }
 
+    /// Replays the cores on up to `available_parallelism` threads (a thread
+    /// reads whole cores), each into its own map of latest operation per key.
+    fn replay_parallel(&self, covered: &[Option<u64>]) -> Result<Vec<Partial>, PerCoreWalError> {
+        let cores = self.wal_config.num_cores;
+        let listed = self.listed()?;
+        let limits = self.wal_config.read_limits();
+        let workers = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZeroUsize::get)
+            .clamp(1, cores.max(1));
+        let partials: Vec<Result<Partial, (usize, PerCoreWalError)>> =
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..workers)
+                    .map(|w| {
+                        let mine: Vec<(usize, CoreLogReader)> = (w..cores)
+                            .step_by(workers)
+                            .map(|core_id| {
+                                let reads = listed
+                                    .get(core_id)
+                                    .into_iter()
+                                    .flatten()
+                                    .map(|file| SegmentRead {
+                                        file: file.clone(),
+                                        limit: None,
+                                    })
+                                    .collect();
+                                let reader = CoreLogReader::new(
+                                    Arc::clone(&self.fs),
+                                    core_id,
+                                    reads,
+                                    limits,
+                                );
+                                (core_id, reader)
+                            })
+                            .collect();
+                        scope.spawn(move || replay_cores(mine, covered))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err((
+                                0,
+                                PerCoreWalError::Deserialization("a replay thread panicked".into()),
+                            ))
+                        })
+                    })
+                    .collect()
+            });
+        // Deterministic: the lowest-numbered failing core's error.
+        let mut failures: Vec<(usize, PerCoreWalError)> = Vec::new();
+        let mut done = Vec::with_capacity(partials.len());
+        for p in partials {
+            match p {
+                Ok(p) => done.push(p),
+                Err(e) => failures.push(e),
+            }
+        }
+        if let Some((_, e)) = failures.into_iter().min_by_key(|(core, _)| *core) {
+            return Err(e);
+        }
+
+        Ok(done)
+    }
+
     /// Repairs torn tails, then replays every entry of every core in merge
     /// order into the final state. Idempotent: a second run gives the same
     /// state. Corruption anywhere but a newest segment's tail is an error
@@ -169,10 +247,13 @@ impl PerCoreRecoveryManager {
     /// never a silent loss.
     pub fn recover_onto(
         &self,
-        base: PerCoreRecoveredState,
+        mut base: PerCoreRecoveredState,
         covered: &[Option<u64>],
     ) -> Result<PerCoreRecoveredState, PerCoreWalError> {
         let repaired = self.repair()?;
+        let cores = self.wal_config.num_cores;
+        let done = self.replay_parallel(covered)?;
+        let base_state = std::mem::take(&mut base.state);
         let mut out = PerCoreRecoveredState {
             wal_positions: repaired.iter().map(|r| r.0).collect(),
             truncated_bytes: repaired.iter().map(|r| r.1).collect(),
@@ -185,43 +266,37 @@ impl PerCoreRecoveryManager {
                 .max(base.final_epoch),
             ..base
         };
-        let cores = self.wal_config.num_cores;
         let mut first_seen: Vec<Option<u64>> = vec![None; cores];
-        let mut stream = self.stream()?;
-        while let Some(entry) = stream.next_ref() {
-            let entry = entry?;
-            let core = usize::from(entry.core_id);
-            if let Some(slot) = first_seen.get_mut(core) {
-                slot.get_or_insert(entry.sequence);
+        let mut offsets: HashMap<String, (OrderKey, u64)> = HashMap::new();
+        let mut watermark: Option<(OrderKey, i64)> = None;
+        let mut runs = Vec::with_capacity(done.len());
+        for p in done {
+            out.entries_replayed += p.replayed;
+            out.entries_skipped += p.skipped;
+            out.final_epoch = out.final_epoch.max(p.max_epoch);
+            for (core, first) in p.first_seen {
+                first_seen[core] = first;
             }
-            if covered
-                .get(core)
-                .copied()
-                .flatten()
-                .is_some_and(|c| entry.sequence <= c)
-            {
-                out.entries_skipped += 1;
-                continue;
-            }
-            out.entries_replayed += 1;
-            out.final_epoch = out.final_epoch.max(entry.epoch);
-            match entry.operation {
-                OpRef::Put { key, value } => {
-                    out.state.insert(key.to_vec(), value.to_vec());
-                }
-                OpRef::Delete { key } => {
-                    out.state.remove(key);
-                }
-                OpRef::Commit { offsets, watermark } => {
-                    for (source, offset) in offsets {
-                        out.source_offsets.insert(source.to_owned(), offset);
-                    }
-                    if watermark.is_some() {
-                        out.watermark = watermark;
+            for (source, (order, offset)) in p.offsets {
+                match offsets.get(&source) {
+                    Some((o, _)) if *o > order => {}
+                    _ => {
+                        offsets.insert(source, (order, offset));
                     }
                 }
-                OpRef::Checkpoint { .. } | OpRef::EpochBarrier { .. } => {}
             }
+            if let Some((order, w)) = p.watermark {
+                if watermark.is_none_or(|(o, _)| o < order) {
+                    watermark = Some((order, w));
+                }
+            }
+            runs.push(p.rows);
+        }
+        for (source, (_, offset)) in offsets {
+            out.source_offsets.insert(source, offset);
+        }
+        if let Some((_, w)) = watermark {
+            out.watermark = Some(w);
         }
         for (core, first) in first_seen.into_iter().enumerate() {
             let Some(last_covered) = covered.get(core).copied().flatten() else {
@@ -237,6 +312,7 @@ impl PerCoreRecoveryManager {
                 });
             }
         }
+        out.state = merge_runs(base_state, runs);
         Ok(out)
     }
 
@@ -281,6 +357,230 @@ impl PerCoreRecoveryManager {
     }
 }
 
+/// One key's latest operation among the entries a replay thread read:
+/// `prefix` (the key's first 8 bytes, big-endian, zero-padded) orders most
+/// keys without following the key's pointer; `value` `None` is a delete.
+#[derive(Debug)]
+struct Row {
+    prefix: u64,
+    key: Box<[u8]>,
+    order: OrderKey,
+    value: Option<Box<[u8]>>,
+}
+
+fn prefix_of(key: &[u8]) -> u64 {
+    let mut bytes = [0_u8; 8];
+    let n = key.len().min(8);
+    bytes[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(bytes)
+}
+
+/// Key order: zero-padding keeps the prefix order consistent with the
+/// byte order of the keys, and equal prefixes fall back to the keys.
+fn row_order(a: &Row, b: &Row) -> std::cmp::Ordering {
+    a.prefix.cmp(&b.prefix).then_with(|| a.key.cmp(&b.key))
+}
+
+/// The latest operation per key of one replay thread: the rows in a
+/// vector, and a hash table of row indexes (4 bytes a slot) to find them.
+/// Memory grows with the distinct keys, not the entries.
+struct Latest {
+    rows: Vec<Row>,
+    index: hashbrown::HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl Latest {
+    fn new() -> Self {
+        Self {
+            rows: Vec::new(),
+            index: hashbrown::HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
+
+    /// Records `value` (`None`: a delete) for `key` at `order` unless a
+    /// later operation on the key is already recorded.
+    fn upsert(
+        &mut self,
+        key: &[u8],
+        order: OrderKey,
+        value: Option<&[u8]>,
+    ) -> Result<(), PerCoreWalError> {
+        use std::hash::BuildHasher as _;
+        let Self {
+            rows,
+            index,
+            hasher,
+        } = self;
+        let hash = hasher.hash_one(key);
+        if let Some(&i) = index.find(hash, |&i| &*rows[i as usize].key == key) {
+            let row = &mut rows[i as usize];
+            if row.order < order {
+                row.order = order;
+                row.value = value.map(Box::from);
+            }
+            return Ok(());
+        }
+        let i = u32::try_from(rows.len()).map_err(|_| {
+            PerCoreWalError::RecoveryFailed(
+                "more than 4 G distinct keys in one replay thread".into(),
+            )
+        })?;
+        rows.push(Row {
+            prefix: prefix_of(key),
+            key: Box::from(key),
+            order,
+            value: value.map(Box::from),
+        });
+        index.insert_unique(hash, i, |&j| hasher.hash_one(&*rows[j as usize].key));
+        Ok(())
+    }
+
+    /// The rows sorted by key (the index is dropped first).
+    fn into_sorted(self) -> Vec<Row> {
+        drop(self.index);
+        let mut rows = self.rows;
+        rows.sort_unstable_by(row_order);
+        rows
+    }
+}
+
+/// What one replay thread found in its cores.
+#[derive(Debug, Default)]
+struct Partial {
+    /// The latest operation per key, sorted by key.
+    rows: Vec<Row>,
+    /// Per core read, its first sequence (`None`: no entry).
+    first_seen: Vec<(usize, Option<u64>)>,
+    /// Latest offset per source, with its merge position.
+    offsets: HashMap<String, (OrderKey, u64)>,
+    /// Latest watermark, with its merge position.
+    watermark: Option<(OrderKey, i64)>,
+    replayed: usize,
+    skipped: usize,
+    max_epoch: u64,
+}
+
+/// Reads `readers` (whole cores) and keeps the latest operation per key. A
+/// core's entries come in increasing merge order (timestamps strictly
+/// increase and epochs never go back within a core, which the reader
+/// checks), so across the cores of one thread the greatest order key is the
+/// last operation in merge order.
+fn replay_cores(
+    readers: Vec<(usize, CoreLogReader)>,
+    covered: &[Option<u64>],
+) -> Result<Partial, (usize, PerCoreWalError)> {
+    let mut latest = Latest::new();
+    let mut p = Partial::default();
+    for (core, mut reader) in readers {
+        let skip_to = covered.get(core).copied().flatten();
+        let mut first = None;
+        loop {
+            match reader.advance() {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => return Err((core, e)),
+            }
+            let Some(entry) = reader.current() else {
+                let e =
+                    PerCoreWalError::Deserialization("record vanished from the read buffer".into());
+                return Err((core, e));
+            };
+            first.get_or_insert(entry.sequence);
+            if skip_to.is_some_and(|c| entry.sequence <= c) {
+                p.skipped += 1;
+                continue;
+            }
+            p.replayed += 1;
+            p.max_epoch = p.max_epoch.max(entry.epoch);
+            let order = entry.order_key();
+            match entry.operation {
+                OpRef::Put { key, value } => {
+                    latest
+                        .upsert(key, order, Some(value))
+                        .map_err(|e| (core, e))?;
+                }
+                OpRef::Delete { key } => latest.upsert(key, order, None).map_err(|e| (core, e))?,
+                OpRef::Commit { offsets, watermark } => {
+                    for (source, offset) in offsets {
+                        match p.offsets.get_mut(source) {
+                            Some(slot) if slot.0 < order => *slot = (order, offset),
+                            Some(_) => {}
+                            None => {
+                                p.offsets.insert(source.to_owned(), (order, offset));
+                            }
+                        }
+                    }
+                    if let Some(w) = watermark {
+                        if p.watermark.is_none_or(|(o, _)| o < order) {
+                            p.watermark = Some((order, w));
+                        }
+                    }
+                }
+                OpRef::Checkpoint { .. } | OpRef::EpochBarrier { .. } => {}
+            }
+        }
+        p.first_seen.push((core, first));
+    }
+    p.rows = latest.into_sorted();
+    Ok(p)
+}
+
+/// Merges the base state (a checkpoint's, older than every WAL entry) with
+/// the threads' sorted runs: per key the operation with the greatest merge
+/// position wins, and deleted keys are dropped.
+fn merge_runs(base: BTreeMap<Vec<u8>, Vec<u8>>, runs: Vec<Vec<Row>>) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut runs: Vec<std::vec::IntoIter<Row>> = runs.into_iter().map(Vec::into_iter).collect();
+    let mut heads: Vec<Option<Row>> = runs.iter_mut().map(Iterator::next).collect();
+    let mut base = base.into_iter().peekable();
+    let mut merged: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    loop {
+        // The smallest key among the runs' heads.
+        let mut smallest: Option<usize> = None;
+        for (i, head) in heads.iter().enumerate() {
+            let Some(head) = head else { continue };
+            let better = smallest
+                .and_then(|s| heads[s].as_ref())
+                .is_none_or(|current| row_order(head, current).is_lt());
+            if better {
+                smallest = Some(i);
+            }
+        }
+        let Some(s) = smallest else {
+            merged.extend(base);
+            break;
+        };
+        let mut winner =
+            std::mem::replace(&mut heads[s], runs[s].next()).expect("the smallest head");
+        for (head, run) in heads.iter_mut().zip(runs.iter_mut()) {
+            if head.as_ref().is_some_and(|r| r.key == winner.key) {
+                let other = std::mem::replace(head, run.next()).expect("checked above");
+                if other.order > winner.order {
+                    winner = other;
+                }
+            }
+        }
+        // Base keys before the winner's come first; an equal one is replaced.
+        while let Some((k, _)) = base.peek() {
+            match k.as_slice().cmp(&*winner.key) {
+                std::cmp::Ordering::Less => merged.extend(base.next()),
+                std::cmp::Ordering::Equal => {
+                    base.next();
+                    break;
+                }
+                std::cmp::Ordering::Greater => break,
+            }
+        }
+        if let Some(value) = winner.value {
+            merged.push((winner.key.into_vec(), value.into_vec()));
+        }
+    }
+    // Sorted already: the collect's stable sort finds one run, then the
+    // tree is built bottom-up without a search per key.
+    merged.into_iter().collect()
+}
+
 /// Recovers the WAL in `wal_dir` with `num_cores` cores: repairs torn tails
 /// and replays every entry.
 ///
@@ -293,4 +593,163 @@ pub fn recover_per_core(
 ) -> Result<PerCoreRecoveredState, PerCoreWalError> {
     let _ = checkpoint_dir;
     PerCoreRecoveryManager::new(PerCoreWalConfig::new(wal_dir, num_cores)).recover()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::per_core_wal::{PerCoreWalManager, WalOperation};
+
+    type Reference = (
+        BTreeMap<Vec<u8>, Vec<u8>>,
+        HashMap<String, u64>,
+        Option<i64>,
+    );
+
+    /// The sequential replay in merge order the parallel one must equal.
+    fn sequential(m: &PerCoreRecoveryManager) -> Reference {
+        let (mut state, mut offsets, mut watermark) = (BTreeMap::new(), HashMap::new(), None);
+        for entry in m.stream().unwrap() {
+            match entry.unwrap().operation {
+                WalOperation::Put { key, value } => {
+                    state.insert(key, value);
+                }
+                WalOperation::Delete { key } => {
+                    state.remove(&key);
+                }
+                WalOperation::Commit {
+                    offsets: o,
+                    watermark: w,
+                } => {
+                    offsets.extend(o);
+                    if w.is_some() {
+                        watermark = w;
+                    }
+                }
+                _ => {}
+            }
+        }
+        (state, offsets, watermark)
+    }
+
+    #[test]
+    fn parallel_replay_equals_the_sequential_merge_with_keys_on_several_cores() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for cores in [1_usize, 2, 3, 5] {
+            let tmp = tempfile::tempdir().unwrap();
+            let config = PerCoreWalConfig::new(tmp.path(), cores).with_segment_bytes(4096);
+            let mut m = PerCoreWalManager::new(config.clone()).unwrap();
+            let mut base = BTreeMap::new();
+            base.insert(b"k0001".to_vec(), b"from the checkpoint".to_vec());
+            base.insert(b"only-in-base".to_vec(), b"kept".to_vec());
+            for i in 0..4000_u64 {
+                let core = usize::try_from(next() % cores as u64).unwrap();
+                let key = format!("k{:04}", next() % 150).into_bytes();
+                let w = m.writer(core);
+                match next() % 10 {
+                    0 => {
+                        w.append_delete(&key).unwrap();
+                    }
+                    1 => {
+                        let src = format!("s{}", next() % 3);
+                        let offsets: HashMap<String, u64> = [(src, i)].into();
+                        let watermark = (i % 2 == 0).then_some(i64::try_from(i).unwrap());
+                        w.append_commit(offsets, watermark).unwrap();
+                    }
+                    _ => {
+                        w.append_put(&key, format!("v{i}").as_bytes()).unwrap();
+                    }
+                }
+                if i % 500 == 499 {
+                    let epoch = m.advance_epoch();
+                    m.set_epoch_all(epoch);
+                }
+            }
+            m.sync_all().unwrap();
+            drop(m);
+            let manager = PerCoreRecoveryManager::new(config);
+            let (state, offsets, watermark) = sequential(&manager);
+            let got = manager.recover().unwrap();
+            assert_eq!(got.state, state, "{cores} cores");
+            assert_eq!(got.source_offsets, offsets, "{cores} cores");
+            assert_eq!(got.watermark, watermark, "{cores} cores");
+            assert_eq!(got.entries_replayed, 4000);
+
+            // Onto a checkpoint's state: every WAL operation is newer.
+            let onto = PerCoreRecoveredState {
+                state: base.clone(),
+                ..PerCoreRecoveredState::default()
+            };
+            let got = manager.recover_onto(onto, &[]).unwrap();
+            let mut expected = base.clone();
+            let mut seq = PerCoreRecoveredState {
+                state: BTreeMap::new(),
+                ..PerCoreRecoveredState::default()
+            };
+            for entry in manager.stream().unwrap() {
+                match entry.unwrap().operation {
+                    WalOperation::Put { key, value } => {
+                        expected.insert(key, value);
+                    }
+                    WalOperation::Delete { key } => {
+                        expected.remove(&key);
+                    }
+                    _ => {}
+                }
+            }
+            seq.state = expected;
+            assert_eq!(got.state, seq.state, "{cores} cores, onto a base");
+            println!(
+                "{cores} cores: {} keys, {} sources, equal to the sequential merge",
+                got.state.len(),
+                got.source_offsets.len()
+            );
+        }
+    }
+
+    const ZERO: OrderKey = OrderKey {
+        epoch: 0,
+        timestamp_ns: 0,
+        core_id: 0,
+        sequence: 0,
+    };
+
+    #[test]
+    fn prefix_order_agrees_with_byte_order() {
+        let keys: Vec<&[u8]> = vec![
+            b"",
+            b"\0",
+            b"a",
+            b"a\0",
+            b"a\0\x01",
+            b"ab",
+            b"abcdefgh",
+            b"abcdefgh\0",
+            b"abcdefghi",
+            b"b",
+        ];
+        for a in &keys {
+            for b in &keys {
+                let ra = Row {
+                    prefix: prefix_of(a),
+                    key: Box::from(*a),
+                    order: ZERO,
+                    value: None,
+                };
+                let rb = Row {
+                    prefix: prefix_of(b),
+                    key: Box::from(*b),
+                    order: ZERO,
+                    value: None,
+                };
+                assert_eq!(row_order(&ra, &rb), a.cmp(b), "{a:?} vs {b:?}");
+            }
+        }
+    }
 }

@@ -24,9 +24,10 @@ use crate::store::Store;
 
 /// A changelog batch is cut when its keys, values and sources pass this many
 /// bytes (besides `row_group_rows` rows and epoch boundaries). This bounds the
-/// memory of the batches in flight and keeps Arrow's 32-bit offsets far from
-/// overflow.
-const MAX_BATCH_BYTES: usize = 32 << 20;
+/// memory of the batches in flight (the Parquet writer regroups batches into
+/// row groups of `row_group_rows`, so small batches cost nothing there) and
+/// keeps Arrow's 32-bit offsets far from overflow.
+const MAX_BATCH_BYTES: usize = 4 << 20;
 
 /// Batches queued between the merge (blocking) and the encoder (async).
 const CHANNEL_BATCHES: usize = 2;
@@ -53,6 +54,8 @@ pub(super) struct ChangelogColumns {
     checkpoint_id: Int64Builder,
     pub(super) rows: usize,
     bytes: usize,
+    /// Rows, key bytes and value bytes of the largest batch so far.
+    capacity: (usize, usize, usize),
 }
 
 fn out_of_range(entry: &EntryRef<'_>, what: &str, value: u64) -> CheckpointError {
@@ -116,6 +119,7 @@ impl ChangelogColumns {
             checkpoint_id: Int64Builder::new(),
             rows: 0,
             bytes: 0,
+            capacity: (0, 0, 0),
         })
     }
 
@@ -181,8 +185,20 @@ impl ChangelogColumns {
     }
 
     /// The rows appended so far as one batch; the columns start empty again.
+    ///
+    /// The builders of the next batch start with the capacities this one
+    /// needed, so they do not grow by reallocation, copying and page faults
+    /// batch after batch.
     pub(super) fn finish(&mut self) -> Result<RecordBatch, CheckpointError> {
         let context = "building a changelog batch";
+        // The largest batch so far: a short batch (an epoch's last) does
+        // not shrink the next one's builders.
+        let (rows, key_bytes, value_bytes) = (
+            self.rows.max(self.capacity.0),
+            self.key.values_slice().len().max(self.capacity.1),
+            self.value.values_slice().len().max(self.capacity.2),
+        );
+        self.capacity = (rows, key_bytes, value_bytes);
         let pairs = StructArray::try_new(
             self.pair_fields.clone(),
             vec![
@@ -192,8 +208,7 @@ impl ChangelogColumns {
             None,
         )
         .map_err(|e| arrow_error(context, e))?;
-        let list_offsets =
-            std::mem::replace(&mut self.list_offsets, OffsetBufferBuilder::new(1024));
+        let list_offsets = std::mem::replace(&mut self.list_offsets, OffsetBufferBuilder::new(0));
         let commit_offsets = ListArray::try_new(
             Arc::clone(&self.element),
             list_offsets.finish(),
@@ -216,6 +231,18 @@ impl ChangelogColumns {
         ];
         self.rows = 0;
         self.bytes = 0;
+        self.wal_epoch = Int64Builder::with_capacity(rows);
+        self.core = Int32Builder::with_capacity(rows);
+        self.sequence = Int64Builder::with_capacity(rows);
+        self.ts = TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC");
+        self.timestamp_ns = Int64Builder::with_capacity(rows);
+        self.op = StringBuilder::with_capacity(rows, rows * 3);
+        self.key = BinaryBuilder::with_capacity(rows, key_bytes);
+        self.value = BinaryBuilder::with_capacity(rows, value_bytes);
+        self.list_offsets = OffsetBufferBuilder::new(rows);
+        self.list_valid = NullBufferBuilder::new(rows);
+        self.watermark = Int64Builder::with_capacity(rows);
+        self.checkpoint_id = Int64Builder::with_capacity(rows);
         RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(|e| arrow_error(context, e))
     }
 }
@@ -299,6 +326,31 @@ struct EpochBatch {
     batch: RecordBatch,
 }
 
+/// A copy of the changelog's batches for another consumer (the state
+/// snapshot built in the same checkpoint), in merge order. `Done` follows
+/// the last batch only when the merge read every entry; a channel that
+/// closes without it means the changelog failed.
+#[derive(Debug)]
+pub(crate) enum ChangelogBatch {
+    /// The next batch of changelog rows (the same rows the file holds).
+    Batch(RecordBatch),
+    /// The merge is complete: every batch was sent.
+    Done,
+}
+
+/// Sends a batch to `tee`, if any.
+fn send_tee(
+    tee: Option<&mpsc::Sender<ChangelogBatch>>,
+    message: ChangelogBatch,
+) -> Result<(), CheckpointError> {
+    match tee {
+        Some(tee) => tee
+            .blocking_send(message)
+            .map_err(|_| CheckpointError::Task("the snapshot builder stopped".into())),
+        None => Ok(()),
+    }
+}
+
 /// The error of a merge stopped because the writer side went away (its own
 /// error is the one returned).
 fn stopped() -> CheckpointError {
@@ -313,6 +365,7 @@ fn merge_into_batches(
     num_cores: usize,
     rows: usize,
     tx: &mpsc::Sender<EpochBatch>,
+    tee: Option<&mpsc::Sender<ChangelogBatch>>,
 ) -> Result<ChangelogSummary, CheckpointError> {
     let mut summary = ChangelogSummary::new(num_cores);
     let mut columns = ChangelogColumns::new(changelog_schema())?;
@@ -325,6 +378,7 @@ fn merge_into_batches(
                 || columns.bytes + ChangelogColumns::bytes_of(&entry) > MAX_BATCH_BYTES)
         {
             let batch = columns.finish()?;
+            send_tee(tee, ChangelogBatch::Batch(batch.clone()))?;
             tx.blocking_send(EpochBatch {
                 epoch: batch_epoch,
                 batch,
@@ -337,12 +391,14 @@ fn merge_into_batches(
     }
     if columns.rows > 0 {
         let batch = columns.finish()?;
+        send_tee(tee, ChangelogBatch::Batch(batch.clone()))?;
         tx.blocking_send(EpochBatch {
             epoch: batch_epoch,
             batch,
         })
         .map_err(|_| stopped())?;
     }
+    send_tee(tee, ChangelogBatch::Done)?;
     summary.wal_bytes = stream.bytes_read();
     Ok(summary)
 }
@@ -407,11 +463,27 @@ pub(crate) async fn write_changelog(
     num_cores: usize,
     settings: &CheckpointSettings,
 ) -> Result<ChangelogSummary, CheckpointError> {
+    write_changelog_tee(store, checkpoint, stream, num_cores, settings, None).await
+}
+
+/// [`write_changelog`], also sending every batch to `tee` (then
+/// [`ChangelogBatch::Done`] once the merge is complete), so that a state
+/// snapshot can sort the rows while they are encoded instead of reading the
+/// files back. A `tee` that stops receiving fails the changelog.
+pub(crate) async fn write_changelog_tee(
+    store: &Store,
+    checkpoint: u64,
+    stream: MergeStream,
+    num_cores: usize,
+    settings: &CheckpointSettings,
+    tee: Option<mpsc::Sender<ChangelogBatch>>,
+) -> Result<ChangelogSummary, CheckpointError> {
     check_settings(settings)?;
     let rows = settings.row_group_rows;
     let (tx, mut rx) = mpsc::channel(CHANNEL_BATCHES);
-    let merge =
-        tokio::task::spawn_blocking(move || merge_into_batches(stream, num_cores, rows, &tx));
+    let merge = tokio::task::spawn_blocking(move || {
+        merge_into_batches(stream, num_cores, rows, &tx, tee.as_ref())
+    });
     let mut files = Vec::new();
     let mut open = None;
     let written = write_batches(store, checkpoint, &mut rx, settings, &mut files, &mut open).await;

@@ -1,14 +1,19 @@
 //! External merge sort of delta operations, bounded in memory: plain
 //! synchronous code (run on a blocking thread), tested on its own.
 //!
-//! ## Accounting
+//! ## Buffer and accounting
 //!
-//! An operation costs its struct slot in the buffer (`size_of::<Op>()`, for
-//! every slot of the buffer's capacity, used or not) plus its heap bytes (the
-//! capacity of its key-and-value allocation, plus an estimate of the
-//! allocator's overhead). The buffer never grows past the budget minus one
-//! I/O buffer (the spill writer's); an operation alone larger than that is
-//! still accepted, alone in the buffer.
+//! Operations are not allocated one by one. Their keys and values are
+//! appended to one byte arena, and each operation is a fixed 40-byte entry
+//! (the key's first 8 bytes as a big-endian integer, offsets, lengths,
+//! order, epoch) in one vector. Sorting moves entries only and compares the
+//! 8-byte prefixes first, reaching into the arena only for keys that share
+//! a prefix. Both allocations are kept across spills, so a sort allocates
+//! its buffer once instead of once per operation.
+//!
+//! The accounted bytes are the capacities of the two allocations. They never
+//! grow past the budget minus one I/O buffer (the spill writer's); an
+//! operation alone larger than that is still accepted, alone in the buffer.
 //!
 //! ## Run file format
 //!
@@ -22,108 +27,97 @@
 //!
 //! Records are sorted by key, one per key (the newest). On reading, a length
 //! beyond the largest record the sorter saw is corruption, never an
-//! allocation.
+//! allocation. A reader keeps its current record in one reused buffer.
 
 use std::cmp::Ordering;
-use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint::CheckpointError;
 
-/// Estimated allocator overhead of one heap allocation.
-const ALLOC_OVERHEAD: usize = 16;
 /// Bytes of a record's fixed header in a run file.
 const RECORD_HEADER: usize = 24;
-/// `value_len` of a delete in a run file.
+/// `value_len` of a delete in a run file and in an entry.
 const DELETE_MARK: u32 = u32::MAX;
-/// Smallest buffer growth, in slots.
+/// Smallest growth of the entry vector, in entries.
 const MIN_SLOTS: usize = 16;
+/// Smallest growth of the arena, in bytes.
+const MIN_ARENA: usize = 1 << 10;
 
-/// What an operation does to its key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// Sets the value.
-    Put,
-    /// Removes the key.
-    Delete,
+/// The first 8 bytes of `key` as a big-endian integer (zero-padded): a
+/// smaller prefix means a smaller key; equal prefixes say nothing.
+fn key_prefix(key: &[u8]) -> u64 {
+    let mut bytes = [0_u8; 8];
+    let n = key.len().min(8);
+    bytes[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(bytes)
 }
 
-/// A `put` or `delete` of the changelog, with its position in it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Op {
-    /// The key, then the value (a put's).
-    data: Vec<u8>,
-    /// Length of the key in `data`.
-    key_len: usize,
-    /// Put or delete.
-    kind: Kind,
+/// An operation in the buffer; its key and value live in the arena.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    /// [`key_prefix`] of the key.
+    prefix: u64,
+    /// Offset of the key in the arena (the value follows it).
+    offset: usize,
+    /// Length of the key.
+    key_len: u32,
+    /// Length of the value; [`DELETE_MARK`] for a delete.
+    value_len: u32,
     /// Position in the changelog: larger is newer.
     order: u64,
     /// `wal_epoch` of the operation.
     epoch: i64,
 }
 
-impl Op {
-    /// A put of `value` at `key`.
-    pub(crate) fn put(key: &[u8], value: &[u8], order: u64, epoch: i64) -> Self {
-        let mut data = Vec::with_capacity(key.len() + value.len());
-        data.extend_from_slice(key);
-        data.extend_from_slice(value);
-        Self {
-            data,
-            key_len: key.len(),
-            kind: Kind::Put,
-            order,
-            epoch,
+/// Accounted bytes of one entry.
+const ENTRY: usize = size_of::<Entry>();
+
+impl Entry {
+    /// The operation, with its bytes from `arena`.
+    fn view<'a>(&self, arena: &'a [u8]) -> OpView<'a> {
+        let key_end = self.offset + self.key_len as usize;
+        OpView {
+            prefix: self.prefix,
+            key: &arena[self.offset..key_end],
+            value: (self.value_len != DELETE_MARK)
+                .then(|| &arena[key_end..key_end + self.value_len as usize]),
+            order: self.order,
+            epoch: self.epoch,
         }
-    }
-
-    /// A delete of `key`.
-    pub(crate) fn delete(key: &[u8], order: u64, epoch: i64) -> Self {
-        Self {
-            data: key.to_vec(),
-            key_len: key.len(),
-            kind: Kind::Delete,
-            order,
-            epoch,
-        }
-    }
-
-    /// The key.
-    pub(crate) fn key(&self) -> &[u8] {
-        &self.data[..self.key_len]
-    }
-
-    /// The value of a put; `None` for a delete.
-    pub(crate) fn value(&self) -> Option<&[u8]> {
-        match self.kind {
-            Kind::Put => Some(&self.data[self.key_len..]),
-            Kind::Delete => None,
-        }
-    }
-
-    /// `wal_epoch` of the operation.
-    pub(crate) fn epoch(&self) -> i64 {
-        self.epoch
-    }
-
-    /// Accounted heap bytes.
-    fn heap_cost(&self) -> usize {
-        self.data.capacity() + ALLOC_OVERHEAD
-    }
-
-    /// Sorts by key, newest first for equal keys.
-    fn sort_cmp(&self, other: &Self) -> Ordering {
-        self.key()
-            .cmp(other.key())
-            .then(other.order.cmp(&self.order))
     }
 }
 
-/// Accounted bytes of one buffer slot.
-const SLOT: usize = size_of::<Op>();
+/// A `put` or `delete`, borrowed from the sorter's buffer or a run reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OpView<'a> {
+    /// [`key_prefix`] of `key`.
+    prefix: u64,
+    /// The key.
+    pub(crate) key: &'a [u8],
+    /// The value of a put; `None` for a delete.
+    pub(crate) value: Option<&'a [u8]>,
+    /// Position in the changelog: larger is newer.
+    pub(crate) order: u64,
+    /// `wal_epoch` of the operation.
+    pub(crate) epoch: i64,
+}
+
+impl OpView<'_> {
+    /// Sorts by key, newest first for equal keys.
+    fn sort_cmp(&self, other: &OpView<'_>) -> Ordering {
+        self.prefix
+            .cmp(&other.prefix)
+            .then_with(|| self.key.cmp(other.key))
+            .then(other.order.cmp(&self.order))
+    }
+
+    /// Whether both have the same key.
+    fn same_key(&self, other: &OpView<'_>) -> bool {
+        self.prefix == other.prefix && self.key == other.key
+    }
+}
 
 /// Memory budget of the sort and how it is split.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,12 +134,12 @@ pub(crate) struct SortConfig {
 }
 
 impl SortConfig {
-    /// The split of `budget`: I/O buffers of budget/64 (4 KiB to 1 MiB,
-    /// at most a quarter of the budget) and as many runs merged at once
-    /// as fit (2 to 64).
+    /// The split of `budget`: I/O buffers of budget/64 (4 KiB to 256 KiB,
+    /// at most a quarter of the budget; sequential reads need no more) and
+    /// as many runs merged at once as fit (2 to 64).
     pub(crate) fn for_budget(budget: usize) -> Self {
         let io_buffer_bytes = (budget / 64)
-            .clamp(4 << 10, 1 << 20)
+            .clamp(4 << 10, 256 << 10)
             .min(budget / 4)
             .max(512);
         let fan_in = (budget / io_buffer_bytes).saturating_sub(1).clamp(2, 64);
@@ -204,9 +198,9 @@ pub(crate) struct ExternalSorter {
     /// Budget and buffer sizes.
     config: SortConfig,
     /// Operations not yet spilled.
-    buffer: Vec<Op>,
-    /// Accounted heap bytes of `buffer`'s operations.
-    heap_bytes: usize,
+    entries: Vec<Entry>,
+    /// Their keys and values.
+    arena: Vec<u8>,
     /// Runs spilled so far, oldest first.
     runs: Vec<Run>,
     /// Directory of the run files, made at the first spill; removed
@@ -225,8 +219,8 @@ impl ExternalSorter {
     pub(crate) fn new(config: SortConfig) -> Self {
         Self {
             config,
-            buffer: Vec::new(),
-            heap_bytes: 0,
+            entries: Vec::new(),
+            arena: Vec::new(),
             runs: Vec::new(),
             dir: None,
             next_run: 0,
@@ -237,40 +231,131 @@ impl ExternalSorter {
 
     /// Accounted bytes of the buffer.
     fn accounted(&self) -> usize {
-        self.buffer.capacity() * SLOT + self.heap_bytes
+        self.entries.capacity() * ENTRY + self.arena.capacity()
     }
 
-    /// Whether an operation of heap cost `cost` fits without passing the
-    /// limit (growing the buffer by one slot if it is full).
-    fn fits(&self, cost: usize) -> bool {
-        let slots = self.buffer.capacity().max(self.buffer.len() + 1);
-        slots * SLOT + self.heap_bytes + cost <= self.config.buffer_limit()
+    /// Makes room for one more entry of `bytes` key and value bytes within
+    /// the limit, growing the allocations by a quarter or more at a time;
+    /// false if that does not fit.
+    fn reserve(&mut self, bytes: usize) -> bool {
+        let limit = self.config.buffer_limit();
+        let (cur_e, cur_a) = (self.entries.capacity(), self.arena.capacity());
+        let need_e = self.entries.len() + 1;
+        let need_a = self.arena.len().saturating_add(bytes);
+        let (grow_e, grow_a) = (need_e > cur_e, need_a > cur_a);
+        if !grow_e && !grow_a {
+            return true;
+        }
+        let min_e = cur_e.max(need_e);
+        let min_a = cur_a.max(need_a);
+        let Some(mut spare) = min_e
+            .checked_mul(ENTRY)
+            .and_then(|e| e.checked_add(min_a))
+            .and_then(|used| limit.checked_sub(used))
+        else {
+            return false;
+        };
+        let mut new_e = cur_e;
+        if grow_e {
+            let want = (cur_e * 2).max(MIN_SLOTS).saturating_sub(min_e);
+            let room = if grow_a { spare / 2 } else { spare };
+            let extra = want.min(room / ENTRY);
+            // Growing by a sliver only to grow again soon: spill instead.
+            if cur_e > 0 && min_e + extra < cur_e + cur_e / 4 {
+                return false;
+            }
+            spare -= extra * ENTRY;
+            new_e = min_e + extra;
+        }
+        let mut new_a = cur_a;
+        if grow_a {
+            let want = (cur_a * 2).max(MIN_ARENA).saturating_sub(min_a);
+            let extra = want.min(spare);
+            if cur_a > 0 && min_a + extra < cur_a + cur_a / 4 && !self.arena.is_empty() {
+                return false;
+            }
+            new_a = min_a + extra;
+        }
+        self.entries.reserve_exact(new_e - self.entries.len());
+        self.arena.reserve_exact(new_a - self.arena.len());
+        true
     }
 
-    /// Adds an operation, spilling the buffer first if it would not fit.
-    pub(crate) fn push(&mut self, op: Op) -> Result<(), CheckpointError> {
-        let cost = op.heap_cost();
-        if !self.fits(cost) && !self.buffer.is_empty() {
-            self.spill()?;
+    /// Adds a put of `value` at `key`, spilling the buffer first if it
+    /// would not fit.
+    pub(crate) fn push_put(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        order: u64,
+        epoch: i64,
+    ) -> Result<(), CheckpointError> {
+        self.push(key, Some(value), order, epoch)
+    }
+
+    /// Adds a delete of `key`, spilling the buffer first if it would not
+    /// fit.
+    pub(crate) fn push_delete(
+        &mut self,
+        key: &[u8],
+        order: u64,
+        epoch: i64,
+    ) -> Result<(), CheckpointError> {
+        self.push(key, None, order, epoch)
+    }
+
+    fn push(
+        &mut self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        order: u64,
+        epoch: i64,
+    ) -> Result<(), CheckpointError> {
+        let too_long = || {
+            let path = self
+                .dir
+                .as_ref()
+                .map_or_else(PathBuf::new, |d| d.path().to_path_buf());
+            io_error(
+                "sort a delta operation",
+                &path,
+                io::Error::new(io::ErrorKind::InvalidInput, "key or value of 4 GiB or more"),
+            )
+        };
+        let key_len = u32::try_from(key.len()).map_err(|_| too_long())?;
+        let value_len = match value {
+            Some(v) => u32::try_from(v.len())
+                .ok()
+                .filter(|&l| l != DELETE_MARK)
+                .ok_or_else(too_long)?,
+            None => DELETE_MARK,
+        };
+        let bytes = key.len() + value.map_or(0, <[u8]>::len);
+        if !self.reserve(bytes) {
+            if !self.entries.is_empty() {
+                self.spill()?;
+            }
+            if !self.reserve(bytes) {
+                // An operation too large for the budget even alone: release
+                // the buffers and take it alone.
+                self.entries = Vec::with_capacity(1);
+                self.arena = Vec::with_capacity(bytes);
+            }
         }
-        if !self.fits(cost) {
-            // An operation too large for the budget even alone: release
-            // the spare slots and take it alone.
-            self.buffer = Vec::new();
+        let offset = self.arena.len();
+        self.arena.extend_from_slice(key);
+        if let Some(v) = value {
+            self.arena.extend_from_slice(v);
         }
-        let len = self.buffer.len();
-        if len == self.buffer.capacity() {
-            let room = self
-                .config
-                .buffer_limit()
-                .saturating_sub(self.heap_bytes + cost)
-                / SLOT;
-            let target = (len * 2).max(MIN_SLOTS).min(room).max(len + 1);
-            self.buffer.reserve_exact(target - len);
-        }
-        self.max_record = self.max_record.max(op.data.len());
-        self.heap_bytes += cost;
-        self.buffer.push(op);
+        self.entries.push(Entry {
+            prefix: key_prefix(key),
+            offset,
+            key_len,
+            value_len,
+            order,
+            epoch,
+        });
+        self.max_record = self.max_record.max(bytes);
         self.stats.ops += 1;
         self.stats.max_buffered_bytes = self.stats.max_buffered_bytes.max(self.accounted());
         Ok(())
@@ -298,22 +383,20 @@ impl ExternalSorter {
     }
 
     /// Sorts the buffer, keeps the newest operation per key and writes
-    /// it as a run. Keeps the buffer's capacity.
+    /// it as a run. Keeps the buffer's allocations.
     fn spill(&mut self) -> Result<(), CheckpointError> {
-        sort_newest_per_key(&mut self.buffer);
+        sort_newest_per_key(&mut self.entries, &self.arena);
         let path = self.new_run_path()?;
-        let ops = std::mem::take(&mut self.buffer);
-        let capacity = ops.capacity();
         let mut writer = RunWriter::create(path, self.config.io_buffer_bytes)?;
-        for op in ops {
-            writer.write(&op)?;
+        for entry in &self.entries {
+            writer.write(&entry.view(&self.arena))?;
         }
         let (run, bytes) = writer.finish()?;
         self.runs.push(run);
         self.stats.runs_spilled += 1;
         self.stats.spilled_bytes += bytes;
-        self.heap_bytes = 0;
-        self.buffer = Vec::with_capacity(capacity);
+        self.entries.clear();
+        self.arena.clear();
         Ok(())
     }
 
@@ -321,20 +404,26 @@ impl ExternalSorter {
     /// Merges runs in passes until at most `fan_in` remain.
     pub(crate) fn finish(mut self) -> Result<SortedOps, CheckpointError> {
         if self.runs.is_empty() {
-            let mut ops = std::mem::take(&mut self.buffer);
-            sort_newest_per_key(&mut ops);
-            let merger = Merger::new(vec![Source::Memory(ops.into_iter())])?;
+            let mut entries = std::mem::take(&mut self.entries);
+            let arena = std::mem::take(&mut self.arena);
+            sort_newest_per_key(&mut entries, &arena);
+            let source = Source::Memory {
+                entries,
+                arena,
+                next: 0,
+            };
             return Ok(SortedOps {
-                merger,
+                merger: Merger::new(vec![source])?,
                 _dir: None,
                 stats: self.stats,
             });
         }
-        if !self.buffer.is_empty() {
+        if !self.entries.is_empty() {
             self.spill()?;
         }
         // The merge needs only the runs' read buffers.
-        self.buffer = Vec::new();
+        self.entries = Vec::new();
+        self.arena = Vec::new();
         while self.runs.len() > self.config.fan_in {
             self.stats.merge_passes += 1;
             let runs = std::mem::take(&mut self.runs);
@@ -375,8 +464,9 @@ impl ExternalSorter {
         let mut merger = Merger::new(self.open_runs(group)?)?;
         let path = self.new_run_path()?;
         let mut writer = RunWriter::create(path, self.config.io_buffer_bytes)?;
-        while let Some(op) = merger.next_op()? {
+        while let Some(op) = merger.current() {
             writer.write(&op)?;
+            merger.advance()?;
         }
         let (run, bytes) = writer.finish()?;
         self.stats.runs_merged += 1;
@@ -385,11 +475,12 @@ impl ExternalSorter {
     }
 }
 
-/// Sorts by key and keeps the newest operation of each key.
-fn sort_newest_per_key(ops: &mut Vec<Op>) {
-    ops.sort_unstable_by(Op::sort_cmp);
+/// Sorts entries by key (newest first for equal keys) and keeps the newest
+/// of each key.
+fn sort_newest_per_key(entries: &mut Vec<Entry>, arena: &[u8]) {
+    entries.sort_unstable_by(|a, b| a.view(arena).sort_cmp(&b.view(arena)));
     // `dedup_by` keeps the first of equal neighbours: the newest.
-    ops.dedup_by(|later, kept| later.key() == kept.key());
+    entries.dedup_by(|later, kept| later.view(arena).same_key(&kept.view(arena)));
 }
 
 /// Writes a run file through a buffer.
@@ -416,8 +507,8 @@ impl RunWriter {
         })
     }
 
-    /// Appends a record.
-    fn write(&mut self, op: &Op) -> Result<(), CheckpointError> {
+    /// Appends a record. Lengths were checked when the operation was pushed.
+    fn write(&mut self, op: &OpView<'_>) -> Result<(), CheckpointError> {
         let too_long = || {
             io_error(
                 "write sort run",
@@ -425,25 +516,27 @@ impl RunWriter {
                 io::Error::new(io::ErrorKind::InvalidInput, "key or value of 4 GiB or more"),
             )
         };
-        let key_len = u32::try_from(op.key_len).map_err(|_| too_long())?;
-        let value_len = match op.kind {
-            Kind::Put => u32::try_from(op.data.len() - op.key_len)
+        let key_len = u32::try_from(op.key.len()).map_err(|_| too_long())?;
+        let value_len = match op.value {
+            Some(v) => u32::try_from(v.len())
                 .ok()
                 .filter(|&l| l != DELETE_MARK)
                 .ok_or_else(too_long)?,
-            Kind::Delete => DELETE_MARK,
+            None => DELETE_MARK,
         };
         let mut header = [0_u8; RECORD_HEADER];
         header[0..4].copy_from_slice(&key_len.to_le_bytes());
         header[4..8].copy_from_slice(&value_len.to_le_bytes());
         header[8..16].copy_from_slice(&op.order.to_le_bytes());
         header[16..24].copy_from_slice(&op.epoch.to_le_bytes());
+        let value = op.value.unwrap_or_default();
         self.writer
             .write_all(&header)
-            .and_then(|()| self.writer.write_all(&op.data))
+            .and_then(|()| self.writer.write_all(op.key))
+            .and_then(|()| self.writer.write_all(value))
             .map_err(|e| io_error("write sort run", &self.path, e))?;
         self.records += 1;
-        self.bytes += (RECORD_HEADER + op.data.len()) as u64;
+        self.bytes += (RECORD_HEADER + op.key.len() + value.len()) as u64;
         Ok(())
     }
 
@@ -462,6 +555,37 @@ impl RunWriter {
     }
 }
 
+/// A record read from a run: header fields, and key then value in a
+/// buffer reused from record to record.
+#[derive(Debug, Default)]
+struct Record {
+    /// Key, then value.
+    data: Vec<u8>,
+    /// [`key_prefix`] of the key.
+    prefix: u64,
+    /// Length of the key in `data`.
+    key_len: usize,
+    /// Whether it is a delete.
+    delete: bool,
+    /// Position in the changelog.
+    order: u64,
+    /// `wal_epoch`.
+    epoch: i64,
+}
+
+impl Record {
+    fn view(&self) -> OpView<'_> {
+        let (key, value) = self.data.split_at(self.key_len);
+        OpView {
+            prefix: self.prefix,
+            key,
+            value: (!self.delete).then_some(value),
+            order: self.order,
+            epoch: self.epoch,
+        }
+    }
+}
+
 /// Reads a run file back through a buffer.
 struct RunReader {
     /// The buffered file.
@@ -472,6 +596,8 @@ struct RunReader {
     remaining: u64,
     /// Largest key-and-value length allowed.
     max_record: usize,
+    /// The record read last.
+    record: Record,
 }
 
 impl RunReader {
@@ -483,11 +609,13 @@ impl RunReader {
             remaining: run.records,
             run,
             max_record,
+            record: Record::default(),
         })
     }
 
-    /// The next record; `None` after the last (and the file is removed).
-    fn next_op(&mut self) -> Result<Option<Op>, CheckpointError> {
+    /// Reads the next record into `self.record`; false after the last (and
+    /// the file is removed).
+    fn advance(&mut self) -> Result<bool, CheckpointError> {
         let path = &self.run.path;
         if self.remaining == 0 {
             let trailing = self
@@ -500,17 +628,18 @@ impl RunReader {
             }
             // Free the disk space now; the directory goes at the end anyway.
             let _ = std::fs::remove_file(path);
-            return Ok(None);
+            return Ok(false);
         }
-        let op = read_record(&mut self.reader, self.max_record)
+        read_record(&mut self.reader, self.max_record, &mut self.record)
             .map_err(|e| io_error("read sort run", path, e))?;
         self.remaining -= 1;
-        Ok(Some(op))
+        Ok(true)
     }
 }
 
-/// Reads one record; lengths past `max_record` are corruption.
-fn read_record(reader: &mut impl Read, max_record: usize) -> io::Result<Op> {
+/// Reads one record into `record` (reusing its buffer); lengths past
+/// `max_record` are corruption.
+fn read_record(reader: &mut impl Read, max_record: usize, record: &mut Record) -> io::Result<()> {
     let mut header = [0_u8; RECORD_HEADER];
     reader.read_exact(&mut header)?;
     let word = |at: usize| {
@@ -523,12 +652,10 @@ fn read_record(reader: &mut impl Read, max_record: usize) -> io::Result<Op> {
     };
     let key_len = word(0) as usize;
     let value_len = word(4);
-    let order = u64::from_le_bytes(eight(8));
-    let epoch = i64::from_le_bytes(eight(16));
-    let (kind, value_len) = if value_len == DELETE_MARK {
-        (Kind::Delete, 0)
+    let (delete, value_len) = if value_len == DELETE_MARK {
+        (true, 0)
     } else {
-        (Kind::Put, value_len as usize)
+        (false, value_len as usize)
     };
     let len = key_len
         .checked_add(value_len)
@@ -541,110 +668,179 @@ fn read_record(reader: &mut impl Read, max_record: usize) -> io::Result<Op> {
                 ),
             )
         })?;
-    let mut data = vec![0_u8; len];
-    reader.read_exact(&mut data)?;
-    Ok(Op {
-        data,
-        key_len,
-        kind,
-        order,
-        epoch,
-    })
+    record.data.resize(len, 0);
+    reader.read_exact(&mut record.data)?;
+    record.key_len = key_len;
+    record.delete = delete;
+    record.order = u64::from_le_bytes(eight(8));
+    record.epoch = i64::from_le_bytes(eight(16));
+    record.prefix = key_prefix(&record.data[..key_len]);
+    Ok(())
 }
 
 /// Where a merge takes operations from, each sorted by key, one per key.
 enum Source {
     /// The sorted in-memory buffer.
-    Memory(std::vec::IntoIter<Op>),
+    Memory {
+        /// Sorted entries, one per key.
+        entries: Vec<Entry>,
+        /// Their bytes.
+        arena: Vec<u8>,
+        /// The entry after the current one (0: none read yet).
+        next: usize,
+    },
     /// A run file.
     Run(RunReader),
 }
 
 impl Source {
-    /// The next operation.
-    fn next_op(&mut self) -> Result<Option<Op>, CheckpointError> {
+    /// Moves to the next operation; false past the last.
+    fn advance(&mut self) -> Result<bool, CheckpointError> {
         match self {
-            Self::Memory(ops) => Ok(ops.next()),
-            Self::Run(reader) => reader.next_op(),
+            Self::Memory { entries, next, .. } => {
+                *next += 1;
+                Ok(*next <= entries.len())
+            }
+            Self::Run(reader) => reader.advance(),
         }
     }
-}
 
-/// A source's current operation in the merge heap: the greatest is the
-/// smallest key, newest first.
-struct Head {
-    /// The operation.
-    op: Op,
-    /// Index of its source.
-    source: usize,
-}
-
-impl PartialEq for Head {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-
-impl Eq for Head {}
-
-impl PartialOrd for Head {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Head {
-    fn cmp(&self, other: &Self) -> Ordering {
-        // Reversed: `BinaryHeap` pops the greatest.
-        other.op.sort_cmp(&self.op)
+    /// The current operation (after an `advance` that returned true).
+    fn view(&self) -> OpView<'_> {
+        match self {
+            Self::Memory {
+                entries,
+                arena,
+                next,
+            } => entries[*next - 1].view(arena),
+            Self::Run(reader) => reader.record.view(),
+        }
     }
 }
 
 /// K-way merge of sources: the newest operation of each key, in key order.
+/// A binary min-heap of source indices, ordered by their current operation;
+/// the source of the operation being output is held out of the heap.
 struct Merger {
     /// The sources.
     sources: Vec<Source>,
-    /// Each unfinished source's current operation.
-    heap: BinaryHeap<Head>,
+    /// Indices of the sources with a current operation, as a heap.
+    heap: Vec<usize>,
+    /// The source whose current operation is the output.
+    current: Option<usize>,
 }
 
 impl Merger {
-    /// Starts a merge.
+    /// Starts a merge, positioned at the first output.
     fn new(mut sources: Vec<Source>) -> Result<Self, CheckpointError> {
-        let mut heap = BinaryHeap::with_capacity(sources.len());
-        for (source, s) in sources.iter_mut().enumerate() {
-            if let Some(op) = s.next_op()? {
-                heap.push(Head { op, source });
+        let mut heap = Vec::with_capacity(sources.len());
+        for (i, source) in sources.iter_mut().enumerate() {
+            if source.advance()? {
+                heap.push(i);
             }
         }
-        Ok(Self { sources, heap })
+        let mut merger = Self {
+            sources,
+            heap,
+            current: None,
+        };
+        for i in (0..merger.heap.len() / 2).rev() {
+            merger.sift_down(i);
+        }
+        merger.select()?;
+        Ok(merger)
     }
 
-    /// Takes the top operation and refills from its source.
-    fn pop(&mut self) -> Result<Option<Op>, CheckpointError> {
-        let Some(Head { op, source }) = self.heap.pop() else {
-            return Ok(None);
-        };
-        if let Some(next) = self.sources[source].next_op()? {
-            self.heap.push(Head { op: next, source });
-        }
-        Ok(Some(op))
+    /// Whether heap slot `a`'s operation sorts before slot `b`'s.
+    fn less(&self, a: usize, b: usize) -> bool {
+        let (a, b) = (&self.sources[self.heap[a]], &self.sources[self.heap[b]]);
+        a.view().sort_cmp(&b.view()) == Ordering::Less
     }
 
-    /// The newest operation of the next key; older ones are skipped.
-    fn next_op(&mut self) -> Result<Option<Op>, CheckpointError> {
-        let Some(newest) = self.pop()? else {
-            return Ok(None);
-        };
-        while self.heap.peek().is_some_and(|h| h.op.key() == newest.key()) {
-            self.pop()?;
+    fn sift_down(&mut self, mut i: usize) {
+        let n = self.heap.len();
+        loop {
+            let (l, r) = (2 * i + 1, 2 * i + 2);
+            let mut smallest = i;
+            if l < n && self.less(l, smallest) {
+                smallest = l;
+            }
+            if r < n && self.less(r, smallest) {
+                smallest = r;
+            }
+            if smallest == i {
+                return;
+            }
+            self.heap.swap(i, smallest);
+            i = smallest;
         }
-        Ok(Some(newest))
+    }
+
+    fn sift_up(&mut self, mut i: usize) {
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            if !self.less(i, parent) {
+                return;
+            }
+            self.heap.swap(i, parent);
+            i = parent;
+        }
+    }
+
+    /// Removes and returns the top source.
+    fn pop(&mut self) -> Option<usize> {
+        if self.heap.is_empty() {
+            return None;
+        }
+        let top = self.heap.swap_remove(0);
+        if !self.heap.is_empty() {
+            self.sift_down(0);
+        }
+        Some(top)
+    }
+
+    /// Takes the smallest operation as the output, moving the sources
+    /// that hold older operations of the same key past them.
+    fn select(&mut self) -> Result<(), CheckpointError> {
+        self.current = self.pop();
+        let Some(top) = self.current else {
+            return Ok(());
+        };
+        while let Some(&other) = self.heap.first() {
+            if !self.sources[other]
+                .view()
+                .same_key(&self.sources[top].view())
+            {
+                break;
+            }
+            if self.sources[other].advance()? {
+                self.sift_down(0);
+            } else {
+                self.pop();
+            }
+        }
+        Ok(())
+    }
+
+    /// The output operation; `None` when the merge is done.
+    fn current(&self) -> Option<OpView<'_>> {
+        self.current.map(|s| self.sources[s].view())
+    }
+
+    /// Moves to the next key's newest operation.
+    fn advance(&mut self) -> Result<(), CheckpointError> {
+        if let Some(source) = self.current.take() {
+            if self.sources[source].advance()? {
+                self.heap.push(source);
+                self.sift_up(self.heap.len() - 1);
+            }
+        }
+        self.select()
     }
 }
 
 /// The sorted operations: the newest per key (deletes included), in key
-/// order. Holds the run files until dropped.
+/// order, as a cursor. Holds the run files until dropped.
 pub(crate) struct SortedOps {
     /// The final merge.
     merger: Merger,
@@ -655,9 +851,14 @@ pub(crate) struct SortedOps {
 }
 
 impl SortedOps {
-    /// The next key's newest operation.
-    pub(crate) fn next_op(&mut self) -> Result<Option<Op>, CheckpointError> {
-        self.merger.next_op()
+    /// The current key's newest operation; `None` past the last key.
+    pub(crate) fn current(&self) -> Option<OpView<'_>> {
+        self.merger.current()
+    }
+
+    /// Moves to the next key.
+    pub(crate) fn advance(&mut self) -> Result<(), CheckpointError> {
+        self.merger.advance()
     }
 
     /// Figures of the sort.
@@ -671,6 +872,73 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+
+    /// An owned operation, for the tests' inputs and outputs.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Op {
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+        order: u64,
+        epoch: i64,
+    }
+
+    impl Op {
+        fn put(key: &[u8], value: &[u8], order: u64, epoch: i64) -> Self {
+            Self {
+                key: key.to_vec(),
+                value: Some(value.to_vec()),
+                order,
+                epoch,
+            }
+        }
+
+        fn delete(key: &[u8], order: u64, epoch: i64) -> Self {
+            Self {
+                key: key.to_vec(),
+                value: None,
+                order,
+                epoch,
+            }
+        }
+
+        fn key(&self) -> &[u8] {
+            &self.key
+        }
+
+        fn value(&self) -> Option<&[u8]> {
+            self.value.as_deref()
+        }
+
+        fn epoch(&self) -> i64 {
+            self.epoch
+        }
+    }
+
+    impl ExternalSorter {
+        fn push_op(&mut self, op: &Op) -> Result<(), CheckpointError> {
+            match op.value() {
+                Some(v) => self.push_put(op.key(), v, op.order, op.epoch),
+                None => self.push_delete(op.key(), op.order, op.epoch),
+            }
+        }
+    }
+
+    impl SortedOps {
+        /// The current operation, owned, then advance.
+        fn next_op(&mut self) -> Result<Option<Op>, CheckpointError> {
+            let Some(view) = self.current() else {
+                return Ok(None);
+            };
+            let op = Op {
+                key: view.key.to_vec(),
+                value: view.value.map(<[u8]>::to_vec),
+                order: view.order,
+                epoch: view.epoch,
+            };
+            self.advance()?;
+            Ok(Some(op))
+        }
+    }
 
     /// Deterministic pseudo-random numbers (splitmix64).
     struct Rng(u64);
@@ -706,7 +974,7 @@ mod tests {
     fn sort_all(config: SortConfig, ops: &[Op]) -> (Vec<Op>, SortStats) {
         let mut sorter = ExternalSorter::new(config);
         for op in ops {
-            sorter.push(op.clone()).unwrap();
+            sorter.push_op(op).unwrap();
         }
         let mut newest = sorter.finish().unwrap();
         let mut out = Vec::new();
@@ -749,7 +1017,7 @@ mod tests {
         let c = SortConfig::for_budget(64 << 10);
         assert_eq!((c.io_buffer_bytes, c.fan_in), (4 << 10, 15));
         let c = SortConfig::for_budget(64 << 20);
-        assert_eq!((c.io_buffer_bytes, c.fan_in), (1 << 20, 63));
+        assert_eq!((c.io_buffer_bytes, c.fan_in), (256 << 10, 64));
         let c = SortConfig::for_budget(4 << 10);
         assert_eq!((c.io_buffer_bytes, c.fan_in), (1 << 10, 3));
         let c = SortConfig::for_budget(0);
@@ -855,7 +1123,7 @@ mod tests {
             let k = (i * 7_919) % KEYS;
             let value = rng.next().to_le_bytes();
             sorter
-                .push(Op::put(format!("{k:08}").as_bytes(), &value, i + 1, 1))
+                .push_op(&Op::put(format!("{k:08}").as_bytes(), &value, i + 1, 1))
                 .unwrap();
             assert!(sorter.accounted() <= BUDGET);
         }
@@ -889,7 +1157,7 @@ mod tests {
         bytes.extend_from_slice(&u32::MAX.to_le_bytes()[..]); // key_len 4 GiB
         bytes.extend_from_slice(&3_u32.to_le_bytes());
         bytes.extend_from_slice(&[0; 16]);
-        let err = read_record(&mut bytes.as_slice(), 1_000).unwrap_err();
+        let err = read_record(&mut bytes.as_slice(), 1_000, &mut Record::default()).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         // Truncated payload.
         let mut bytes = Vec::new();
@@ -897,7 +1165,7 @@ mod tests {
         bytes.extend_from_slice(&2_u32.to_le_bytes());
         bytes.extend_from_slice(&[0; 16]);
         bytes.extend_from_slice(b"ab");
-        let err = read_record(&mut bytes.as_slice(), 1_000).unwrap_err();
+        let err = read_record(&mut bytes.as_slice(), 1_000, &mut Record::default()).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }
 
@@ -909,7 +1177,7 @@ mod tests {
         ];
         let mut sorter = ExternalSorter::new(SortConfig::for_budget(1 << 20));
         for op in &ops {
-            sorter.push(op.clone()).unwrap();
+            sorter.push_op(op).unwrap();
         }
         sorter.spill().unwrap();
         let dir = sorter.dir.as_ref().unwrap().path().to_path_buf();

@@ -1,0 +1,834 @@
+//! Point lookups on the newest checkpoint: [`CheckpointReader::get`].
+//!
+//! The answer is a key's value as of the checkpoint: the changelog files
+//! newer than the base snapshot (`state.deltas`) are searched newest first,
+//! and within a file the last operation on the key wins (a `delete` means
+//! absent); a key none of them touches is looked up in the snapshot (sorted
+//! by key).
+//!
+//! Only what can hold the key is read. For each file, a row group is read
+//! only if its `key` statistics (min/max) include the key and its bloom
+//! filter on `key` does not rule it out; inside that row group, only the
+//! pages whose column-index min/max include the key are selected (the
+//! offset index turns them into a row selection), so the reader fetches
+//! those pages and the matching pages of the other columns.
+//!
+//! # The cache
+//!
+//! One `moka` cache under a byte budget ([`LookupSettings::cache_bytes`])
+//! holds parsed manifests, Parquet footers (metadata with the page indexes),
+//! parsed bloom filters and the byte ranges (pages, column chunks) recently
+//! read. Each entry's weight is its size in bytes (approximate for parsed
+//! structures).
+//!
+//! Keys are chosen so that a changed object is never served stale:
+//!
+//! - A manifest is keyed on its path plus the size, `e_tag` and
+//!   `last_modified` the LIST that found it returned. Manifests are written
+//!   create-only and never rewritten, but a table root that is wiped and
+//!   written again reuses the names; any rewrite changes the `e_tag` (and on
+//!   stores without one, the modification time).
+//! - A data file's footer, bloom filters and byte ranges are keyed on its
+//!   path plus the size and crc32c that the manifest records. Data files are
+//!   immutable and their names carry a random unique part, so the writer
+//!   never reuses a path; if something else rewrites one, a manifest that
+//!   references the new content records a new size or crc32c, so the new
+//!   content gets new cache keys. The manifest's figures are used instead of
+//!   a HEAD per lookup: a cached lookup then makes no request at all. (A
+//!   replacement with identical size and crc32c but different bytes would
+//!   go unnoticed: that is a 1-in-2^32 corruption, the same one full
+//!   verification by crc32c in recovery accepts.) When the footer is first
+//!   read, a HEAD checks that the object's size is the manifest's.
+//!
+//! Which checkpoint is the newest is found by a LIST of `manifests/`, done
+//! again when it is older than [`LookupSettings::relist_after_ms`]; between
+//! LISTs, lookups answer as of the checkpoint last found (a consistent,
+//! possibly older, checkpoint — never a mix). [`CheckpointReader::refresh`]
+//! forces a LIST.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow_array::{Array, BinaryArray, RecordBatch, StringArray};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{FutureExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowSelection};
+use parquet::arrow::async_reader::AsyncFileReader;
+use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
+use parquet::bloom_filter::Sbbf;
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::page_index::column_index::ColumnIndexMetaData;
+use serde::{Deserialize, Serialize};
+
+use super::error::CheckpointError;
+use super::manifest::{load_manifest, DataFile, Manifest};
+use super::parquet::read_error;
+use crate::store::Store;
+
+/// Footer bytes fetched in the first read of a file.
+const FOOTER_PREFETCH_BYTES: usize = 64 << 10;
+
+/// Lookup settings: plain data with documented defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LookupSettings {
+    /// Byte budget of the cache (manifests, footers, bloom filters, pages).
+    /// Default: 64 MiB.
+    pub cache_bytes: u64,
+    /// The newest manifest is found again by a LIST when the last LIST is
+    /// older than this; 0 lists on every lookup. Default: 1000 ms.
+    pub relist_after_ms: u64,
+}
+
+impl Default for LookupSettings {
+    fn default() -> Self {
+        Self {
+            cache_bytes: 64 << 20,
+            relist_after_ms: 1000,
+        }
+    }
+}
+
+/// Counters of a [`CheckpointReader`] since it was opened (each only grows).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LookupStats {
+    /// Lookups answered.
+    pub lookups: u64,
+    /// LIST requests of `manifests/`.
+    pub lists: u64,
+    /// Manifests read from the store (cache misses).
+    pub manifests_loaded: u64,
+    /// Parquet footers read from the store (cache misses).
+    pub footers_loaded: u64,
+    /// Footers served from the cache.
+    pub footer_hits: u64,
+    /// Bloom filters read from the store (cache misses).
+    pub blooms_loaded: u64,
+    /// Bloom filters served from the cache.
+    pub bloom_hits: u64,
+    /// Row groups of the files searched.
+    pub row_groups_total: u64,
+    /// Row groups skipped by their `key` min/max.
+    pub row_groups_pruned_by_stats: u64,
+    /// Row groups skipped by their bloom filter.
+    pub row_groups_pruned_by_bloom: u64,
+    /// Row groups skipped because no page's min/max holds the key.
+    pub row_groups_pruned_by_pages: u64,
+    /// Row groups whose pages were decoded.
+    pub row_groups_read: u64,
+    /// Byte ranges fetched from the store for pages (cache misses).
+    pub ranges_fetched: u64,
+    /// Byte ranges served from the cache.
+    pub range_hits: u64,
+    /// Bytes fetched from the store (footers, bloom filters, pages).
+    pub bytes_fetched: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    lookups: AtomicU64,
+    lists: AtomicU64,
+    manifests_loaded: AtomicU64,
+    footers_loaded: AtomicU64,
+    footer_hits: AtomicU64,
+    blooms_loaded: AtomicU64,
+    bloom_hits: AtomicU64,
+    row_groups_total: AtomicU64,
+    row_groups_pruned_by_stats: AtomicU64,
+    row_groups_pruned_by_bloom: AtomicU64,
+    row_groups_pruned_by_pages: AtomicU64,
+    row_groups_read: AtomicU64,
+    ranges_fetched: AtomicU64,
+    range_hits: AtomicU64,
+    bytes_fetched: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
+}
+
+/// Identity of a data file's content: path, size and crc32c from the
+/// manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct FileId {
+    path: String,
+    size: u64,
+    crc32c: u32,
+}
+
+impl FileId {
+    fn of(file: &DataFile) -> Arc<Self> {
+        Arc::new(Self {
+            path: file.path.clone(),
+            size: file.size,
+            crc32c: file.crc32c,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum CacheKey {
+    /// A manifest: path, size, `e_tag` and `last_modified` (ns) from LIST.
+    Manifest {
+        path: String,
+        size: u64,
+        e_tag: Option<String>,
+        modified_ns: i64,
+    },
+    Footer(Arc<FileId>),
+    Bloom(Arc<FileId>, usize),
+    Range(Arc<FileId>, u64, u64),
+}
+
+#[derive(Debug, Clone)]
+enum CacheValue {
+    Manifest(Arc<Manifest>, u32),
+    Footer(ArrowReaderMetadata),
+    Bloom(Option<Arc<Sbbf>>, u32),
+    Range(Bytes),
+}
+
+fn weigh(key: &CacheKey, value: &CacheValue) -> u32 {
+    let key_bytes = match key {
+        CacheKey::Manifest { path, .. } => path.len(),
+        CacheKey::Footer(f) | CacheKey::Bloom(f, _) | CacheKey::Range(f, _, _) => f.path.len(),
+    };
+    let value_bytes = match value {
+        CacheValue::Manifest(_, w) | CacheValue::Bloom(_, w) => *w as usize,
+        CacheValue::Footer(m) => m.metadata().memory_size(),
+        CacheValue::Range(b) => b.len(),
+    };
+    u32::try_from(64 + key_bytes + value_bytes).unwrap_or(u32::MAX)
+}
+
+/// What one file says about a key.
+enum Found {
+    Put(Vec<u8>),
+    Deleted,
+}
+
+/// The newest manifest as last listed.
+#[derive(Debug, Clone)]
+struct Pinned {
+    at: Instant,
+    manifest: Option<Arc<Manifest>>,
+}
+
+/// Point lookups on the newest checkpoint of a table, with a byte-bounded
+/// cache of manifests, Parquet footers, bloom filters and pages.
+///
+/// Cheap to share: clone it (the clones share the cache and counters).
+///
+/// ```no_run
+/// # async fn example() -> Result<(), walhouse::checkpoint::CheckpointError> {
+/// use walhouse::checkpoint::{CheckpointReader, LookupSettings};
+/// use walhouse::store::Store;
+///
+/// let store = Store::from_url("file:///tmp/table").expect("a valid URL");
+/// let reader = CheckpointReader::open(store, LookupSettings::default());
+/// if let Some(value) = reader.get(b"some key").await? {
+///     println!("{} bytes", value.len());
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct CheckpointReader {
+    store: Store,
+    settings: LookupSettings,
+    cache: moka::future::Cache<CacheKey, CacheValue>,
+    pinned: Arc<Mutex<Option<Pinned>>>,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for CheckpointReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckpointReader")
+            .field("store", &self.store.name())
+            .field("settings", &self.settings)
+            .field("cached_bytes", &self.cache.weighted_size())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CheckpointReader {
+    /// A reader of the table in `store`. Nothing is read until the first
+    /// lookup.
+    #[must_use]
+    pub fn open(store: Store, settings: LookupSettings) -> Self {
+        let cache = moka::future::Cache::builder()
+            .max_capacity(settings.cache_bytes)
+            .weigher(weigh)
+            .build();
+        Self {
+            store,
+            settings,
+            cache,
+            pinned: Arc::new(Mutex::new(None)),
+            counters: Arc::new(Counters::default()),
+        }
+    }
+
+    /// The value of `key` as of the newest checkpoint (`None`: absent or
+    /// deleted; also `None` when the table has no checkpoint yet).
+    ///
+    /// Errors name the object: a store failure (retry), or a file that is
+    /// not what its manifest says or cannot be decoded (corrupt).
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, CheckpointError> {
+        if let Some(manifest) = self.newest().await? {
+            self.get_in(&manifest, key).await
+        } else {
+            bump(&self.counters.lookups, 1);
+            Ok(None)
+        }
+    }
+
+    /// The value of `key` as of `manifest`'s checkpoint.
+    pub async fn get_in(
+        &self,
+        manifest: &Manifest,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, CheckpointError> {
+        bump(&self.counters.lookups, 1);
+        for file in manifest.state.deltas.iter().rev() {
+            match self.search(file, key, true).await? {
+                Some(Found::Put(value)) => return Ok(Some(value)),
+                Some(Found::Deleted) => return Ok(None),
+                None => {}
+            }
+        }
+        for file in &manifest.state.snapshot {
+            if let Some(Found::Put(value)) = self.search(file, key, false).await? {
+                return Ok(Some(value));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The newest manifest (`None`: no checkpoint yet), listing again if the
+    /// last LIST is older than `relist_after_ms`.
+    pub async fn newest(&self) -> Result<Option<Arc<Manifest>>, CheckpointError> {
+        let fresh = Duration::from_millis(self.settings.relist_after_ms);
+        if let Some(p) = self.pinned_copy() {
+            if p.at.elapsed() < fresh {
+                return Ok(p.manifest);
+            }
+        }
+        self.refresh().await
+    }
+
+    /// Lists `manifests/` now and pins the newest one for later lookups.
+    pub async fn refresh(&self) -> Result<Option<Arc<Manifest>>, CheckpointError> {
+        let at = Instant::now();
+        let manifest = match self.list_newest().await? {
+            Some((number, meta)) => Some(self.manifest(number, &meta).await?),
+            None => None,
+        };
+        if let Ok(mut pinned) = self.pinned.lock() {
+            *pinned = Some(Pinned {
+                at,
+                manifest: manifest.clone(),
+            });
+        }
+        Ok(manifest)
+    }
+
+    /// Counters since the reader was opened.
+    #[must_use]
+    pub fn stats(&self) -> LookupStats {
+        let c = &*self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        LookupStats {
+            lookups: get(&c.lookups),
+            lists: get(&c.lists),
+            manifests_loaded: get(&c.manifests_loaded),
+            footers_loaded: get(&c.footers_loaded),
+            footer_hits: get(&c.footer_hits),
+            blooms_loaded: get(&c.blooms_loaded),
+            bloom_hits: get(&c.bloom_hits),
+            row_groups_total: get(&c.row_groups_total),
+            row_groups_pruned_by_stats: get(&c.row_groups_pruned_by_stats),
+            row_groups_pruned_by_bloom: get(&c.row_groups_pruned_by_bloom),
+            row_groups_pruned_by_pages: get(&c.row_groups_pruned_by_pages),
+            row_groups_read: get(&c.row_groups_read),
+            ranges_fetched: get(&c.ranges_fetched),
+            range_hits: get(&c.range_hits),
+            bytes_fetched: get(&c.bytes_fetched),
+        }
+    }
+
+    /// Bytes the cache holds now (after pending evictions are applied).
+    pub async fn cached_bytes(&self) -> u64 {
+        self.cache.run_pending_tasks().await;
+        self.cache.weighted_size()
+    }
+
+    fn pinned_copy(&self) -> Option<Pinned> {
+        self.pinned.lock().ok().and_then(|p| p.clone())
+    }
+
+    async fn list_newest(&self) -> Result<Option<(u64, ObjectMeta)>, CheckpointError> {
+        bump(&self.counters.lists, 1);
+        let prefix = self.store.path("manifests");
+        let metas: Vec<ObjectMeta> = self
+            .store
+            .object_store()
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| self.store_error("list", "manifests/", e))?;
+        Ok(metas
+            .into_iter()
+            .filter_map(|m| {
+                let n = self
+                    .store
+                    .relative(&m.location)
+                    .and_then(parse_manifest_name)?;
+                Some((n, m))
+            })
+            .max_by_key(|(n, _)| *n))
+    }
+
+    async fn manifest(
+        &self,
+        number: u64,
+        meta: &ObjectMeta,
+    ) -> Result<Arc<Manifest>, CheckpointError> {
+        let key = CacheKey::Manifest {
+            path: meta.location.to_string(),
+            size: meta.size,
+            e_tag: meta.e_tag.clone(),
+            modified_ns: meta.last_modified.timestamp_nanos_opt().unwrap_or(0),
+        };
+        if let Some(CacheValue::Manifest(m, _)) = self.cache.get(&key).await {
+            return Ok(m);
+        }
+        bump(&self.counters.manifests_loaded, 1);
+        let manifest = Arc::new(load_manifest(&self.store, number).await?);
+        let weight = u32::try_from(meta.size.saturating_mul(2)).unwrap_or(u32::MAX);
+        self.cache
+            .insert(key, CacheValue::Manifest(Arc::clone(&manifest), weight))
+            .await;
+        Ok(manifest)
+    }
+
+    fn store_error(
+        &self,
+        op: &'static str,
+        path: &str,
+        source: object_store::Error,
+    ) -> CheckpointError {
+        CheckpointError::Store {
+            store: self.store.name().to_owned(),
+            op,
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    fn corrupt(&self, file: &DataFile, reason: String) -> CheckpointError {
+        CheckpointError::CorruptObject {
+            store: self.store.name().to_owned(),
+            path: file.path.clone(),
+            reason,
+        }
+    }
+
+    fn reader(&self, id: &Arc<FileId>, cache_ranges: bool) -> CachedReader {
+        CachedReader {
+            store: Arc::clone(self.store.object_store()),
+            path: self.store.path(&id.path),
+            id: Arc::clone(id),
+            cache: cache_ranges.then(|| self.cache.clone()),
+            counters: Arc::clone(&self.counters),
+        }
+    }
+
+    /// The footer (with page indexes) of `file`, from the cache or the store.
+    async fn footer(
+        &self,
+        file: &DataFile,
+        id: &Arc<FileId>,
+    ) -> Result<ArrowReaderMetadata, CheckpointError> {
+        let key = CacheKey::Footer(Arc::clone(id));
+        if let Some(CacheValue::Footer(m)) = self.cache.get(&key).await {
+            bump(&self.counters.footer_hits, 1);
+            return Ok(m);
+        }
+        bump(&self.counters.footers_loaded, 1);
+        let meta = self
+            .store
+            .object_store()
+            .head(&self.store.path(&file.path))
+            .await
+            .map_err(|e| self.store_error("head", &file.path, e))?;
+        if meta.size != file.size {
+            return Err(self.corrupt(
+                file,
+                format!(
+                    "object is {} bytes, the manifest says {}",
+                    meta.size, file.size
+                ),
+            ));
+        }
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+        let mut reader = self.reader(id, false);
+        let metadata = ArrowReaderMetadata::load_async(&mut reader, options)
+            .await
+            .map_err(|e| read_error(&self.store, &file.path, e))?;
+        self.cache
+            .insert(key, CacheValue::Footer(metadata.clone()))
+            .await;
+        Ok(metadata)
+    }
+
+    /// The bloom filter on `key` of row group `rg`, from the cache or the
+    /// store (`None`: the file has none).
+    async fn bloom(
+        &self,
+        file: &DataFile,
+        id: &Arc<FileId>,
+        metadata: &ArrowReaderMetadata,
+        rg: usize,
+        column: usize,
+    ) -> Result<Option<Arc<Sbbf>>, CheckpointError> {
+        let key = CacheKey::Bloom(Arc::clone(id), rg);
+        if let Some(CacheValue::Bloom(b, _)) = self.cache.get(&key).await {
+            bump(&self.counters.bloom_hits, 1);
+            return Ok(b);
+        }
+        bump(&self.counters.blooms_loaded, 1);
+        let length = metadata
+            .metadata()
+            .row_group(rg)
+            .column(column)
+            .bloom_filter_length()
+            .unwrap_or(0);
+        let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(
+            self.reader(id, false),
+            metadata.clone(),
+        );
+        let bloom = builder
+            .get_row_group_column_bloom_filter(rg, column)
+            .await
+            .map_err(|e| read_error(&self.store, &file.path, e))?
+            .map(Arc::new);
+        let weight = u32::try_from(length).unwrap_or(0).saturating_add(64);
+        self.cache
+            .insert(key, CacheValue::Bloom(bloom.clone(), weight))
+            .await;
+        Ok(bloom)
+    }
+
+    /// What `file` says about `key`: for a changelog file the last `put` or
+    /// `delete` of it, for a snapshot file its value.
+    async fn search(
+        &self,
+        file: &DataFile,
+        key: &[u8],
+        changelog: bool,
+    ) -> Result<Option<Found>, CheckpointError> {
+        let id = FileId::of(file);
+        let metadata = self.footer(file, &id).await?;
+        let parquet = metadata.metadata();
+        let schema = metadata.parquet_schema();
+        let column = (0..schema.num_columns())
+            .find(|&i| schema.column(i).path().string() == "key")
+            .ok_or_else(|| self.corrupt(file, "no column `key`".into()))?;
+        let groups = parquet.num_row_groups();
+        bump(&self.counters.row_groups_total, groups as u64);
+        let mut candidates = Vec::new();
+        for rg in 0..groups {
+            let meta = parquet.row_group(rg);
+            let stats = meta.column(column).statistics();
+            let outside = stats.is_some_and(|s| {
+                s.min_bytes_opt().is_some_and(|min| key < min)
+                    || s.max_bytes_opt().is_some_and(|max| key > max)
+            });
+            if outside || meta.num_rows() == 0 {
+                bump(&self.counters.row_groups_pruned_by_stats, 1);
+                continue;
+            }
+            if let Some(bloom) = self.bloom(file, &id, &metadata, rg, column).await? {
+                if !bloom.check(key) {
+                    bump(&self.counters.row_groups_pruned_by_bloom, 1);
+                    continue;
+                }
+            }
+            candidates.push(rg);
+        }
+        // In a changelog file the last operation wins: newest row group first.
+        if changelog {
+            candidates.reverse();
+        }
+        for rg in candidates {
+            let Some(selection) = page_selection(parquet, rg, column, key) else {
+                bump(&self.counters.row_groups_pruned_by_pages, 1);
+                continue;
+            };
+            bump(&self.counters.row_groups_read, 1);
+            if let Some(found) = self
+                .read_row_group(file, &id, &metadata, rg, selection, key, changelog)
+                .await?
+            {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "private helper; the arguments are one lookup's context"
+    )]
+    async fn read_row_group(
+        &self,
+        file: &DataFile,
+        id: &Arc<FileId>,
+        metadata: &ArrowReaderMetadata,
+        rg: usize,
+        selection: RowSelection,
+        key: &[u8],
+        changelog: bool,
+    ) -> Result<Option<Found>, CheckpointError> {
+        let columns: &[&str] = if changelog {
+            &["key", "value", "op"]
+        } else {
+            &["key", "value"]
+        };
+        let mask = ProjectionMask::columns(metadata.parquet_schema(), columns.iter().copied());
+        let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
+            self.reader(id, true),
+            metadata.clone(),
+        )
+        .with_row_groups(vec![rg])
+        .with_row_selection(selection)
+        .with_projection(mask)
+        .build()
+        .map_err(|e| read_error(&self.store, &file.path, e))?;
+        let mut found = None;
+        while let Some(batch) = stream
+            .try_next()
+            .await
+            .map_err(|e| read_error(&self.store, &file.path, e))?
+        {
+            if let Some(f) = self.scan(file, &batch, key, changelog)? {
+                found = Some(f);
+                if !changelog {
+                    break;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The last row of `batch` with `key`, as a [`Found`].
+    fn scan(
+        &self,
+        file: &DataFile,
+        batch: &RecordBatch,
+        key: &[u8],
+        changelog: bool,
+    ) -> Result<Option<Found>, CheckpointError> {
+        let binary = |name: &str| {
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<BinaryArray>())
+                .ok_or_else(|| self.corrupt(file, format!("no binary column `{name}`")))
+        };
+        let (keys, values) = (binary("key")?, binary("value")?);
+        let ops = if changelog {
+            Some(
+                batch
+                    .column_by_name("op")
+                    .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                    .ok_or_else(|| self.corrupt(file, "no utf8 column `op`".into()))?,
+            )
+        } else {
+            None
+        };
+        for r in (0..batch.num_rows()).rev() {
+            if keys.is_null(r) || keys.value(r) != key {
+                continue;
+            }
+            let op = ops.map_or("put", |o| o.value(r));
+            return match op {
+                "put" if !values.is_null(r) => Ok(Some(Found::Put(values.value(r).to_vec()))),
+                "delete" => Ok(Some(Found::Deleted)),
+                "put" => {
+                    Err(self.corrupt(file, format!("put of a key without a value at row {r}")))
+                }
+                _ => continue,
+            };
+        }
+        Ok(None)
+    }
+}
+
+/// The rows of row group `rg` in pages whose `key` min/max can hold `key`
+/// (`None`: no page can). Without page indexes, every row.
+fn page_selection(
+    parquet: &ParquetMetaData,
+    rg: usize,
+    column: usize,
+    key: &[u8],
+) -> Option<RowSelection> {
+    let rows = usize::try_from(parquet.row_group(rg).num_rows()).unwrap_or(0);
+    let all = || {
+        Some(RowSelection::from_consecutive_ranges(
+            std::iter::once(0..rows),
+            rows,
+        ))
+    };
+    let (Some(columns), Some(offsets)) = (parquet.column_index(), parquet.offset_index()) else {
+        return all();
+    };
+    let (Some(ColumnIndexMetaData::BYTE_ARRAY(index)), Some(offset)) = (
+        columns.get(rg).and_then(|c| c.get(column)),
+        offsets.get(rg).and_then(|o| o.get(column)),
+    ) else {
+        return all();
+    };
+    let pages = offset.page_locations();
+    let mut ranges: Vec<Range<usize>> = Vec::new();
+    for (p, page) in pages.iter().enumerate() {
+        if index.is_null_page(p) {
+            continue;
+        }
+        let min = index.min_value(p);
+        let max = index.max_value(p);
+        if min.is_some_and(|m| key < m) || max.is_some_and(|m| key > m) {
+            continue;
+        }
+        let start = usize::try_from(page.first_row_index).unwrap_or(0);
+        let end = pages
+            .get(p + 1)
+            .map_or(rows, |n| usize::try_from(n.first_row_index).unwrap_or(rows));
+        match ranges.last_mut() {
+            Some(last) if last.end == start => last.end = end,
+            _ => ranges.push(start..end.max(start)),
+        }
+    }
+    if ranges.is_empty() {
+        return None;
+    }
+    Some(RowSelection::from_consecutive_ranges(
+        ranges.into_iter(),
+        rows,
+    ))
+}
+
+/// Parses `manifests/<digits>.json` into its number.
+fn parse_manifest_name(relative: &str) -> Option<u64> {
+    let name = relative.strip_prefix("manifests/")?.strip_suffix(".json")?;
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    name.parse().ok()
+}
+
+/// An [`AsyncFileReader`] over one data file that serves byte ranges from
+/// the cache when it may (`cache` set) and counts what it fetches.
+struct CachedReader {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    id: Arc<FileId>,
+    cache: Option<moka::future::Cache<CacheKey, CacheValue>>,
+    counters: Arc<Counters>,
+}
+
+fn external(e: object_store::Error) -> ParquetError {
+    ParquetError::External(Box::new(e))
+}
+
+impl CachedReader {
+    async fn ranges(&self, ranges: Vec<Range<u64>>) -> parquet::errors::Result<Vec<Bytes>> {
+        let mut out: Vec<Option<Bytes>> = vec![None; ranges.len()];
+        if let Some(cache) = &self.cache {
+            for (slot, r) in out.iter_mut().zip(&ranges) {
+                let key = CacheKey::Range(Arc::clone(&self.id), r.start, r.end);
+                if let Some(CacheValue::Range(b)) = cache.get(&key).await {
+                    bump(&self.counters.range_hits, 1);
+                    *slot = Some(b);
+                }
+            }
+        }
+        let missing: Vec<usize> = (0..ranges.len()).filter(|&i| out[i].is_none()).collect();
+        if !missing.is_empty() {
+            let wanted: Vec<Range<u64>> = missing.iter().map(|&i| ranges[i].clone()).collect();
+            let fetched = self
+                .store
+                .get_ranges(&self.path, &wanted)
+                .await
+                .map_err(external)?;
+            for (&i, bytes) in missing.iter().zip(fetched) {
+                bump(&self.counters.bytes_fetched, bytes.len() as u64);
+                if let Some(cache) = &self.cache {
+                    bump(&self.counters.ranges_fetched, 1);
+                    let r = &ranges[i];
+                    let key = CacheKey::Range(Arc::clone(&self.id), r.start, r.end);
+                    cache.insert(key, CacheValue::Range(bytes.clone())).await;
+                }
+                out[i] = Some(bytes);
+            }
+        }
+        out.into_iter()
+            .map(|b| b.ok_or_else(|| ParquetError::General("a range was not fetched".into())))
+            .collect()
+    }
+}
+
+impl AsyncFileReader for CachedReader {
+    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        async move {
+            let mut got = self.ranges(vec![range]).await?;
+            got.pop()
+                .ok_or_else(|| ParquetError::General("a range was not fetched".into()))
+        }
+        .boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        async move { self.ranges(ranges).await }.boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let size = self.id.size;
+            let metadata = ParquetMetaDataReader::new()
+                .with_arrow_reader_options(options)
+                .with_prefetch_hint(Some(FOOTER_PREFETCH_BYTES))
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_names_parse() {
+        assert_eq!(
+            parse_manifest_name("manifests/00000000000000000007.json"),
+            Some(7)
+        );
+        assert_eq!(parse_manifest_name("manifests/x.json"), None);
+        assert_eq!(parse_manifest_name("manifests/.json"), None);
+    }
+}
