@@ -3,7 +3,7 @@
 //! machine's limits measured in the same run. See README.md.
 //!
 //! ```text
-//! versus limits | append | durable | merge | recovery | bytes | checkpoint | ingest | lookup | all
+//! versus all | SECTION...   (limits append durable merge recovery bytes checkpoint ingest lookup)
 //! ```
 //!
 //! Children (re-executions of this binary, one per measured merge, recovery
@@ -72,8 +72,19 @@ fn main() -> Result<()> {
     let Some(&what) = args.first() else {
         return Err(usage());
     };
-    let sections: Vec<&str> = match what {
-        "all" => vec![
+    const KNOWN: [&str; 9] = [
+        "limits",
+        "append",
+        "durable",
+        "merge",
+        "recovery",
+        "bytes",
+        "checkpoint",
+        "ingest",
+        "lookup",
+    ];
+    let sections: Vec<&str> = if what == "all" {
+        vec![
             "limits",
             "append",
             "durable",
@@ -82,11 +93,14 @@ fn main() -> Result<()> {
             "checkpoint",
             "ingest",
             "lookup",
-        ],
-        "limits" | "append" | "durable" | "merge" | "recovery" | "bytes" | "checkpoint"
-        | "ingest" | "lookup" => vec![what],
-        _ => return Err(usage()),
+        ]
+    } else if args.iter().all(|a| KNOWN.contains(a)) {
+        args.clone()
+    } else {
+        return Err(usage());
     };
+    let what = sections.join(" ");
+    let what = what.as_str();
     let scale: u64 = std::env::var("VERSUS_SCALE")
         .ok()
         .map(|s| s.parse())
@@ -118,7 +132,7 @@ fn main() -> Result<()> {
             "bytes" => bytes_section(&mut ctx)?,
             "checkpoint" => walhouse_only::checkpoint_section(&mut ctx)?,
             "ingest" => walhouse_only::ingest_section(&mut ctx)?,
-            "lookup" => walhouse_only::lookup_section(&mut ctx),
+            "lookup" => walhouse_only::lookup_section(&mut ctx)?,
             _ => unreachable!(),
         }
     }
@@ -129,7 +143,7 @@ fn main() -> Result<()> {
 }
 
 fn usage() -> Box<dyn std::error::Error> {
-    "usage: versus limits|append|durable|merge|recovery|bytes|checkpoint|ingest|lookup|all \
+    "usage: versus all | SECTION... (limits append durable merge recovery bytes checkpoint ingest lookup) \
      (VERSUS_SCALE=N divides entry counts by N; VERSUS_DIR picks the working directory)"
         .into()
 }
