@@ -188,7 +188,10 @@ pub(crate) struct SegmentCursor {
     limit: u64,
     /// Offset of the next record to read.
     pos: u64,
+    /// Read buffer; only `buf[..valid]` holds file bytes. Its length only
+    /// grows (zeroed once), so a refill does not zero it again.
     buf: Vec<u8>,
+    valid: usize,
     buf_start: u64,
     current: Option<Current>,
     limits: ReadLimits,
@@ -244,6 +247,7 @@ impl SegmentCursor {
             limit,
             pos: HEADER_LEN as u64,
             buf: Vec::new(),
+            valid: 0,
             buf_start: HEADER_LEN as u64,
             current: None,
             limits,
@@ -257,7 +261,7 @@ impl SegmentCursor {
     /// sequence continuity is checked again from the first record read there.
     pub(crate) fn seek(&mut self, position: u64) {
         self.pos = position.max(HEADER_LEN as u64);
-        self.buf.clear();
+        self.valid = 0;
         self.buf_start = self.pos;
         self.current = None;
         self.expected_sequence = None;
@@ -320,26 +324,31 @@ impl SegmentCursor {
     /// Makes `[pos, pos + n)` available in the buffer (n <= limit - pos).
     fn fill(&mut self, pos: u64, n: usize) -> Result<(), PerCoreWalError> {
         let end = pos + n as u64;
-        let buf_end = self.buf_start + self.buf.len() as u64;
+        let buf_end = self.buf_start + self.valid as u64;
         if pos >= self.buf_start && end <= buf_end {
             return Ok(());
         }
         // Keep the bytes from `pos` on, then read as much as fits.
         if pos >= self.buf_start && pos <= buf_end {
-            let keep_from = usize::try_from(pos - self.buf_start).unwrap_or(usize::MAX);
-            self.buf.drain(..keep_from.min(self.buf.len()));
+            let keep_from = usize::try_from(pos - self.buf_start)
+                .unwrap_or(usize::MAX)
+                .min(self.valid);
+            self.buf.copy_within(keep_from..self.valid, 0);
+            self.valid -= keep_from;
         } else {
-            self.buf.clear();
+            self.valid = 0;
         }
         self.buf_start = pos;
         let want = n.max(self.limits.read_buffer_bytes);
         let available = usize::try_from(self.limit - pos).unwrap_or(usize::MAX);
         let target = want.min(available).max(n);
-        let have = self.buf.len();
+        let have = self.valid;
         if target > have {
-            // Exact growth: doubling could allocate twice the largest record.
-            self.buf.reserve_exact(target - have);
-            self.buf.resize(target, 0);
+            if self.buf.len() < target {
+                // Exact growth: doubling could allocate twice the largest record.
+                self.buf.reserve_exact(target - self.buf.len());
+                self.buf.resize(target, 0);
+            }
             let mut filled = have;
             while filled < target {
                 let read = self
@@ -351,7 +360,7 @@ impl SegmentCursor {
                 }
                 filled += read;
             }
-            self.buf.truncate(filled);
+            self.valid = filled;
             if filled < n {
                 return Err(PerCoreWalError::io(
                     "read segment",
