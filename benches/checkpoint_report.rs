@@ -33,6 +33,9 @@
 //! (`/proc/self/clear_refs`), runs `Checkpointer::checkpoint` and prints its
 //! figures, with `VmHWM` as the peak.
 //!
+//! `CHECKPOINT_REPORT_ZSTD_LEVEL=N` runs the checkpoints with zstd level N
+//! instead of the default 1.
+//!
 //! `CHECKPOINT_REPORT_SMALL=1` divides every entry count by 100 (a smoke
 //! test of the program; its figures mean nothing).
 //!
@@ -213,6 +216,14 @@ fn checkpoint_child(wal: &Path, store: &Path, mode: &str) -> Result<()> {
             ..CheckpointSettings::default()
         },
         other => return Err(format!("unknown checkpoint mode {other:?}").into()),
+    };
+    // `CHECKPOINT_REPORT_ZSTD_LEVEL` overrides the zstd level (default 1).
+    let settings = match std::env::var("CHECKPOINT_REPORT_ZSTD_LEVEL") {
+        Ok(level) => CheckpointSettings {
+            zstd_level: level.parse()?,
+            ..settings
+        },
+        Err(_) => settings,
     };
     let figures = SortFigures::default();
     let targets = tracing_subscriber::filter::Targets::new()

@@ -62,6 +62,10 @@ pub struct CheckpointSettings {
     /// Default: `None`, the system's temporary directory; set it where that
     /// is a RAM disk.
     pub spill_dir: Option<std::path::PathBuf>,
+    /// zstd level of every Parquet page, 1 (fastest) to 22. Default: 1.
+    /// Higher levels shrink compressible columns a little more at a much
+    /// higher CPU cost (BENCHMARKS.md, checkpoint section).
+    pub zstd_level: i32,
 }
 
 impl Default for CheckpointSettings {
@@ -76,6 +80,7 @@ impl Default for CheckpointSettings {
             retain_checkpoints: 3,
             gc_grace_secs: 3600,
             spill_dir: None,
+            zstd_level: 1,
         }
     }
 }
