@@ -34,7 +34,8 @@
 //! figures, with `VmHWM` as the peak.
 //!
 //! `CHECKPOINT_REPORT_ZSTD_LEVEL=N` runs the checkpoints with zstd level N
-//! instead of the default 1.
+//! instead of the default 1; `CHECKPOINT_REPORT_ENCODE_THREADS=N` with N
+//! column-encoder threads instead of the default 1 (0: one per CPU).
 //!
 //! `CHECKPOINT_REPORT_SMALL=1` divides every entry count by 100 (a smoke
 //! test of the program; its figures mean nothing).
@@ -221,6 +222,15 @@ fn checkpoint_child(wal: &Path, store: &Path, mode: &str) -> Result<()> {
     let settings = match std::env::var("CHECKPOINT_REPORT_ZSTD_LEVEL") {
         Ok(level) => CheckpointSettings {
             zstd_level: level.parse()?,
+            ..settings
+        },
+        Err(_) => settings,
+    };
+    // `CHECKPOINT_REPORT_ENCODE_THREADS` overrides the encoder threads
+    // (default 1; 0: one per CPU).
+    let settings = match std::env::var("CHECKPOINT_REPORT_ENCODE_THREADS") {
+        Ok(n) => CheckpointSettings {
+            encode_threads: n.parse()?,
             ..settings
         },
         Err(_) => settings,

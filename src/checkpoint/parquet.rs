@@ -365,10 +365,13 @@ struct Encoder {
     threads: usize,
 }
 
-/// Threads that encode the columns of one batch: the cores available
-/// (at least 1).
-fn encoder_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+/// Threads that encode the columns of one batch: the setting, or the cores
+/// available when it is 0 (at least 1).
+fn encoder_threads(settings: &CheckpointSettings) -> usize {
+    match settings.encode_threads {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        n => n,
+    }
 }
 
 impl Encoder {
@@ -391,7 +394,7 @@ impl Encoder {
             schema,
             row_group_rows: settings.row_group_rows,
             in_progress: None,
-            threads: encoder_threads(),
+            threads: encoder_threads(settings),
         })
     }
 

@@ -984,6 +984,7 @@ async fn parallel_encoding_keeps_every_row_and_row_group() {
     let settings = CheckpointSettings {
         row_group_rows: 3_000,
         zstd_level: 3,
+        encode_threads: 2,
         ..CheckpointSettings::default()
     };
     let mut sink = ParquetSink::create(&store, "state/p.parquet".into(), state_schema(), &settings)
