@@ -108,15 +108,24 @@ impl Checkpointer {
         // The sealed epoch must be past what the newest checkpoint covers,
         // even when the WAL was reopened at an older epoch (its covered
         // segments may still be on disk after a crash).
+        let next = self.advance_epoch(wal).await?;
+        wal.write_epoch_barrier_all()?;
+        wal.sync_all()?;
+        self.checkpoint_sealed(wal, next - 1).await
+    }
+
+    /// Advances the WAL's epoch (every writer, attached or detached, moves
+    /// to it) past the newest checkpoint's last epoch, even when the WAL was
+    /// reopened at an older epoch, and returns it: once every core has
+    /// written its barrier, `epoch - 1` is sealed and can be checkpointed.
+    pub async fn advance_epoch(&self, wal: &mut PerCoreWalManager) -> Result<u64, CheckpointError> {
         let covered_epoch = latest_manifest(&self.store).await?.map(|m| m.epochs.last);
         let mut next = wal.advance_epoch();
         if let Some(last) = covered_epoch {
             next = next.max(last + 2);
         }
         wal.set_epoch_all(next);
-        wal.write_epoch_barrier_all()?;
-        wal.sync_all()?;
-        self.checkpoint_sealed(wal, next - 1).await
+        Ok(next)
     }
 
     /// Checkpoints every WAL entry of the epochs up to `epoch`, which every

@@ -26,7 +26,7 @@ use super::log::{scan_core, CoreLogReader, SegmentRead};
 use super::manager::PerCoreWalConfig;
 #[cfg(test)]
 use super::merge::MergeStream;
-use super::segment::{list_segments, SegmentCursor, SegmentFile, SegmentNaming, Step};
+use super::segment::{list_segments, ReadLimits, SegmentCursor, SegmentFile, SegmentNaming, Step};
 
 /// State rebuilt by replaying the WAL.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -141,6 +141,25 @@ impl PerCoreRecoveryManager {
             .collect()
     }
 
+    /// A strict reader of every listed segment of one core, read whole.
+    fn core_reader(
+        &self,
+        listed: &[Vec<SegmentFile>],
+        core_id: usize,
+        limits: ReadLimits,
+    ) -> CoreLogReader {
+        let reads = listed
+            .get(core_id)
+            .into_iter()
+            .flatten()
+            .map(|file| SegmentRead {
+                file: file.clone(),
+                limit: None,
+            })
+            .collect();
+        CoreLogReader::new(Arc::clone(&self.fs), core_id, reads, limits)
+    }
+
     /// A strict merge stream over every segment of every core (after repair):
     /// the sequential reference the parallel replay is tested against.
     #[cfg(test)]
@@ -148,18 +167,7 @@ impl PerCoreRecoveryManager {
         let listed = self.listed()?;
         let limits = self.wal_config.read_limits();
         let readers = (0..self.wal_config.num_cores)
-            .map(|core_id| {
-                let reads = listed
-                    .get(core_id)
-                    .into_iter()
-                    .flatten()
-                    .map(|file| SegmentRead {
-                        file: file.clone(),
-                        limit: None,
-                    })
-                    .collect();
-                CoreLogReader::new(Arc::clone(&self.fs), core_id, reads, limits)
-            })
+            .map(|core_id| self.core_reader(&listed, core_id, limits))
             .collect();
         Ok(MergeStream::new(readers, self.wal_config.num_cores))
     }
@@ -179,24 +187,7 @@ impl PerCoreRecoveryManager {
                     .map(|w| {
                         let mine: Vec<(usize, CoreLogReader)> = (w..cores)
                             .step_by(workers)
-                            .map(|core_id| {
-                                let reads = listed
-                                    .get(core_id)
-                                    .into_iter()
-                                    .flatten()
-                                    .map(|file| SegmentRead {
-                                        file: file.clone(),
-                                        limit: None,
-                                    })
-                                    .collect();
-                                let reader = CoreLogReader::new(
-                                    Arc::clone(&self.fs),
-                                    core_id,
-                                    reads,
-                                    limits,
-                                );
-                                (core_id, reader)
-                            })
+                            .map(|core_id| (core_id, self.core_reader(&listed, core_id, limits)))
                             .collect();
                         scope.spawn(move || replay_cores(mine, covered))
                     })

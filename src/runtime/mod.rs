@@ -889,14 +889,7 @@ async fn run_checkpoint(shared: &Shared) -> Result<CheckpointOutcome, IngestErro
     let mut manager = shared.manager.lock().await;
     let started = Instant::now();
     let result = async {
-        // Past what the newest checkpoint covers, even after a restart at an
-        // older epoch.
-        let covered = shared.checkpointer.latest().await?.map(|m| m.epochs.last);
-        let mut next = manager.advance_epoch();
-        if let Some(last) = covered {
-            next = next.max(last + 2);
-        }
-        manager.set_epoch_all(next);
+        let next = shared.checkpointer.advance_epoch(&mut manager).await?;
         let mut acks = Vec::new();
         for core in 0..shared.handle.cores() {
             acks.push(shared.handle.send(core, Work::Seal { epoch: next }).await?);
