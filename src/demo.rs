@@ -259,10 +259,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
         .filter_map(|(k, v)| v.as_ref().map(|v| (k.as_slice(), v.as_slice())))
         .collect();
     let mut verified = recovered.state.len() == live.len()
-        && recovered
-            .state
-            .iter()
-            .all(|(k, v)| live.get(k.as_slice()) == Some(&v.as_slice()));
+        && recovered.state.iter().all(|(k, v)| live.get(k) == Some(&v));
 
     // Checkpoint: every sealed epoch becomes Parquet on the store, committed
     // by a manifest; then the covered WAL segments are removed.

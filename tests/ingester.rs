@@ -149,7 +149,7 @@ async fn acknowledged_writes_survive_restarts_and_checkpoints() {
         let r = recovered(dir.path(), &store, 2).await;
         let lost = model
             .iter()
-            .filter(|(k, v)| r.state.state.get(*k) != Some(*v))
+            .filter(|(k, v)| r.state.state.get(k) != Some(*v))
             .count();
         let extra = r
             .state

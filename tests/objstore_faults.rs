@@ -329,7 +329,7 @@ async fn random_store_faults_never_commit_a_broken_or_duplicate_checkpoint() {
     let recovered = recover(&healthy, &wal).await.unwrap();
     let lost = model
         .iter()
-        .filter(|(k, v)| recovered.state.state.get(*k) != Some(*v))
+        .filter(|(k, v)| recovered.state.state.get(k) != Some(*v))
         .count();
     let injected = faulty.faults.lock().unwrap().injected.clone();
     println!(
@@ -390,7 +390,7 @@ async fn a_checkpoint_killed_after_every_store_call_loses_nothing() {
             let r = recover(&healthy, &wal).await.unwrap();
             let lost = model
                 .iter()
-                .filter(|(k, v)| r.state.state.get(*k) != Some(*v))
+                .filter(|(k, v)| r.state.state.get(k) != Some(*v))
                 .count();
             lost_total += lost;
             let mut m = PerCoreWalManager::builder(wal.clone())
@@ -404,7 +404,7 @@ async fn a_checkpoint_killed_after_every_store_call_loses_nothing() {
             let r = recover(&healthy, &wal).await.unwrap();
             lost_total += model
                 .iter()
-                .filter(|(k, v)| r.state.state.get(*k) != Some(*v))
+                .filter(|(k, v)| r.state.state.get(k) != Some(*v))
                 .count();
             if result.is_ok() {
                 outcomes.0 += 1;

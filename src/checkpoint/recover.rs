@@ -5,6 +5,7 @@
 //! recovery fails naming the object. It never falls back to an older
 //! checkpoint, which would lack acknowledged data.
 
+use std::collections::BTreeMap;
 use std::path::Path as FsPath;
 
 use arrow_array::{Array, BinaryArray, RecordBatch, StringArray};
@@ -13,7 +14,9 @@ use futures::TryStreamExt;
 use super::error::CheckpointError;
 use super::manifest::{latest_manifest, DataFile, Manifest};
 use super::parquet::{file_crc32c, open_parquet_stream, read_error};
-use crate::per_core_wal::{PerCoreRecoveredState, PerCoreRecoveryManager, PerCoreWalConfig};
+use crate::per_core_wal::{
+    PerCoreRecoveredState, PerCoreRecoveryManager, PerCoreWalConfig, StateMapBuilder,
+};
 use crate::store::Store;
 
 /// What recovery rebuilt.
@@ -119,26 +122,28 @@ async fn load_state(
     manifest: &Manifest,
     out: &mut PerCoreRecoveredState,
 ) -> Result<(), CheckpointError> {
-    // The snapshot is sorted by key: collected into a vector, the map is
-    // built bottom-up (the collect's stable sort finds the one run) instead
-    // of searching the tree for every key.
-    let mut rows: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    // The snapshot is sorted by key: its pairs go to one arena, in order.
+    let mut snapshot = StateMapBuilder::new();
     for file in &manifest.state.snapshot {
-        rows.reserve(usize::try_from(file.rows).unwrap_or(0));
         for_each_batch(store, file, |batch| {
             let (keys, values) = (
                 binary(store, file, batch, "key")?,
                 binary(store, file, batch, "value")?,
             );
+            snapshot.reserve(
+                batch.num_rows(),
+                keys.value_data().len() + values.value_data().len(),
+            );
             for r in 0..batch.num_rows() {
-                rows.push((keys.value(r).to_vec(), values.value(r).to_vec()));
+                snapshot.push(keys.value(r), values.value(r));
             }
             Ok(())
         })
         .await?;
     }
-    let mut snapshot: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = rows.into_iter().collect();
-    out.state.append(&mut snapshot);
+    // The deltas, in order (the last change of a key wins), then applied
+    // to the snapshot in one merge.
+    let mut changes: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
     for file in &manifest.state.deltas {
         for_each_batch(store, file, |batch| {
             let keys = binary(store, file, batch, "key")?;
@@ -150,11 +155,10 @@ async fn load_state(
             for r in 0..batch.num_rows() {
                 match ops.value(r) {
                     "put" if !keys.is_null(r) && !values.is_null(r) => {
-                        out.state
-                            .insert(keys.value(r).to_vec(), values.value(r).to_vec());
+                        changes.insert(keys.value(r).to_vec(), Some(values.value(r).to_vec()));
                     }
                     "delete" if !keys.is_null(r) => {
-                        out.state.remove(keys.value(r));
+                        changes.insert(keys.value(r).to_vec(), None);
                     }
                     "put" | "delete" => {
                         return Err(corrupt(
@@ -170,6 +174,7 @@ async fn load_state(
         })
         .await?;
     }
+    out.state = snapshot.finish().with_changes(changes);
     Ok(())
 }
 

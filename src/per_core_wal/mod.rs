@@ -128,6 +128,7 @@ mod merge;
 mod reader;
 mod recovery;
 mod segment;
+mod state_map;
 mod writer;
 
 pub use clock::{SystemClock, WalClock};
@@ -142,4 +143,6 @@ pub use manager::{CoreOpenReport, PerCoreWalConfig, PerCoreWalManager, PerCoreWa
 pub use merge::MergeStream;
 pub use reader::{PerCoreWalReader, WalReadResult};
 pub use recovery::{recover_per_core, PerCoreRecoveredState, PerCoreRecoveryManager, SegmentStats};
+pub(crate) use state_map::StateMapBuilder;
+pub use state_map::{StateMap, StateMapIter};
 pub use writer::CoreWalWriter;

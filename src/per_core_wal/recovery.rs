@@ -7,15 +7,18 @@
 //!
 //! Replay is parallel: the cores are split over `available_parallelism`
 //! threads. Each thread keeps the latest operation per key, with that
-//! entry's merge-order key (epoch, `timestamp_ns`, core, sequence), and
-//! sorts what it kept by key. The sorted runs are then merged with the
-//! checkpoint's state, keeping per key the operation with the greatest
-//! order key, which is the last one in `MergeStream`'s order. Deleted keys
-//! are dropped. The result is what a sequential replay in merge order
-//! gives: a unit test checks this, with the same keys written on several
-//! cores.
+//! entry's merge-order key (epoch, `timestamp_ns`, core, sequence), copies
+//! its bytes into the thread's arena, and sorts what it kept by key. The
+//! sorted runs are then merged with the checkpoint's state, keeping per key
+//! the operation with the greatest order key, which is the last one in
+//! `MergeStream`'s order. Deleted keys are dropped. The result is a
+//! [`StateMap`] whose slots point into the threads' arenas: no allocation
+//! per key. It is what a sequential replay in merge order gives: a unit
+//! test checks this, with the same keys written on several cores.
 
-use std::collections::{BTreeMap, HashMap};
+#[cfg(test)]
+use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -27,12 +30,13 @@ use super::manager::PerCoreWalConfig;
 #[cfg(test)]
 use super::merge::MergeStream;
 use super::segment::{list_segments, ReadLimits, SegmentCursor, SegmentFile, SegmentNaming, Step};
+use super::state_map::{bytes, Slot, StateMap};
 
 /// State rebuilt by replaying the WAL.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PerCoreRecoveredState {
-    /// Latest value of every live key (deleted keys are absent).
-    pub state: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Latest value of every live key (deleted keys are absent), sorted.
+    pub state: StateMap,
     /// Source offsets of the last `Commit` per source.
     pub source_offsets: HashMap<String, u64>,
     /// Watermark of the last `Commit` that carried one.
@@ -281,7 +285,7 @@ impl PerCoreRecoveryManager {
                     watermark = Some((order, w));
                 }
             }
-            runs.push(p.rows);
+            runs.push(p.run);
         }
         for (source, (_, offset)) in offsets {
             out.source_offsets.insert(source, offset);
@@ -348,15 +352,28 @@ impl PerCoreRecoveryManager {
     }
 }
 
-/// One key's latest operation among the entries a replay thread read:
-/// `prefix` (the key's first 8 bytes, big-endian, zero-padded) orders most
-/// keys without following the key's pointer; `value` `None` is a delete.
-#[derive(Debug)]
+/// One key's latest operation among the entries a replay thread read. The
+/// key and value bytes are in the thread's arena; `prefix` (the key's first
+/// 8 bytes, big-endian, zero-padded) orders and tells apart most keys
+/// without reading the arena.
+#[derive(Debug, Clone, Copy)]
 struct Row {
     prefix: u64,
-    key: Box<[u8]>,
     order: OrderKey,
-    value: Option<Box<[u8]>>,
+    key_at: u64,
+    value_at: u64,
+    key_len: u32,
+    /// [`DELETED`] for a delete.
+    value_len: u32,
+}
+
+/// `value_len` of a deleted key (records are shorter than 4 GiB).
+const DELETED: u32 = u32::MAX;
+
+impl Row {
+    fn key<'a>(&self, arena: &'a [u8]) -> &'a [u8] {
+        bytes(arena, self.key_at, self.key_len)
+    }
 }
 
 fn prefix_of(key: &[u8]) -> u64 {
@@ -366,21 +383,29 @@ fn prefix_of(key: &[u8]) -> u64 {
     u64::from_be_bytes(bytes)
 }
 
-/// Key order: zero-padding keeps the prefix order consistent with the
-/// byte order of the keys, and equal prefixes fall back to the keys.
-fn row_order(a: &Row, b: &Row) -> std::cmp::Ordering {
-    a.prefix.cmp(&b.prefix).then_with(|| a.key.cmp(&b.key))
+/// Key order of two rows, each with its arena: zero-padding keeps the
+/// prefix order consistent with the byte order of the keys, and equal
+/// prefixes fall back to the keys.
+fn row_order(a: &Row, a_arena: &[u8], b: &Row, b_arena: &[u8]) -> std::cmp::Ordering {
+    a.prefix
+        .cmp(&b.prefix)
+        .then_with(|| a.key(a_arena).cmp(b.key(b_arena)))
+}
+
+fn same_key(a: &Row, a_arena: &[u8], b: &Row, b_arena: &[u8]) -> bool {
+    a.prefix == b.prefix && a.key_len == b.key_len && a.key(a_arena) == b.key(b_arena)
 }
 
 /// The latest operation per key of one replay thread: the rows in a
-/// vector, and a hash table of row indexes (4 bytes a slot) to find them.
-/// Memory grows with the distinct keys, not the entries.
+/// vector, their bytes in one arena, and a hash table of row indexes to
+/// find them. Memory grows with the distinct keys (and the bytes of values
+/// that do not fit where the key's previous value was), not the entries.
 ///
 /// A slot holds the row index and 32 bits of the key's hash, so growing the
-/// table rehashes from the slots without reading the keys (following every
-/// key's pointer made the rehash 15 % of a 10 M replay).
+/// table rehashes from the slots without reading the keys.
 struct Latest {
     rows: Vec<Row>,
+    arena: Vec<u8>,
     index: hashbrown::HashTable<(u32, u32)>,
     hasher: foldhash::fast::RandomState,
 }
@@ -389,6 +414,7 @@ impl Latest {
     fn new() -> Self {
         Self {
             rows: Vec::new(),
+            arena: Vec::new(),
             index: hashbrown::HashTable::new(),
             hasher: foldhash::fast::RandomState::default(),
         }
@@ -405,18 +431,43 @@ impl Latest {
         use std::hash::BuildHasher as _;
         let Self {
             rows,
+            arena,
             index,
             hasher,
         } = self;
+        let too_long = || PerCoreWalError::RecoveryFailed("a key or value of 4 GiB or more".into());
+        let key_len = u32::try_from(key.len()).map_err(|_| too_long())?;
+        let value_len = match value {
+            Some(v) => u32::try_from(v.len())
+                .ok()
+                .filter(|&n| n != DELETED)
+                .ok_or_else(too_long)?,
+            None => DELETED,
+        };
+        let prefix = prefix_of(key);
         let short = hash32(hasher.hash_one(key));
         let hash = widen(short);
-        if let Some(&(i, _)) =
-            index.find(hash, |&(i, h)| h == short && &*rows[i as usize].key == key)
-        {
+        let found = index.find(hash, |&(i, h)| {
+            let r = &rows[i as usize];
+            h == short
+                && r.prefix == prefix
+                && r.key_len == key_len
+                && bytes(arena, r.key_at, r.key_len) == key
+        });
+        if let Some(&(i, _)) = found {
             let row = &mut rows[i as usize];
             if row.order < order {
                 row.order = order;
-                row.value = value.map(Box::from);
+                if let Some(v) = value {
+                    if row.value_len == DELETED || value_len > row.value_len {
+                        row.value_at = arena.len() as u64;
+                        arena.extend_from_slice(v);
+                    } else {
+                        let at = usize::try_from(row.value_at).expect("arena offsets fit");
+                        arena[at..at + v.len()].copy_from_slice(v);
+                    }
+                }
+                row.value_len = value_len;
             }
             return Ok(());
         }
@@ -425,22 +476,30 @@ impl Latest {
                 "more than 4 G distinct keys in one replay thread".into(),
             )
         })?;
+        let key_at = arena.len() as u64;
+        arena.extend_from_slice(key);
+        let value_at = arena.len() as u64;
+        arena.extend_from_slice(value.unwrap_or_default());
         rows.push(Row {
-            prefix: prefix_of(key),
-            key: Box::from(key),
+            prefix,
             order,
-            value: value.map(Box::from),
+            key_at,
+            value_at,
+            key_len,
+            value_len,
         });
         index.insert_unique(hash, (i, short), |&(_, h)| widen(h));
         Ok(())
     }
 
-    /// The rows sorted by key (the index is dropped first).
-    fn into_sorted(self) -> Vec<Row> {
+    /// The rows sorted by key, with their arena (the index is dropped first).
+    fn into_run(self) -> Run {
         drop(self.index);
-        let mut rows = self.rows;
-        rows.sort_unstable_by(row_order);
-        rows
+        let Self {
+            mut rows, arena, ..
+        } = self;
+        rows.sort_unstable_by(|a, b| row_order(a, &arena, b, &arena));
+        Run { rows, arena }
     }
 }
 
@@ -455,11 +514,18 @@ fn widen(short: u32) -> u64 {
     (u64::from(short) << 32) | u64::from(short)
 }
 
+/// One replay thread's latest operation per key, sorted by key, and the
+/// arena holding their bytes.
+#[derive(Debug, Default)]
+struct Run {
+    rows: Vec<Row>,
+    arena: Vec<u8>,
+}
+
 /// What one replay thread found in its cores.
 #[derive(Debug, Default)]
 struct Partial {
-    /// The latest operation per key, sorted by key.
-    rows: Vec<Row>,
+    run: Run,
     /// Per core read, its first sequence (`None`: no entry).
     first_seen: Vec<(usize, Option<u64>)>,
     /// Latest offset per source, with its merge position.
@@ -532,7 +598,7 @@ fn replay_cores(
         }
         p.first_seen.push((core, first));
     }
-    p.rows = latest.into_sorted();
+    p.run = latest.into_run();
     Ok(p)
 }
 
@@ -541,13 +607,12 @@ fn replay_cores(
 /// position wins, and deleted keys are dropped.
 ///
 /// The key space is cut into ranges at quantiles of the largest run, and
-/// the ranges are merged on `available_parallelism` threads (each takes the
-/// keys and values out of its slice of every run and its part of the base,
-/// without copying bytes). The sorted pieces, concatenated, become the
-/// `BTreeMap` bottom-up.
-fn merge_runs(base: BTreeMap<Vec<u8>, Vec<u8>>, runs: Vec<Vec<Row>>) -> BTreeMap<Vec<u8>, Vec<u8>> {
+/// the ranges are merged on `available_parallelism` threads. A merge only
+/// picks slots (offsets into the base's and the runs' arenas): no key or
+/// value is copied, and the arenas become the result's.
+fn merge_runs(base: StateMap, runs: Vec<Run>) -> StateMap {
     const MIN_ROWS_PER_RANGE: usize = 1 << 16;
-    let total = runs.iter().map(Vec::len).sum::<usize>() + base.len();
+    let total = runs.iter().map(|r| r.rows.len()).sum::<usize>() + base.len();
     let ranges = std::thread::available_parallelism()
         .map_or(1, std::num::NonZeroUsize::get)
         .min(total / MIN_ROWS_PER_RANGE)
@@ -555,52 +620,59 @@ fn merge_runs(base: BTreeMap<Vec<u8>, Vec<u8>>, runs: Vec<Vec<Row>>) -> BTreeMap
     merge_runs_in(base, runs, ranges)
 }
 
+/// One run's rows of a key range, its arena and its arena's number in the
+/// result.
+type RunPiece<'a> = (&'a [Row], &'a [u8], u32);
+
 /// [`merge_runs`] over at most `ranges` key ranges (one thread each).
-fn merge_runs_in(
-    mut base: BTreeMap<Vec<u8>, Vec<u8>>,
-    mut runs: Vec<Vec<Row>>,
-    ranges: usize,
-) -> BTreeMap<Vec<u8>, Vec<u8>> {
+fn merge_runs_in(base: StateMap, runs: Vec<Run>, ranges: usize) -> StateMap {
+    let (mut arenas, base_slots) = base.into_parts();
+    let first_run_arena = arenas.len();
     // Split keys: quantiles of the largest run, strictly increasing.
-    let mut splits: Vec<Box<[u8]>> = Vec::new();
-    if let Some(largest) = runs.iter().max_by_key(|r| r.len()) {
+    let mut splits: Vec<&[u8]> = Vec::new();
+    if let Some(largest) = runs.iter().max_by_key(|r| r.rows.len()) {
         for i in 1..ranges {
-            let key = &largest[i * largest.len() / ranges].key;
-            if splits.last().is_none_or(|last| last < key) {
-                splits.push(key.clone());
+            let key = largest.rows[i * largest.rows.len() / ranges].key(&largest.arena);
+            if splits.last().is_none_or(|last| *last < key) {
+                splits.push(key);
             }
         }
     }
     // Range r holds the keys in [splits[r - 1], splits[r]).
-    let mut bases = Vec::with_capacity(splits.len() + 1);
-    for split in splits.iter().rev() {
-        bases.push(base.split_off(&**split));
-    }
-    bases.push(base);
-    bases.reverse();
-    let mut pieces: Vec<Vec<&mut [Row]>> = (0..=splits.len()).map(|_| Vec::new()).collect();
-    for run in &mut runs {
-        let mut rest: &mut [Row] = run;
-        for (r, split) in splits.iter().enumerate() {
-            let at = rest.partition_point(|row| *row.key < **split);
-            let (head, tail) = rest.split_at_mut(at);
-            pieces[r].push(head);
-            rest = tail;
-        }
-        pieces[splits.len()].push(rest);
-    }
-    let merged: Vec<Vec<(Vec<u8>, Vec<u8>)>> = if pieces.len() == 1 {
-        pieces
-            .into_iter()
-            .zip(bases)
-            .map(|(p, b)| merge_range(b, p))
+    let base_cuts = cut(&splits, base_slots.len(), |i| {
+        let s = &base_slots[i];
+        bytes(&arenas[s.arena as usize], s.key_at, s.key_len)
+    });
+    let run_cuts: Vec<Vec<std::ops::Range<usize>>> = runs
+        .iter()
+        .map(|run| cut(&splits, run.rows.len(), |i| run.rows[i].key(&run.arena)))
+        .collect();
+    let jobs: Vec<(&[Slot], Vec<RunPiece<'_>>)> = (0..=splits.len())
+        .map(|r| {
+            let pieces = runs
+                .iter()
+                .zip(&run_cuts)
+                .enumerate()
+                .map(|(t, (run, cuts))| {
+                    let id = u32::try_from(first_run_arena + t).expect("fewer than 4 G arenas");
+                    (&run.rows[cuts[r].clone()], run.arena.as_slice(), id)
+                })
+                .collect();
+            (&base_slots[base_cuts[r].clone()], pieces)
+        })
+        .collect();
+    let merged: Vec<Vec<Slot>> = if jobs.len() == 1 {
+        jobs.into_iter()
+            .map(|(b, p): (&[Slot], Vec<RunPiece<'_>>)| merge_range(&arenas, b, &p))
             .collect()
     } else {
+        let arenas = &arenas;
         std::thread::scope(|scope| {
-            let handles: Vec<_> = pieces
+            let handles: Vec<_> = jobs
                 .into_iter()
-                .zip(bases)
-                .map(|(p, b)| scope.spawn(move || merge_range(b, p)))
+                .map(|(b, p): (&[Slot], Vec<RunPiece<'_>>)| {
+                    scope.spawn(move || merge_range(arenas, b, &p))
+                })
                 .collect();
             handles
                 .into_iter()
@@ -608,61 +680,107 @@ fn merge_runs_in(
                 .collect()
         })
     };
-    drop(runs);
-    // Sorted already: the collect's stable sort finds one run, then the
-    // tree is built bottom-up without a search per key.
-    merged.into_iter().flatten().collect()
+    let mut slots = Vec::with_capacity(merged.iter().map(Vec::len).sum());
+    for piece in merged {
+        slots.extend_from_slice(&piece);
+    }
+    drop(base_slots);
+    arenas.extend(runs.into_iter().map(|r| {
+        drop(r.rows);
+        r.arena
+    }));
+    StateMap::from_parts(arenas, slots)
 }
 
-/// Merges one key range: `base` (older than every row) and the threads'
-/// sorted slices of rows in that range. Takes the keys and values out of
-/// the rows (leaving them empty).
-fn merge_range(base: BTreeMap<Vec<u8>, Vec<u8>>, runs: Vec<&mut [Row]>) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let capacity = runs.iter().map(|r| r.len()).max().unwrap_or(0) + base.len();
-    let mut runs: Vec<std::slice::IterMut<'_, Row>> =
-        runs.into_iter().map(|r| r.iter_mut()).collect();
-    let mut heads: Vec<Option<&mut Row>> = runs.iter_mut().map(Iterator::next).collect();
-    let mut base = base.into_iter().peekable();
-    let mut merged: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(capacity);
+/// The ranges of `0..len` holding the keys in `[splits[r - 1], splits[r])`,
+/// for keys sorted by `key_at`.
+fn cut<'a>(
+    splits: &[&[u8]],
+    len: usize,
+    key_at: impl Fn(usize) -> &'a [u8],
+) -> Vec<std::ops::Range<usize>> {
+    let mut bounds = vec![0];
+    let mut from = 0;
+    for split in splits {
+        let (mut lo, mut hi) = (from, len);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if key_at(mid) < *split {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        bounds.push(lo);
+        from = lo;
+    }
+    bounds.push(len);
+    bounds.windows(2).map(|w| w[0]..w[1]).collect()
+}
+
+/// Merges one key range: `base` (slots into `base_arenas`, older than every
+/// row) and the threads' sorted rows in that range.
+fn merge_range(base_arenas: &[Vec<u8>], base: &[Slot], runs: &[RunPiece<'_>]) -> Vec<Slot> {
+    let capacity = runs.iter().map(|r| r.0.len()).max().unwrap_or(0) + base.len();
+    let mut merged: Vec<Slot> = Vec::with_capacity(capacity);
+    let mut at = vec![0_usize; runs.len()];
+    let mut b = 0;
     loop {
-        // The smallest key among the runs' heads.
+        // The run whose head has the smallest key.
         let mut smallest: Option<usize> = None;
-        for (i, head) in heads.iter().enumerate() {
-            let Some(head) = head else { continue };
-            let better = smallest
-                .and_then(|s| heads[s].as_deref())
-                .is_none_or(|current| row_order(head, current).is_lt());
+        for (i, &(rows, arena, _)) in runs.iter().enumerate() {
+            let Some(head) = rows.get(at[i]) else {
+                continue;
+            };
+            let better = smallest.is_none_or(|s| {
+                let (srows, sarena, _) = runs[s];
+                row_order(head, arena, &srows[at[s]], sarena).is_lt()
+            });
             if better {
                 smallest = Some(i);
             }
         }
         let Some(s) = smallest else {
-            merged.extend(base);
+            merged.extend_from_slice(&base[b..]);
             break;
         };
-        let mut winner =
-            std::mem::replace(&mut heads[s], runs[s].next()).expect("the smallest head");
-        for (head, run) in heads.iter_mut().zip(runs.iter_mut()) {
-            if head.as_ref().is_some_and(|r| r.key == winner.key) {
-                let other = std::mem::replace(head, run.next()).expect("checked above");
-                if other.order > winner.order {
-                    winner = other;
+        let mut winner = (runs[s].0[at[s]], s);
+        at[s] += 1;
+        for (i, &(rows, arena, _)) in runs.iter().enumerate() {
+            if let Some(head) = rows.get(at[i]) {
+                if same_key(head, arena, &winner.0, runs[winner.1].1) {
+                    if head.order > winner.0.order {
+                        winner = (*head, i);
+                    }
+                    at[i] += 1;
                 }
             }
         }
+        let (row, (_, arena, id)) = (winner.0, runs[winner.1]);
+        let key = row.key(arena);
         // Base keys before the winner's come first; an equal one is replaced.
-        while let Some((k, _)) = base.peek() {
-            match k.as_slice().cmp(&*winner.key) {
-                std::cmp::Ordering::Less => merged.extend(base.next()),
+        while let Some(slot) = base.get(b) {
+            let base_key = bytes(&base_arenas[slot.arena as usize], slot.key_at, slot.key_len);
+            match base_key.cmp(key) {
+                std::cmp::Ordering::Less => {
+                    merged.push(*slot);
+                    b += 1;
+                }
                 std::cmp::Ordering::Equal => {
-                    base.next();
+                    b += 1;
                     break;
                 }
                 std::cmp::Ordering::Greater => break,
             }
         }
-        if let Some(value) = winner.value.take() {
-            merged.push((std::mem::take(&mut winner.key).into_vec(), value.into_vec()));
+        if row.value_len != DELETED {
+            merged.push(Slot {
+                key_at: row.key_at,
+                value_at: row.value_at,
+                key_len: row.key_len,
+                value_len: row.value_len,
+                arena: id,
+            });
         }
     }
     merged
@@ -770,15 +888,12 @@ mod tests {
 
             // Onto a checkpoint's state: every WAL operation is newer.
             let onto = PerCoreRecoveredState {
-                state: base.clone(),
+                state: StateMap::from(base.clone()),
                 ..PerCoreRecoveredState::default()
             };
             let got = manager.recover_onto(onto, &[]).unwrap();
             let mut expected = base.clone();
-            let mut seq = PerCoreRecoveredState {
-                state: BTreeMap::new(),
-                ..PerCoreRecoveredState::default()
-            };
+            let mut seq = PerCoreRecoveredState::default();
             for entry in manager.stream().unwrap() {
                 match entry.unwrap().operation {
                     WalOperation::Put { key, value } => {
@@ -790,7 +905,7 @@ mod tests {
                     _ => {}
                 }
             }
-            seq.state = expected;
+            seq.state = StateMap::from(expected);
             assert_eq!(got.state, seq.state, "{cores} cores, onto a base");
             println!(
                 "{cores} cores: {} keys, {} sources, equal to the sequential merge",
@@ -824,9 +939,9 @@ mod tests {
                     let k = format!("k{:04}", next() % 1000).into_bytes();
                     base.insert(k, b"base".to_vec());
                 }
-                let runs: Vec<Vec<Row>> = (0..3_u16)
+                let runs: Vec<Run> = (0..3_u16)
                     .map(|core| {
-                        let mut seen = std::collections::BTreeMap::new();
+                        let mut latest = Latest::new();
                         for s in 0..400_u64 {
                             let key = format!("k{:04}", next() % 1000).into_bytes();
                             let value = (!next().is_multiple_of(5)).then(|| format!("v{core}.{s}"));
@@ -836,18 +951,14 @@ mod tests {
                                 core_id: core,
                                 sequence: s,
                             };
-                            seen.insert(key, (order, value));
+                            latest
+                                .upsert(&key, order, value.as_ref().map(String::as_bytes))
+                                .unwrap();
                         }
-                        seen.into_iter()
-                            .map(|(key, (order, value))| Row {
-                                prefix: prefix_of(&key),
-                                key: key.into_boxed_slice(),
-                                order,
-                                value: value.map(|v| v.into_bytes().into_boxed_slice()),
-                            })
-                            .collect()
+                        latest.into_run()
                     })
                     .collect();
+                let base = StateMap::from(base);
                 (base, runs)
             };
             let seed_state = next();
@@ -890,21 +1001,29 @@ mod tests {
             b"abcdefghi",
             b"b",
         ];
-        for a in &keys {
-            for b in &keys {
-                let ra = Row {
-                    prefix: prefix_of(a),
-                    key: Box::from(*a),
-                    order: ZERO,
-                    value: None,
-                };
-                let rb = Row {
-                    prefix: prefix_of(b),
-                    key: Box::from(*b),
-                    order: ZERO,
-                    value: None,
-                };
-                assert_eq!(row_order(&ra, &rb), a.cmp(b), "{a:?} vs {b:?}");
+        let arena: Vec<u8> = keys.concat();
+        let mut rows = Vec::new();
+        let mut at = 0_u64;
+        for k in &keys {
+            let len = u32::try_from(k.len()).unwrap();
+            rows.push(Row {
+                prefix: prefix_of(k),
+                order: ZERO,
+                key_at: at,
+                value_at: at + u64::from(len),
+                key_len: len,
+                value_len: DELETED,
+            });
+            at += u64::from(len);
+        }
+        for (a, ra) in keys.iter().zip(&rows) {
+            for (b, rb) in keys.iter().zip(&rows) {
+                assert_eq!(
+                    row_order(ra, &arena, rb, &arena),
+                    a.cmp(b),
+                    "{a:?} vs {b:?}"
+                );
+                assert_eq!(same_key(ra, &arena, rb, &arena), a == b, "{a:?} vs {b:?}");
             }
         }
     }

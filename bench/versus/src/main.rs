@@ -763,7 +763,7 @@ fn recovery_section(ctx: &mut Ctx) -> Result<()> {
             "== recovery of {} M puts of distinct keys, 2 cores, WAL only (no checkpoint); each run a child process; {rounds} rounds, A B A B",
             float(entries) / 1e6
         );
-        println!("   walhouse = PerCoreRecoveryManager::recover (repair, merge, fold into the final state: BTreeMap)");
+        println!("   walhouse = PerCoreRecoveryManager::recover (repair, merge, fold into the final state: StateMap)");
         println!("   seed = PerCoreRecoveryManager::recover (read all, sort, copy every put into state_changes: Vec)");
         let mut secs = [Vec::new(), Vec::new()];
         let mut peak = [Vec::new(), Vec::new()];

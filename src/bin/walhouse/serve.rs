@@ -198,7 +198,7 @@ pub(crate) async fn recover(place: &Place, dump: bool) -> CliResult {
         let mut out = std::io::BufWriter::new(stdout.lock());
         for (k, v) in &s.state {
             let mut line = serde_json::Map::new();
-            for (name, bytes) in [("key", k.as_slice()), ("value", v.as_slice())] {
+            for (name, bytes) in [("key", k), ("value", v)] {
                 match std::str::from_utf8(bytes) {
                     Ok(text) => line.insert(name.to_owned(), text.into()),
                     Err(_) => line.insert(format!("{name}_hex"), hex(bytes).into()),
