@@ -154,6 +154,16 @@ fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
 
 #[inline]
 fn get_varint(b: &[u8]) -> Option<(u64, &[u8])> {
+    // One byte (lengths of short keys, small numbers): no loop.
+    if let Some((&first, rest)) = b.split_first() {
+        if first & 0x80 == 0 {
+            return Some((u64::from(first), rest));
+        }
+    }
+    get_varint_long(b)
+}
+
+fn get_varint_long(b: &[u8]) -> Option<(u64, &[u8])> {
     let mut v: u64 = 0;
     for (i, &byte) in b.iter().enumerate().take(10) {
         let part = u64::from(byte & 0x7f);
