@@ -34,6 +34,9 @@
 //!   read buffer; `merge_segments` still returns a `Vec`, built on it.
 //! - **File system and clock are seams** ([`WalFileSystem`], [`WalClock`]),
 //!   so tests run the WAL on a simulated disk.
+//! - **Recovery replays the cores in parallel** ([`PerCoreRecoveryManager`])
+//!   and returns the state as a [`StateMap`]: sorted, its keys and values in
+//!   a few arenas rather than two allocations per key.
 //!
 //! ## Format v1
 //!
