@@ -359,15 +359,19 @@ impl CoreWalWriter {
     /// [`FLUSH_ALIGN`] in the segment, and keeps the rest (less than
     /// `FLUSH_ALIGN` bytes) for the next write. Not durable.
     ///
-    /// Every such `write()` starts and ends on a page boundary of the file,
-    /// so the kernel fills whole page-cache pages and never goes back to a
-    /// page a previous write left half full.
+    /// Each such `write()` ends on a page boundary of the file, so the next
+    /// one starts on one: the kernel fills whole page-cache pages and never
+    /// goes back to a page that a previous write left half full. That made
+    /// buffered appends about 10% faster (BENCHMARKS.md, "Buffered append
+    /// with page-aligned writes").
     fn flush_aligned(&mut self) -> Result<(), PerCoreWalError> {
+        // The buffer holds the segment's bytes just before `position`.
         let buffered = self.buf.len() as u64;
         let buf_start = self.position - buffered;
         let aligned_end = self.position / FLUSH_ALIGN * FLUSH_ALIGN;
         if aligned_end <= buf_start {
-            // A buffer smaller than `FLUSH_ALIGN` (tests): hand over all.
+            // No boundary inside the buffer (only with a `write_buffer_bytes`
+            // below `FLUSH_ALIGN`, as in tests): hand over all of it.
             return self.flush_buffer();
         }
         let n =
