@@ -509,3 +509,48 @@ fn writers_are_send_and_errors_are_send_sync() {
     send::<PerCoreWalManager>();
     send_sync::<PerCoreWalError>();
 }
+
+#[test]
+fn buffer_flushes_end_on_64_kib_boundaries_and_sync_writes_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = PerCoreWalConfig::new(tmp.path(), 1);
+    let write_buffer = config.write_buffer_bytes as u64;
+    let mut m = PerCoreWalManager::new(config).unwrap();
+    let w = m.writer(0);
+    let path = w.path().to_path_buf();
+    let mut flushes_seen = 0u64;
+    // The segment header is on disk from the start.
+    let mut last_len = std::fs::metadata(&path).unwrap().len();
+    let mut puts = 0u64;
+    // Values of 1 to 300 bytes: records straddle the boundaries anywhere.
+    while w.position() < 4 * write_buffer + 12_345 {
+        let (k, v) = common::kv(puts, (puts * 37 % 300 + 1) as usize);
+        w.append_put(&k, &v).unwrap();
+        puts += 1;
+        let on_disk = std::fs::metadata(&path).unwrap().len();
+        if on_disk != last_len {
+            flushes_seen += 1;
+            last_len = on_disk;
+            assert_eq!(on_disk % (64 << 10), 0, "a flush ended at {on_disk}");
+            assert!(w.position() - on_disk < write_buffer + (64 << 10));
+        }
+    }
+    assert!(flushes_seen >= 3, "only {flushes_seen} flushes");
+    assert!(
+        last_len < w.position(),
+        "bytes after the boundary stay buffered"
+    );
+    w.sync().unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), w.position());
+    let merged = m.merge_segments().unwrap();
+    assert_eq!(merged.len() as u64, puts);
+    for (i, e) in merged.iter().enumerate() {
+        let (k, v) = common::kv(i as u64, (i as u64 * 37 % 300 + 1) as usize);
+        assert_eq!((e.key().unwrap(), e.value().unwrap()), (&k[..], &v[..]));
+    }
+    println!(
+        "{puts} puts: {flushes_seen} size-triggered writes, each ending on a 64 KiB boundary; \
+         the sync wrote the last {} bytes; all read back",
+        m.positions()[0] - last_len
+    );
+}

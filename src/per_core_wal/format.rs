@@ -226,8 +226,37 @@ pub(crate) enum EncodeOp<'a> {
     },
 }
 
+/// Longest frame head: length, checksum, tag, sequence varint, timestamp,
+/// and the varint that starts a Put, Checkpoint or `EpochBarrier` body.
+const FRAME_HEAD_MAX: usize = RECORD_HEADER_LEN + 1 + 10 + 8 + 10;
+
+/// Writes `v` as a varint at the start of `out` and returns its length.
+/// `out` must have room for 10 bytes (it is part of a frame head).
+#[inline]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "each byte takes the low 7 bits (the last one is below 0x80)"
+)]
+fn write_varint(out: &mut [u8], mut v: u64) -> usize {
+    let mut i = 0;
+    while v >= 0x80 {
+        out[i] = (v as u8) | 0x80;
+        v >>= 7;
+        i += 1;
+    }
+    out[i] = v as u8;
+    i + 1
+}
+
 /// Appends one framed record to `buf`. Returns the payload length, or the
 /// payload length that exceeded `max_record_bytes` (then `buf` is unchanged).
+///
+/// The frame's fixed part (length, checksum, tag, sequence, timestamp and a
+/// leading body varint) is built in a stack array, the payload length is
+/// known before `buf` is touched, and `buf` grows once: one reservation and
+/// at most three copies (head, key, value) per record. The checksum is one
+/// crc32c pass over the contiguous `len ++ payload` bytes.
+#[inline]
 pub(crate) fn encode_record(
     buf: &mut Vec<u8>,
     sequence: u64,
@@ -235,45 +264,86 @@ pub(crate) fn encode_record(
     op: EncodeOp<'_>,
     max_record_bytes: u32,
 ) -> Result<u32, usize> {
-    let start = buf.len();
-    if let EncodeOp::Put { key, value } = op {
-        buf.reserve(RECORD_HEADER_LEN + 1 + 10 + 8 + 10 + key.len() + value.len());
-    }
-    buf.extend_from_slice(&[0u8; RECORD_HEADER_LEN]);
-    let tag = match op {
+    let mut head = [0u8; FRAME_HEAD_MAX];
+    head[RECORD_HEADER_LEN] = match op {
         EncodeOp::Put { .. } => TAG_PUT,
         EncodeOp::Delete { .. } => TAG_DELETE,
         EncodeOp::Checkpoint { .. } => TAG_CHECKPOINT,
         EncodeOp::Commit { .. } => TAG_COMMIT,
         EncodeOp::EpochBarrier { .. } => TAG_EPOCH_BARRIER,
     };
-    buf.push(tag);
-    put_varint(buf, sequence);
-    buf.extend_from_slice(&timestamp_ns.to_le_bytes());
-    match op {
+    let mut n = RECORD_HEADER_LEN + 1;
+    n += write_varint(&mut head[n..], sequence);
+    head[n..n + 8].copy_from_slice(&timestamp_ns.to_le_bytes());
+    n += 8;
+    let (first, second): (&[u8], &[u8]) = match op {
         EncodeOp::Put { key, value } => {
-            put_varint(buf, key.len() as u64);
-            buf.extend_from_slice(key);
-            buf.extend_from_slice(value);
+            n += write_varint(&mut head[n..], key.len() as u64);
+            (key, value)
         }
-        EncodeOp::Delete { key } => buf.extend_from_slice(key),
-        EncodeOp::Checkpoint { id } => put_varint(buf, id),
+        EncodeOp::Delete { key } => (key, &[]),
+        EncodeOp::Checkpoint { id } => {
+            n += write_varint(&mut head[n..], id);
+            (&[], &[])
+        }
+        EncodeOp::EpochBarrier { epoch } => {
+            n += write_varint(&mut head[n..], epoch);
+            (&[], &[])
+        }
         EncodeOp::Commit { offsets, watermark } => {
-            match watermark {
-                Some(w) => {
-                    buf.push(1);
-                    buf.extend_from_slice(&w.to_le_bytes());
-                }
-                None => buf.push(0),
-            }
-            put_varint(buf, offsets.len() as u64);
-            for &(source, offset) in offsets {
-                put_varint(buf, source.len() as u64);
-                buf.extend_from_slice(source.as_bytes());
-                put_varint(buf, offset);
-            }
+            return encode_commit_record(buf, &head[..n], offsets, watermark, max_record_bytes);
         }
-        EncodeOp::EpochBarrier { epoch } => put_varint(buf, epoch),
+    };
+    let payload_len = n - RECORD_HEADER_LEN + first.len() + second.len();
+    let len = match u32::try_from(payload_len) {
+        Ok(len) if len <= max_record_bytes => len,
+        _ => return Err(payload_len),
+    };
+    // The length goes in twice for now: bytes 4..8 are where the checksum
+    // goes, and until then they make `len ++ payload` contiguous for it.
+    head[0..4].copy_from_slice(&len.to_le_bytes());
+    head[4..8].copy_from_slice(&len.to_le_bytes());
+    let start = buf.len();
+    buf.reserve(n + first.len() + second.len());
+    buf.extend_from_slice(&head[..n]);
+    buf.extend_from_slice(first);
+    buf.extend_from_slice(second);
+    seal_frame(buf, start, len);
+    Ok(len)
+}
+
+/// Writes the checksum of the frame that starts at `start` (the rest of
+/// `buf`), whose bytes 4..8 hold the length `len` until then.
+#[inline]
+fn seal_frame(buf: &mut [u8], start: usize, len: u32) {
+    let crc = crc32c::crc32c(&buf[start + 4..]);
+    buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The rare Commit record: its body is built in `buf` after `head` (the
+/// frame head up to the timestamp) and taken back out if it is too large.
+fn encode_commit_record(
+    buf: &mut Vec<u8>,
+    head: &[u8],
+    offsets: &[(&str, u64)],
+    watermark: Option<i64>,
+    max_record_bytes: u32,
+) -> Result<u32, usize> {
+    let start = buf.len();
+    buf.extend_from_slice(head);
+    match watermark {
+        Some(w) => {
+            buf.push(1);
+            buf.extend_from_slice(&w.to_le_bytes());
+        }
+        None => buf.push(0),
+    }
+    put_varint(buf, offsets.len() as u64);
+    for &(source, offset) in offsets {
+        put_varint(buf, source.len() as u64);
+        buf.extend_from_slice(source.as_bytes());
+        put_varint(buf, offset);
     }
     let payload_len = buf.len() - start - RECORD_HEADER_LEN;
     let len = match u32::try_from(payload_len) {
@@ -283,12 +353,8 @@ pub(crate) fn encode_record(
             return Err(payload_len);
         }
     };
-    // One checksum pass: put the length right before the payload, checksum
-    // `len ++ payload` in place, then move the length to the front.
     buf[start + 4..start + 8].copy_from_slice(&len.to_le_bytes());
-    let crc = crc32c::crc32c(&buf[start + 4..]);
-    buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
-    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    seal_frame(buf, start, len);
     Ok(len)
 }
 

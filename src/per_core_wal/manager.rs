@@ -36,7 +36,9 @@ pub struct PerCoreWalConfig {
     /// Largest record payload; larger appends are refused and a larger
     /// length on disk is corruption, never an allocation. Default: 16 MiB.
     pub max_record_bytes: u32,
-    /// A writer hands its buffer to the OS once it holds this many bytes.
+    /// A writer hands its buffer to the OS once it holds this many bytes:
+    /// the bytes up to the segment's last 64 KiB boundary (so each `write()`
+    /// fills whole pages); the rest waits for the next write or a sync.
     /// Default: 256 KiB.
     pub write_buffer_bytes: usize,
     /// Read buffer per segment reader (so per core in a merge).
