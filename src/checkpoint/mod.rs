@@ -72,6 +72,27 @@ pub struct CheckpointSettings {
     /// 256 MiB at 10 M keys (glibc keeps an arena per thread;
     /// BENCHMARKS.md), so the default stays on the calling thread.
     pub encode_threads: usize,
+    /// Which columns are zstd-compressed. Default:
+    /// [`CompressionMode::Adaptive`].
+    pub compression: CompressionMode,
+}
+
+/// How the pages of a data file are compressed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CompressionMode {
+    /// zstd on every column, except a top-level binary column (`key`,
+    /// `value`) whose bytes do not compress: at the start of each row group
+    /// a sample of the column (its first 64 KiB) is compressed, and if that
+    /// saves less than 1/8 of it, the column's pages in that row group are
+    /// stored uncompressed. Random or already compressed values then cost no
+    /// zstd time for nothing. Readers see the codec per column chunk, as
+    /// Parquet records it.
+    #[default]
+    Adaptive,
+    /// zstd on every column of every row group.
+    Always,
 }
 
 impl Default for CheckpointSettings {
@@ -88,6 +109,7 @@ impl Default for CheckpointSettings {
             spill_dir: None,
             zstd_level: 1,
             encode_threads: 1,
+            compression: CompressionMode::Adaptive,
         }
     }
 }
