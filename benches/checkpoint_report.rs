@@ -37,7 +37,8 @@
 //! instead of the default 1; `CHECKPOINT_REPORT_ENCODE_THREADS=N` with N
 //! column-encoder threads instead of the default 1 (0: one per CPU);
 //! `CHECKPOINT_REPORT_COMPRESSION=always` with zstd on every column instead
-//! of the default adaptive compression.
+//! of the default adaptive compression; `CHECKPOINT_REPORT_ROW_GROUP_ROWS=N`
+//! with row groups of N rows.
 //!
 //! `CHECKPOINT_REPORT_SMALL=1` divides every entry count by 100 (a smoke
 //! test of the program; its figures mean nothing).
@@ -246,6 +247,14 @@ fn checkpoint_child(wal: &Path, store: &Path, mode: &str) -> Result<()> {
         },
         Ok("adaptive") | Err(_) => settings,
         Ok(other) => return Err(format!("unknown compression {other:?}").into()),
+    };
+    // `CHECKPOINT_REPORT_ROW_GROUP_ROWS` overrides `row_group_rows`.
+    let settings = match std::env::var("CHECKPOINT_REPORT_ROW_GROUP_ROWS") {
+        Ok(rows) => CheckpointSettings {
+            row_group_rows: rows.parse()?,
+            ..settings
+        },
+        Err(_) => settings,
     };
     let figures = SortFigures::default();
     let targets = tracing_subscriber::filter::Targets::new()

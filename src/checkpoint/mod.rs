@@ -37,7 +37,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct CheckpointSettings {
-    /// Rows per Parquet row group. Default: 131,072.
+    /// Rows per Parquet row group. Default: 65,536 (a row group in progress
+    /// is held in memory until it is closed, per file being written).
     pub row_group_rows: usize,
     /// A data file is closed and a new one started past this many bytes.
     /// Default: 256 MiB.
@@ -98,7 +99,7 @@ pub enum CompressionMode {
 impl Default for CheckpointSettings {
     fn default() -> Self {
         Self {
-            row_group_rows: 128 * 1024,
+            row_group_rows: 64 * 1024,
             max_file_bytes: 256 << 20,
             upload_part_bytes: 8 << 20,
             snapshot_every: 8,

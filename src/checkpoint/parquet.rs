@@ -275,6 +275,10 @@ struct Upload {
     buffer: PutPayloadMut,
     multipart: Option<Box<dyn MultipartUpload>>,
     parts: JoinSet<object_store::Result<()>>,
+    /// A second handle on each whole part sent: once the store has dropped
+    /// its own, the part's buffer is unique again and goes back to the
+    /// [`PartWriter`] ([`Upload::returned_buffers`]).
+    sent: Vec<Bytes>,
     size: u64,
     crc: u32,
     failure: Option<(&'static str, object_store::Error)>,
@@ -289,6 +293,7 @@ impl Upload {
             buffer: PutPayloadMut::new(),
             multipart: None,
             parts: JoinSet::new(),
+            sent: Vec::new(),
             size: 0,
             crc: 0,
             failure: None,
@@ -313,7 +318,11 @@ impl Upload {
                 self.buffer.push(bytes);
                 break;
             }
-            self.buffer.push(bytes.split_to(room));
+            let piece = bytes.split_to(room);
+            if piece.len() == self.part_bytes {
+                self.sent.push(piece.clone());
+            }
+            self.buffer.push(piece);
             let part = std::mem::take(&mut self.buffer);
             self.send_part(part).await?;
         }
@@ -358,6 +367,23 @@ impl Upload {
         Ok(())
     }
 
+    /// The buffers of sent parts the store no longer holds, emptied, with
+    /// their capacity.
+    fn returned_buffers(&mut self) -> Vec<Vec<u8>> {
+        let mut returned = Vec::new();
+        for part in std::mem::take(&mut self.sent) {
+            match part.try_into_mut() {
+                Ok(unique) => {
+                    let mut buffer = Vec::from(unique);
+                    buffer.clear();
+                    returned.push(buffer);
+                }
+                Err(shared) => self.sent.push(shared),
+            }
+        }
+        returned
+    }
+
     /// Uploads what is buffered and completes the object.
     async fn finish_upload(&mut self) -> Result<(), ParquetError> {
         let rest = std::mem::take(&mut self.buffer);
@@ -393,6 +419,7 @@ impl Upload {
     async fn abort(&mut self) {
         self.parts.shutdown().await;
         self.buffer = PutPayloadMut::new();
+        self.sent.clear();
         if let Some(mut upload) = self.multipart.take() {
             if let Err(e) = upload.abort().await {
                 tracing::warn!(path = %self.path, error = %e, "cannot abort multipart upload");
@@ -417,8 +444,11 @@ impl Drop for Upload {
 
 /// The synchronous side of an upload: the Parquet encoder writes into it,
 /// and it cuts the bytes into parts of exactly `part_bytes`, each allocated
-/// once at its full size (no buffer growing by reallocation, no copy of a
-/// whole row group). The async side takes the full parts after each write.
+/// at its full size (no buffer growing by reallocation, no copy of a whole
+/// row group). The async side takes the full parts after each write, and
+/// gives back the buffers of parts the store is done with, so a file reuses
+/// a few part buffers instead of allocating (and page-faulting) a fresh one
+/// per part.
 struct PartWriter {
     /// Size of each part.
     part_bytes: usize,
@@ -426,6 +456,11 @@ struct PartWriter {
     current: Vec<u8>,
     /// Full parts not yet handed to the upload.
     full: Vec<Bytes>,
+    /// Empty buffers of `part_bytes` capacity, to fill next (at most
+    /// [`MAX_PARTS_IN_FLIGHT`] + 1: as many as can be in flight).
+    spare: Vec<Vec<u8>>,
+    /// Parts filled in a recycled buffer.
+    reused: u64,
 }
 
 impl PartWriter {
@@ -434,6 +469,17 @@ impl PartWriter {
             part_bytes,
             current: Vec::new(),
             full: Vec::new(),
+            spare: Vec::new(),
+            reused: 0,
+        }
+    }
+
+    /// Keeps `buffers` (empty) for the next parts.
+    fn recycle(&mut self, buffers: Vec<Vec<u8>>) {
+        for buffer in buffers {
+            if buffer.capacity() >= self.part_bytes && self.spare.len() <= MAX_PARTS_IN_FLIGHT {
+                self.spare.push(buffer);
+            }
         }
     }
 }
@@ -443,7 +489,13 @@ impl std::io::Write for PartWriter {
         let mut rest = buf;
         while !rest.is_empty() {
             if self.current.capacity() == 0 {
-                self.current = Vec::with_capacity(self.part_bytes);
+                self.current = match self.spare.pop() {
+                    Some(buffer) => {
+                        self.reused += 1;
+                        buffer
+                    }
+                    None => Vec::with_capacity(self.part_bytes),
+                };
             }
             let n = (self.part_bytes - self.current.len()).min(rest.len());
             self.current.extend_from_slice(&rest[..n]);
@@ -735,6 +787,10 @@ impl ParquetSink {
             if let Err(e) = self.upload.append(part).await {
                 return Err(self.fail(e).await);
             }
+        }
+        let returned = self.upload.returned_buffers();
+        if let Some(writer) = self.writer.as_mut() {
+            writer.file.inner_mut().recycle(returned);
         }
         Ok(())
     }

@@ -26,8 +26,11 @@ use crate::store::Store;
 /// bytes (besides `row_group_rows` rows and epoch boundaries). This bounds the
 /// memory of the batches in flight (the Parquet writer regroups batches into
 /// row groups of `row_group_rows`, so small batches cost nothing there) and
-/// keeps Arrow's 32-bit offsets far from overflow.
-const MAX_BATCH_BYTES: usize = 4 << 20;
+/// keeps Arrow's 32-bit offsets far from overflow. 1 MiB rather than 4: the
+/// same batch is held by the encoder, the channels and the snapshot's sort
+/// at once, and 4 MiB batches put the first checkpoint of 10 M keys past
+/// 256 MiB of RSS (BENCHMARKS.md).
+const MAX_BATCH_BYTES: usize = 1 << 20;
 
 /// Batches queued between the merge (blocking) and the encoder (async).
 const CHANNEL_BATCHES: usize = 2;
