@@ -24,7 +24,7 @@ use parquet::file::serialized_reader::{ReadOptionsBuilder, SerializedFileReader}
 
 use super::changelog::ChangelogColumns;
 use super::*;
-use crate::checkpoint::{changelog_schema, state_schema};
+use crate::checkpoint::{changelog_schema, state_schema, CompressionMode};
 use crate::per_core_wal::{PerCoreWalConfig, PerCoreWalEntry, PerCoreWalManager, WalOperation};
 
 type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = object_store::Result<T>> + Send + 'a>>;
