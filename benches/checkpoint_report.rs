@@ -35,7 +35,10 @@
 //!
 //! `CHECKPOINT_REPORT_ZSTD_LEVEL=N` runs the checkpoints with zstd level N
 //! instead of the default 1; `CHECKPOINT_REPORT_ENCODE_THREADS=N` with N
-//! column-encoder threads instead of the default 1 (0: one per CPU).
+//! column-encoder threads instead of the default 1 (0: one per CPU);
+//! `CHECKPOINT_REPORT_COMPRESSION=always` with zstd on every column instead
+//! of the default adaptive compression; `CHECKPOINT_REPORT_ROW_GROUP_ROWS=N`
+//! with row groups of N rows.
 //!
 //! `CHECKPOINT_REPORT_SMALL=1` divides every entry count by 100 (a smoke
 //! test of the program; its figures mean nothing).
@@ -62,7 +65,7 @@ use std::time::{Duration, Instant};
 
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::Layer;
-use walhouse::checkpoint::{CheckpointSettings, Checkpointer};
+use walhouse::checkpoint::{CheckpointSettings, Checkpointer, CompressionMode};
 use walhouse::per_core_wal::{PerCoreWalConfig, PerCoreWalManager};
 use walhouse::store::Store;
 
@@ -231,6 +234,24 @@ fn checkpoint_child(wal: &Path, store: &Path, mode: &str) -> Result<()> {
     let settings = match std::env::var("CHECKPOINT_REPORT_ENCODE_THREADS") {
         Ok(n) => CheckpointSettings {
             encode_threads: n.parse()?,
+            ..settings
+        },
+        Err(_) => settings,
+    };
+    // `CHECKPOINT_REPORT_COMPRESSION=always` compresses every column
+    // (default: adaptive).
+    let settings = match std::env::var("CHECKPOINT_REPORT_COMPRESSION").as_deref() {
+        Ok("always") => CheckpointSettings {
+            compression: CompressionMode::Always,
+            ..settings
+        },
+        Ok("adaptive") | Err(_) => settings,
+        Ok(other) => return Err(format!("unknown compression {other:?}").into()),
+    };
+    // `CHECKPOINT_REPORT_ROW_GROUP_ROWS` overrides `row_group_rows`.
+    let settings = match std::env::var("CHECKPOINT_REPORT_ROW_GROUP_ROWS") {
+        Ok(rows) => CheckpointSettings {
+            row_group_rows: rows.parse()?,
             ..settings
         },
         Err(_) => settings,

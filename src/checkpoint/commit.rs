@@ -300,10 +300,26 @@ impl Checkpointer {
                 Some(tee),
             )
             .await;
-            let snapshot = snapshot.await.map_err(|e| {
+            // The snapshot usually runs on after the changelog is written
+            // (its final merge and its own file): the changelog's files are
+            // fsynced meanwhile instead of after it. `checkpoint_sealed`
+            // still makes every new file durable before the manifest (a
+            // no-op for these by then).
+            let early_sync = async {
+                match &changelog {
+                    Ok(c) => {
+                        let paths: Vec<String> = c.files.iter().map(|f| f.path.clone()).collect();
+                        self.durable(&paths).await
+                    }
+                    Err(_) => Ok(()),
+                }
+            };
+            let (synced, snapshot) = tokio::join!(early_sync, snapshot);
+            let snapshot = snapshot.map_err(|e| {
                 CheckpointError::Task(format!("snapshot task of checkpoint {number}: {e}"))
             });
             let snapshot = snapshot.and_then(|r| r);
+            let changelog = changelog.and_then(|c| synced.map(|()| c));
             let changelog = match (changelog, snapshot) {
                 (Ok(changelog), snapshot) => (changelog, snapshot),
                 (Err(e), Ok(snap)) => {

@@ -37,7 +37,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct CheckpointSettings {
-    /// Rows per Parquet row group. Default: 131,072.
+    /// Rows per Parquet row group. Default: 65,536 (a row group in progress
+    /// is held in memory until it is closed, per file being written).
     pub row_group_rows: usize,
     /// A data file is closed and a new one started past this many bytes.
     /// Default: 256 MiB.
@@ -72,12 +73,33 @@ pub struct CheckpointSettings {
     /// 256 MiB at 10 M keys (glibc keeps an arena per thread;
     /// BENCHMARKS.md), so the default stays on the calling thread.
     pub encode_threads: usize,
+    /// Which columns are zstd-compressed. Default:
+    /// [`CompressionMode::Adaptive`].
+    pub compression: CompressionMode,
+}
+
+/// How the pages of a data file are compressed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CompressionMode {
+    /// zstd on every column, except a top-level binary column (`key`,
+    /// `value`) whose bytes do not compress: at the start of each row group
+    /// a sample of the column (its first 64 KiB) is compressed, and if that
+    /// saves less than 1/8 of it, the column's pages in that row group are
+    /// stored uncompressed. Random or already compressed values then cost no
+    /// zstd time for nothing. Readers see the codec per column chunk, as
+    /// Parquet records it.
+    #[default]
+    Adaptive,
+    /// zstd on every column of every row group.
+    Always,
 }
 
 impl Default for CheckpointSettings {
     fn default() -> Self {
         Self {
-            row_group_rows: 128 * 1024,
+            row_group_rows: 64 * 1024,
             max_file_bytes: 256 << 20,
             upload_part_bytes: 8 << 20,
             snapshot_every: 8,
@@ -88,6 +110,7 @@ impl Default for CheckpointSettings {
             spill_dir: None,
             zstd_level: 1,
             encode_threads: 1,
+            compression: CompressionMode::Adaptive,
         }
     }
 }

@@ -10,8 +10,11 @@
 //! [`MAX_PARTS_IN_FLIGHT`] parts on the wire). Nothing ever holds a whole
 //! file.
 //!
-//! Files are written with zstd, page-level statistics (so the column and
-//! offset indexes are written), a bloom filter on `key`, row groups of
+//! Files are written with zstd (by default not on a binary column whose
+//! sample does not compress, decided per row group in `compression.rs`:
+//! [`CompressionMode`](crate::checkpoint::CompressionMode)), page-level
+//! statistics (so the column and offset indexes are written), a bloom
+//! filter on `key`, row groups of
 //! `row_group_rows` rows and the Arrow schema embedded.
 
 use std::ops::Range;
@@ -27,9 +30,7 @@ use object_store::{
     MultipartUpload, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayloadMut,
 };
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
-use parquet::arrow::arrow_writer::{
-    compute_leaves, ArrowColumnWriter, ArrowLeafColumn, ArrowRowGroupWriterFactory,
-};
+use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnWriter, ArrowLeafColumn};
 use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStream};
 use parquet::arrow::{ArrowWriter, ParquetRecordBatchStreamBuilder};
 use parquet::basic::{Compression, ZstdLevel};
@@ -46,6 +47,9 @@ use super::CheckpointSettings;
 use crate::store::Store;
 
 mod changelog;
+mod compression;
+
+use compression::Factories;
 
 pub(crate) use changelog::{
     write_changelog, write_changelog_tee, ChangelogBatch, ChangelogSummary,
@@ -116,8 +120,12 @@ fn check_settings(settings: &CheckpointSettings) -> Result<(), CheckpointError> 
     Ok(())
 }
 
-/// The writer properties of every data file.
-fn writer_properties(settings: &CheckpointSettings) -> Result<WriterProperties, ParquetError> {
+/// The writer properties of every data file; the columns named in
+/// `uncompressed` are stored without compression.
+fn writer_properties(
+    settings: &CheckpointSettings,
+    uncompressed: &[&str],
+) -> Result<WriterProperties, ParquetError> {
     // Dictionaries only where values repeat (op, epoch, core, state's
     // last_epoch): for near-unique columns (keys, values, sequences,
     // timestamps) the writer would build a dictionary and abandon it, which
@@ -130,6 +138,10 @@ fn writer_properties(settings: &CheckpointSettings) -> Result<WriterProperties, 
         .set_dictionary_enabled(false);
     for column in ["op", "wal_epoch", "core", "last_epoch"] {
         builder = builder.set_column_dictionary_enabled(ColumnPath::from(column), true);
+    }
+    for column in uncompressed {
+        builder =
+            builder.set_column_compression(ColumnPath::from(*column), Compression::UNCOMPRESSED);
     }
     Ok(builder.build())
 }
@@ -151,6 +163,10 @@ struct Upload {
     buffer: PutPayloadMut,
     multipart: Option<Box<dyn MultipartUpload>>,
     parts: JoinSet<object_store::Result<()>>,
+    /// A second handle on each whole part sent: once the store has dropped
+    /// its own, the part's buffer is unique again and goes back to the
+    /// [`PartWriter`] ([`Upload::returned_buffers`]).
+    sent: Vec<Bytes>,
     size: u64,
     crc: u32,
     failure: Option<(&'static str, object_store::Error)>,
@@ -165,6 +181,7 @@ impl Upload {
             buffer: PutPayloadMut::new(),
             multipart: None,
             parts: JoinSet::new(),
+            sent: Vec::new(),
             size: 0,
             crc: 0,
             failure: None,
@@ -189,7 +206,11 @@ impl Upload {
                 self.buffer.push(bytes);
                 break;
             }
-            self.buffer.push(bytes.split_to(room));
+            let piece = bytes.split_to(room);
+            if piece.len() == self.part_bytes {
+                self.sent.push(piece.clone());
+            }
+            self.buffer.push(piece);
             let part = std::mem::take(&mut self.buffer);
             self.send_part(part).await?;
         }
@@ -234,6 +255,23 @@ impl Upload {
         Ok(())
     }
 
+    /// The buffers of sent parts the store no longer holds, emptied, with
+    /// their capacity.
+    fn returned_buffers(&mut self) -> Vec<Vec<u8>> {
+        let mut returned = Vec::new();
+        for part in std::mem::take(&mut self.sent) {
+            match part.try_into_mut() {
+                Ok(unique) => {
+                    let mut buffer = Vec::from(unique);
+                    buffer.clear();
+                    returned.push(buffer);
+                }
+                Err(shared) => self.sent.push(shared),
+            }
+        }
+        returned
+    }
+
     /// Uploads what is buffered and completes the object.
     async fn finish_upload(&mut self) -> Result<(), ParquetError> {
         let rest = std::mem::take(&mut self.buffer);
@@ -269,6 +307,7 @@ impl Upload {
     async fn abort(&mut self) {
         self.parts.shutdown().await;
         self.buffer = PutPayloadMut::new();
+        self.sent.clear();
         if let Some(mut upload) = self.multipart.take() {
             if let Err(e) = upload.abort().await {
                 tracing::warn!(path = %self.path, error = %e, "cannot abort multipart upload");
@@ -293,8 +332,11 @@ impl Drop for Upload {
 
 /// The synchronous side of an upload: the Parquet encoder writes into it,
 /// and it cuts the bytes into parts of exactly `part_bytes`, each allocated
-/// once at its full size (no buffer growing by reallocation, no copy of a
-/// whole row group). The async side takes the full parts after each write.
+/// at its full size (no buffer growing by reallocation, no copy of a whole
+/// row group). The async side takes the full parts after each write, and
+/// gives back the buffers of parts the store is done with, so a file reuses
+/// a few part buffers instead of allocating (and page-faulting) a fresh one
+/// per part.
 struct PartWriter {
     /// Size of each part.
     part_bytes: usize,
@@ -302,6 +344,11 @@ struct PartWriter {
     current: Vec<u8>,
     /// Full parts not yet handed to the upload.
     full: Vec<Bytes>,
+    /// Empty buffers of `part_bytes` capacity, to fill next (at most
+    /// [`MAX_PARTS_IN_FLIGHT`] + 1: as many as can be in flight).
+    spare: Vec<Vec<u8>>,
+    /// Parts filled in a recycled buffer.
+    reused: u64,
 }
 
 impl PartWriter {
@@ -310,6 +357,17 @@ impl PartWriter {
             part_bytes,
             current: Vec::new(),
             full: Vec::new(),
+            spare: Vec::new(),
+            reused: 0,
+        }
+    }
+
+    /// Keeps `buffers` (empty) for the next parts.
+    fn recycle(&mut self, buffers: Vec<Vec<u8>>) {
+        for buffer in buffers {
+            if buffer.capacity() >= self.part_bytes && self.spare.len() <= MAX_PARTS_IN_FLIGHT {
+                self.spare.push(buffer);
+            }
         }
     }
 }
@@ -319,7 +377,13 @@ impl std::io::Write for PartWriter {
         let mut rest = buf;
         while !rest.is_empty() {
             if self.current.capacity() == 0 {
-                self.current = Vec::with_capacity(self.part_bytes);
+                self.current = match self.spare.pop() {
+                    Some(buffer) => {
+                        self.reused += 1;
+                        buffer
+                    }
+                    None => Vec::with_capacity(self.part_bytes),
+                };
             }
             let n = (self.part_bytes - self.current.len()).min(rest.len());
             self.current.extend_from_slice(&rest[..n]);
@@ -358,7 +422,7 @@ struct RowGroupInProgress {
 /// order once it has `row_group_rows` rows.
 struct Encoder {
     file: SerializedFileWriter<PartWriter>,
-    factory: ArrowRowGroupWriterFactory,
+    factories: Factories,
     schema: SchemaRef,
     row_group_rows: usize,
     in_progress: Option<RowGroupInProgress>,
@@ -385,12 +449,12 @@ impl Encoder {
         let writer = ArrowWriter::try_new(
             sink,
             Arc::clone(&schema),
-            Some(writer_properties(settings)?),
+            Some(writer_properties(settings, &[])?),
         )?;
         let (file, factory) = writer.into_serialized_writer()?;
         Ok(Self {
             file,
-            factory,
+            factories: Factories::new(settings, Arc::clone(&schema), factory),
             schema,
             row_group_rows: settings.row_group_rows,
             in_progress: None,
@@ -433,7 +497,7 @@ impl Encoder {
         if self.in_progress.is_none() {
             let index = self.file.flushed_row_groups().len();
             self.in_progress = Some(RowGroupInProgress {
-                writers: self.factory.create_column_writers(index)?,
+                writers: self.factories.column_writers(index, piece)?,
                 rows: 0,
             });
         }
@@ -611,6 +675,10 @@ impl ParquetSink {
             if let Err(e) = self.upload.append(part).await {
                 return Err(self.fail(e).await);
             }
+        }
+        let returned = self.upload.returned_buffers();
+        if let Some(writer) = self.writer.as_mut() {
+            writer.file.inner_mut().recycle(returned);
         }
         Ok(())
     }

@@ -68,7 +68,7 @@ const CHANNEL_BATCHES: usize = 2;
 /// An output batch is cut at `row_group_rows` rows or past this many bytes of
 /// keys and values, whichever comes first (the Parquet writer regroups rows
 /// into row groups anyway; this only bounds a batch in flight).
-const MAX_BATCH_BYTES: usize = 4 << 20;
+const MAX_BATCH_BYTES: usize = 1 << 20;
 
 /// What [`build_snapshot`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,6 +13,7 @@ use arrow_array::builder::{
 use arrow_array::{ArrayRef, ListArray, RecordBatch, StructArray};
 use arrow_schema::{ArrowError, DataType, FieldRef, Fields, SchemaRef};
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 use super::{check_settings, ParquetSink};
 use crate::checkpoint::error::CheckpointError;
@@ -26,8 +27,11 @@ use crate::store::Store;
 /// bytes (besides `row_group_rows` rows and epoch boundaries). This bounds the
 /// memory of the batches in flight (the Parquet writer regroups batches into
 /// row groups of `row_group_rows`, so small batches cost nothing there) and
-/// keeps Arrow's 32-bit offsets far from overflow.
-const MAX_BATCH_BYTES: usize = 4 << 20;
+/// keeps Arrow's 32-bit offsets far from overflow. 1 MiB rather than 4: the
+/// same batch is held by the encoder, the channels and the snapshot's sort
+/// at once, and 4 MiB batches put the first checkpoint of 10 M keys past
+/// 256 MiB of RSS (BENCHMARKS.md).
+const MAX_BATCH_BYTES: usize = 1 << 20;
 
 /// Batches queued between the merge (blocking) and the encoder (async).
 const CHANNEL_BATCHES: usize = 2;
@@ -411,6 +415,57 @@ fn changelog_path(epoch: u64, checkpoint: u64, n: u32) -> String {
     )
 }
 
+/// fsyncs of the files already closed (local store only), started as each
+/// file closes so the disk writes it back while the next one is encoded,
+/// instead of all at once after the last. The checkpoint still makes every
+/// file durable before its manifest; these make that step short.
+struct EarlySyncs {
+    store: Store,
+    tasks: JoinSet<(String, std::io::Result<()>)>,
+}
+
+impl EarlySyncs {
+    fn new(store: &Store) -> Self {
+        Self {
+            store: store.clone(),
+            tasks: JoinSet::new(),
+        }
+    }
+
+    /// Starts the fsync of `file` (nothing for a remote store).
+    fn start(&mut self, file: &DataFile) {
+        if self.store.local_dir().is_none() {
+            return;
+        }
+        let (store, path) = (self.store.clone(), file.path.clone());
+        self.tasks.spawn(async move {
+            let result = store.make_durable(std::slice::from_ref(&path)).await;
+            (path, result)
+        });
+    }
+
+    /// Waits for every fsync started; the first failure names its file.
+    async fn finish(mut self) -> Result<(), CheckpointError> {
+        while let Some(joined) = self.tasks.join_next().await {
+            match joined {
+                Ok((_, Ok(()))) => {}
+                Ok((path, Err(source))) => {
+                    return Err(CheckpointError::Io {
+                        op: "fsync changelog file",
+                        path: self
+                            .store
+                            .local_dir()
+                            .map_or_else(|| path.clone().into(), |dir| dir.join(&path)),
+                        source,
+                    })
+                }
+                Err(e) => return Err(CheckpointError::Task(format!("changelog fsync: {e}"))),
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The async half: writes the batches, a new file per epoch and whenever the
 /// current one passes `max_file_bytes`. On error the open file is aborted.
 async fn write_batches(
@@ -420,6 +475,7 @@ async fn write_batches(
     settings: &CheckpointSettings,
     files: &mut Vec<DataFile>,
     open: &mut Option<(u64, ParquetSink)>,
+    syncs: &mut EarlySyncs,
 ) -> Result<(), CheckpointError> {
     let mut n: u32 = 0;
     while let Some(EpochBatch { epoch, batch }) = rx.recv().await {
@@ -429,7 +485,9 @@ async fn write_batches(
         };
         if roll {
             if let Some((_, sink)) = open.take() {
-                files.push(sink.finish().await?);
+                let file = sink.finish().await?;
+                syncs.start(&file);
+                files.push(file);
             }
             let relative = changelog_path(epoch, checkpoint, n);
             n += 1;
@@ -486,7 +544,11 @@ pub(crate) async fn write_changelog_tee(
     });
     let mut files = Vec::new();
     let mut open = None;
-    let written = write_batches(store, checkpoint, &mut rx, settings, &mut files, &mut open).await;
+    let mut syncs = EarlySyncs::new(store);
+    let written = write_batches(
+        store, checkpoint, &mut rx, settings, &mut files, &mut open, &mut syncs,
+    )
+    .await;
     // Closing the channel stops the merge at its next batch.
     drop(rx);
     let merged = merge
@@ -502,6 +564,7 @@ pub(crate) async fn write_changelog_tee(
             if let Some((_, sink)) = open.take() {
                 files.push(sink.finish().await?);
             }
+            syncs.finish().await?;
             summary.files = files;
             Ok(summary)
         }

@@ -478,7 +478,13 @@ impl ExternalSorter {
 /// Sorts entries by key (newest first for equal keys) and keeps the newest
 /// of each key.
 fn sort_newest_per_key(entries: &mut Vec<Entry>, arena: &[u8]) {
-    entries.sort_unstable_by(|a, b| a.view(arena).sort_cmp(&b.view(arena)));
+    // Prefixes decide almost every comparison; the keys (bounds-checked
+    // slices of the arena) are looked at only when they are equal.
+    entries.sort_unstable_by(|a, b| {
+        a.prefix
+            .cmp(&b.prefix)
+            .then_with(|| a.view(arena).sort_cmp(&b.view(arena)))
+    });
     // `dedup_by` keeps the first of equal neighbours: the newest.
     entries.dedup_by(|later, kept| later.view(arena).same_key(&kept.view(arena)));
 }
