@@ -94,14 +94,6 @@ impl StateMap {
         self.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect()
     }
 
-    /// Bytes the map holds on the heap: its arenas (including bytes of
-    /// overwritten or deleted values) and its slots.
-    #[must_use]
-    pub fn heap_bytes(&self) -> usize {
-        self.arenas.iter().map(Vec::capacity).sum::<usize>()
-            + self.slots.capacity() * std::mem::size_of::<Slot>()
-    }
-
     pub(crate) fn key_of(&self, s: &Slot) -> &[u8] {
         bytes(&self.arenas[s.arena as usize], s.key_at, s.key_len)
     }
