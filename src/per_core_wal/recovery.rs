@@ -639,10 +639,7 @@ fn merge_runs_in(base: StateMap, runs: Vec<Run>, ranges: usize) -> StateMap {
         }
     }
     // Range r holds the keys in [splits[r - 1], splits[r]).
-    let base_cuts = cut(&splits, base_slots.len(), |i| {
-        let s = &base_slots[i];
-        bytes(&arenas[s.arena as usize], s.key_at, s.key_len)
-    });
+    let base_cuts = cut(&splits, base_slots.len(), |i| base_slots[i].key(&arenas));
     let run_cuts: Vec<Vec<std::ops::Range<usize>>> = runs
         .iter()
         .map(|run| cut(&splits, run.rows.len(), |i| run.rows[i].key(&run.arena)))
@@ -760,8 +757,7 @@ fn merge_range(base_arenas: &[Vec<u8>], base: &[Slot], runs: &[RunPiece<'_>]) ->
         let key = row.key(arena);
         // Base keys before the winner's come first; an equal one is replaced.
         while let Some(slot) = base.get(b) {
-            let base_key = bytes(&base_arenas[slot.arena as usize], slot.key_at, slot.key_len);
-            match base_key.cmp(key) {
+            match slot.key(base_arenas).cmp(key) {
                 std::cmp::Ordering::Less => {
                     merged.push(*slot);
                     b += 1;

@@ -22,6 +22,13 @@ pub(crate) struct Slot {
     pub(crate) arena: u32,
 }
 
+impl Slot {
+    /// The key's bytes in `arenas`.
+    pub(crate) fn key<'a>(&self, arenas: &'a [Vec<u8>]) -> &'a [u8] {
+        bytes(&arenas[self.arena as usize], self.key_at, self.key_len)
+    }
+}
+
 /// A sorted map from keys to values (both byte strings), read-only once
 /// built: what recovery returns as the latest value of every live key.
 ///
@@ -95,7 +102,7 @@ impl StateMap {
     }
 
     pub(crate) fn key_of(&self, s: &Slot) -> &[u8] {
-        bytes(&self.arenas[s.arena as usize], s.key_at, s.key_len)
+        s.key(&self.arenas)
     }
 
     fn value_of(&self, s: &Slot) -> &[u8] {
@@ -137,7 +144,7 @@ impl StateMap {
         let mut old = old.into_iter().peekable();
         for (key, value) in changes {
             while let Some(s) = old.peek() {
-                match bytes(&arenas[s.arena as usize], s.key_at, s.key_len).cmp(&key) {
+                match s.key(&arenas).cmp(&key) {
                     Ordering::Less => slots.extend(old.next()),
                     Ordering::Equal => {
                         old.next();
