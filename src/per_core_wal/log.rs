@@ -291,6 +291,8 @@ pub(crate) struct CoreLogReader {
     previous: Option<(u64, u64, u64)>,
     last_timestamp: i64,
     bytes: u64,
+    /// Read each segment in one piece ([`SegmentCursor::open_whole`]).
+    whole: bool,
 }
 
 impl CoreLogReader {
@@ -309,7 +311,23 @@ impl CoreLogReader {
             previous: None,
             last_timestamp: i64::MIN,
             bytes: 0,
+            whole: false,
         }
+    }
+
+    /// This reader, reading each segment in one piece: see
+    /// [`CoreLogReader::segment_bytes`].
+    pub(crate) fn whole_segments(mut self) -> Self {
+        self.whole = true;
+        self
+    }
+
+    /// With [`CoreLogReader::whole_segments`]: the current segment's number
+    /// and its bytes from offset 0 (the current record's key and value are
+    /// slices of them).
+    pub(crate) fn segment_bytes(&self) -> Option<(u64, &bytes::Bytes)> {
+        let cursor = self.cursor.as_ref()?;
+        Some((cursor.header().segment, cursor.whole()?))
     }
 
     /// Bytes of the segments finished so far.
@@ -331,7 +349,12 @@ impl CoreLogReader {
                 let Some(next) = self.pending.pop_front() else {
                     return Ok(false);
                 };
-                let cursor = SegmentCursor::open(
+                let open = if self.whole {
+                    SegmentCursor::open_whole
+                } else {
+                    SegmentCursor::open
+                };
+                let cursor = open(
                     &self.fs,
                     &next.file.path,
                     Some((self.core_id, next.file.segment)),

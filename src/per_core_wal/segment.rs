@@ -14,6 +14,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use super::entry::{EntryRef, OrderKey};
 use super::error::PerCoreWalError;
 use super::format::{self, SegmentHeader, HEADER_LEN, RECORD_HEADER_LEN};
@@ -191,6 +193,9 @@ pub(crate) struct SegmentCursor {
     /// Read buffer; only `buf[..valid]` holds file bytes. Its length only
     /// grows (zeroed once), so a refill does not zero it again.
     buf: Vec<u8>,
+    /// The whole readable range (offset 0 to `limit`) when the cursor was
+    /// opened with [`SegmentCursor::open_whole`]; `buf` is then unused.
+    whole: Option<Bytes>,
     valid: usize,
     buf_start: u64,
     current: Option<Current>,
@@ -210,6 +215,31 @@ impl SegmentCursor {
         expected: Option<(usize, u64)>,
         limit: Option<u64>,
         limits: ReadLimits,
+    ) -> Result<Self, PerCoreWalError> {
+        Self::open_with(fs, path, expected, limit, limits, false)
+    }
+
+    /// Like [`SegmentCursor::open`], but reads the segment up to its limit
+    /// in one piece ([`WalFileSystem::read_whole`]: mapped, on the real file
+    /// system), which [`SegmentCursor::data`] then exposes: a record's key
+    /// and value are at fixed offsets of that buffer.
+    pub(crate) fn open_whole(
+        fs: &Arc<dyn WalFileSystem>,
+        path: &Path,
+        expected: Option<(usize, u64)>,
+        limit: Option<u64>,
+        limits: ReadLimits,
+    ) -> Result<Self, PerCoreWalError> {
+        Self::open_with(fs, path, expected, limit, limits, true)
+    }
+
+    fn open_with(
+        fs: &Arc<dyn WalFileSystem>,
+        path: &Path,
+        expected: Option<(usize, u64)>,
+        limit: Option<u64>,
+        limits: ReadLimits,
+        whole: bool,
     ) -> Result<Self, PerCoreWalError> {
         let file = fs
             .open_read(path)
@@ -239,6 +269,14 @@ impl SegmentCursor {
                 )));
             }
         }
+        let whole = if whole {
+            Some(
+                fs.read_whole(path, limit)
+                    .map_err(|e| PerCoreWalError::io("read segment", path, e))?,
+            )
+        } else {
+            None
+        };
         Ok(Self {
             file,
             path: path.to_path_buf(),
@@ -247,8 +285,13 @@ impl SegmentCursor {
             limit,
             pos: HEADER_LEN as u64,
             buf: Vec::new(),
-            valid: 0,
-            buf_start: HEADER_LEN as u64,
+            valid: whole.as_ref().map_or(0, Bytes::len),
+            buf_start: if whole.is_some() {
+                0
+            } else {
+                HEADER_LEN as u64
+            },
+            whole,
             current: None,
             limits,
             expected_sequence: Some(header.first_sequence),
@@ -261,8 +304,10 @@ impl SegmentCursor {
     /// sequence continuity is checked again from the first record read there.
     pub(crate) fn seek(&mut self, position: u64) {
         self.pos = position.max(HEADER_LEN as u64);
-        self.valid = 0;
-        self.buf_start = self.pos;
+        if self.whole.is_none() {
+            self.valid = 0;
+            self.buf_start = self.pos;
+        }
         self.current = None;
         self.expected_sequence = None;
         self.last_timestamp = i64::MIN;
@@ -328,6 +373,16 @@ impl SegmentCursor {
         if pos >= self.buf_start && end <= buf_end {
             return Ok(());
         }
+        if self.whole.is_some() {
+            return Err(PerCoreWalError::io(
+                "read segment",
+                &self.path,
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("offset {end} is past the {buf_end} bytes read"),
+                ),
+            ));
+        }
         // Keep the bytes from `pos` on, then read as much as fits.
         if pos >= self.buf_start && pos <= buf_end {
             let keep_from = usize::try_from(pos - self.buf_start)
@@ -389,7 +444,7 @@ impl SegmentCursor {
         }
         let invalid = match self.check_frame(pos, remaining)? {
             Ok(current) => {
-                let payload = &self.buf[current.payload_start..][..current.payload_len];
+                let payload = &self.data()[current.payload_start..][..current.payload_len];
                 let entry = match format::decode_payload(payload, self.core_id, self.header.epoch) {
                     Ok(entry) => entry,
                     Err(reason) => {
@@ -467,8 +522,8 @@ impl SegmentCursor {
         }
         self.fill(pos, RECORD_HEADER_LEN)?;
         let at = usize::try_from(pos - self.buf_start).unwrap_or(usize::MAX);
-        let len = format::le_u32(&self.buf[at..at + 4]);
-        let stored = format::le_u32(&self.buf[at + 4..at + 8]);
+        let len = format::le_u32(&self.data()[at..at + 4]);
+        let stored = format::le_u32(&self.data()[at + 4..at + 8]);
         if len == 0 {
             return Ok(Err(Invalid::ZeroLength));
         }
@@ -487,7 +542,7 @@ impl SegmentCursor {
         let total = RECORD_HEADER_LEN + len as usize;
         self.fill(pos, total)?;
         let at = usize::try_from(pos - self.buf_start).unwrap_or(usize::MAX);
-        let payload = &self.buf[at + RECORD_HEADER_LEN..at + total];
+        let payload = &self.data()[at + RECORD_HEADER_LEN..at + total];
         let computed = format::record_crc(len, payload);
         if computed != stored {
             return Ok(Err(Invalid::Checksum { stored, computed }));
@@ -501,8 +556,24 @@ impl SegmentCursor {
     /// The current record (after [`Step::Record`]).
     pub(crate) fn current(&self) -> Option<EntryRef<'_>> {
         let c = self.current?;
-        let payload = &self.buf[c.payload_start..][..c.payload_len];
+        let payload = &self.data()[c.payload_start..][..c.payload_len];
         format::decode_payload(payload, self.core_id, self.header.epoch).ok()
+    }
+
+    /// The bytes the cursor reads records from: the whole segment from
+    /// offset 0 after [`SegmentCursor::open_whole`], else the read buffer
+    /// (which starts at some offset and moves).
+    pub(crate) fn data(&self) -> &[u8] {
+        match &self.whole {
+            Some(whole) => whole,
+            None => &self.buf[..self.valid],
+        }
+    }
+
+    /// The whole segment, if the cursor was opened with
+    /// [`SegmentCursor::open_whole`].
+    pub(crate) fn whole(&self) -> Option<&Bytes> {
+        self.whole.as_ref()
     }
 
     /// True if every byte from `pos` to the limit is zero.

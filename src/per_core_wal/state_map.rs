@@ -1,16 +1,20 @@
 //! [`StateMap`]: the state recovery rebuilds, a sorted key/value map whose
 //! bytes live in a few large arenas instead of two allocations per key.
 //!
-//! Replay appends every key and value it keeps to its thread's arena and
-//! merges the threads' sorted runs into one sorted list of slots (offsets
-//! into the arenas). Nothing is copied or allocated per key after replay.
-//! A slot takes 32 bytes; a live key costs its key and value bytes plus
-//! that. Bytes of values overwritten by a longer one, or of deleted keys,
-//! stay in the arenas until the map is dropped (at most the WAL's size).
+//! An arena is a shared, immutable buffer ([`Bytes`]). WAL replay uses the
+//! segments themselves as arenas (mapped read-only by the real file
+//! system): it sorts the positions of the operations by key and merges the
+//! cores' sorted runs into one sorted list of slots (offsets into the
+//! arenas), so no key or value is copied. A slot takes 32 bytes. An arena
+//! whose live bytes fall under half of it is copied down to them (see
+//! `recovery`), so the map holds at most about twice its pairs' bytes.
+//! Cloning a map shares its arenas.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt;
+
+use bytes::Bytes;
 
 /// Where one key and its value are: `arena` indexes [`StateMap`]'s arenas.
 #[derive(Debug, Clone, Copy)]
@@ -24,7 +28,7 @@ pub(crate) struct Slot {
 
 impl Slot {
     /// The key's bytes in `arenas`.
-    pub(crate) fn key<'a>(&self, arenas: &'a [Vec<u8>]) -> &'a [u8] {
+    pub(crate) fn key<'a>(&self, arenas: &'a [Bytes]) -> &'a [u8] {
         bytes(&arenas[self.arena as usize], self.key_at, self.key_len)
     }
 }
@@ -40,7 +44,7 @@ impl Slot {
 /// the same pairs.
 #[derive(Clone, Default)]
 pub struct StateMap {
-    arenas: Vec<Vec<u8>>,
+    arenas: Vec<Bytes>,
     /// Sorted by key, keys unique.
     slots: Vec<Slot>,
 }
@@ -110,13 +114,13 @@ impl StateMap {
     }
 
     /// Takes the map apart: its arenas and its sorted slots.
-    pub(crate) fn into_parts(self) -> (Vec<Vec<u8>>, Vec<Slot>) {
+    pub(crate) fn into_parts(self) -> (Vec<Bytes>, Vec<Slot>) {
         (self.arenas, self.slots)
     }
 
     /// A map from arenas and slots sorted by key with unique keys (the
     /// caller's guarantee; debug builds check it).
-    pub(crate) fn from_parts(arenas: Vec<Vec<u8>>, slots: Vec<Slot>) -> Self {
+    pub(crate) fn from_parts(arenas: Vec<Bytes>, slots: Vec<Slot>) -> Self {
         let map = Self { arenas, slots };
         debug_assert!(map
             .slots
@@ -158,7 +162,7 @@ impl StateMap {
             }
         }
         slots.extend(old);
-        arenas.push(arena);
+        arenas.push(Bytes::from(arena));
         Self::from_parts(arenas, slots)
     }
 }
@@ -240,7 +244,7 @@ impl StateMapBuilder {
             }
             slots = kept;
         }
-        StateMap::from_parts(vec![arena], slots)
+        StateMap::from_parts(vec![Bytes::from(arena)], slots)
     }
 }
 
