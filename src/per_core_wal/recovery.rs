@@ -359,15 +359,18 @@ impl PerCoreRecoveryManager {
     }
 }
 
-/// A put or delete one core's replay read, in the order read: where its key
-/// is in the segment it came from (the value follows the key and runs to
-/// the end of the record), and its timestamp.
+/// A put or delete one core's replay read. `prefix` and `prefix2` (the
+/// key's first 16 bytes, see [`head_of`]) order and tell apart most keys
+/// without reading them. The key is at `at` ([`AT_BITS`] of offset under
+/// the number of the core's segment, its arena); the value follows the key
+/// and runs to the end of the record.
 #[derive(Debug, Clone, Copy)]
-struct Op {
-    key_at: u64,
-    timestamp_ns: i64,
-    /// The key's bytes 8 to 16 (see [`head_of`]).
+struct Row {
+    prefix: u64,
     prefix2: u64,
+    /// Strictly increases within a core: it orders one core's operations.
+    timestamp_ns: i64,
+    at: u64,
     key_len: u32,
     /// [`DELETED`] for a delete.
     value_len: u32,
@@ -376,32 +379,20 @@ struct Op {
 /// `value_len` of a deleted key (records are shorter than 4 GiB).
 const DELETED: u32 = u32::MAX;
 
-/// A core's latest operation on one key, after replay: `prefix` and
-/// `prefix2` (the key's first 16 bytes, see [`head_of`]) order and tell
-/// apart most keys without reading them; `arena` indexes the run's arenas
-/// (its segments). The value is at `key_at + key_len`.
-#[derive(Debug, Clone, Copy)]
-struct Row {
-    prefix: u64,
-    prefix2: u64,
-    epoch: u64,
-    timestamp_ns: i64,
-    key_at: u64,
-    key_len: u32,
-    value_len: u32,
-    arena: u32,
-}
+/// Bits of [`Row::at`] that hold the offset in the segment (1 TiB).
+const AT_BITS: u32 = 40;
 
 impl Row {
-    fn key<'a>(&self, arenas: &'a [Bytes]) -> &'a [u8] {
-        bytes(&arenas[self.arena as usize], self.key_at, self.key_len)
+    fn arena(&self) -> usize {
+        usize::try_from(self.at >> AT_BITS).expect("arena numbers fit")
     }
 
-    /// Merge order against a row of another core (`core` is this row's):
-    /// within a core timestamps strictly increase, so (epoch, timestamp,
-    /// core) decides as [`OrderKey`] does.
-    fn order(&self, core: u16) -> (u64, i64, u16) {
-        (self.epoch, self.timestamp_ns, core)
+    fn key_at(&self) -> u64 {
+        self.at & ((1 << AT_BITS) - 1)
+    }
+
+    fn key<'a>(&self, arenas: &'a [Bytes]) -> &'a [u8] {
+        bytes(&arenas[self.arena()], self.key_at(), self.key_len)
     }
 }
 
@@ -443,19 +434,15 @@ fn same_key(a: &Row, a_arenas: &[Bytes], b: &Row, b_arenas: &[Bytes]) -> bool {
     row_order(a, a_arenas, b, b_arenas).is_eq()
 }
 
-/// One core's replay: its puts and deletes in the order read, and for
-/// sorting, `sort_keys[i] = prefix << 64 | i` (the key's first 8 bytes).
+/// One core's replay: its puts and deletes in the order read.
 #[derive(Debug, Default)]
 struct CoreOps {
-    ops: Vec<Op>,
-    sort_keys: Vec<u128>,
+    rows: Vec<Row>,
     /// The core's segments read so far (each whole: mapped, on the real
     /// file system).
     arenas: Vec<Bytes>,
-    /// Index of the first op of each arena.
-    arena_starts: Vec<usize>,
-    /// (index of the first op, epoch) at each change of epoch.
-    epochs: Vec<(usize, u64)>,
+    /// (first timestamp, epoch) at each change of epoch.
+    epochs: Vec<(i64, u64)>,
 }
 
 impl CoreOps {
@@ -469,113 +456,63 @@ impl CoreOps {
         epoch: u64,
         timestamp_ns: i64,
     ) -> Result<(), PerCoreWalError> {
-        let index = self.ops.len();
-        let index32 = u32::try_from(index).map_err(|_| {
-            PerCoreWalError::RecoveryFailed(
-                "more than 4 G puts and deletes in one core's WAL".into(),
-            )
-        })?;
-        let key_len = u32::try_from(key.len())
-            .map_err(|_| PerCoreWalError::RecoveryFailed("a key of 4 GiB or more".into()))?;
+        let failed = |what: &str| PerCoreWalError::RecoveryFailed(what.to_owned());
+        let key_len = u32::try_from(key.len()).map_err(|_| failed("a key of 4 GiB or more"))?;
+        let arena = self
+            .arenas
+            .len()
+            .checked_sub(1)
+            .ok_or_else(|| failed("an operation read before its segment"))?;
+        if key_at >> AT_BITS != 0 || (arena as u64) >> (64 - AT_BITS) != 0 {
+            return Err(failed(
+                "a segment of 1 TiB or more, or more than 16 M segments of one core",
+            ));
+        }
         if self.epochs.last().is_none_or(|e| e.1 != epoch) {
-            self.epochs.push((index, epoch));
+            self.epochs.push((timestamp_ns, epoch));
         }
         let (prefix, prefix2) = head_of(key);
-        self.sort_keys
-            .push((u128::from(prefix) << 64) | u128::from(index32));
-        self.ops.push(Op {
-            key_at,
-            timestamp_ns,
+        self.rows.push(Row {
+            prefix,
             prefix2,
+            timestamp_ns,
+            at: ((arena as u64) << AT_BITS) | key_at,
             key_len,
             value_len,
         });
         Ok(())
     }
 
-    fn key(&self, index: usize) -> &[u8] {
-        let op = &self.ops[index];
-        bytes(&self.arenas[self.arena_of(index)], op.key_at, op.key_len)
-    }
-
-    /// Key order of two operations with the same first 8 bytes.
-    fn order_in_span(&self, a: usize, b: usize) -> std::cmp::Ordering {
-        let (x, y) = (&self.ops[a], &self.ops[b]);
-        head_order((0, x.prefix2, x.key_len), (0, y.prefix2, y.key_len))
-            .unwrap_or_else(|| self.key(a).cmp(self.key(b)))
-    }
-
-    fn arena_of(&self, index: usize) -> usize {
-        self.arena_starts.partition_point(|&s| s <= index) - 1
-    }
-
-    fn row(&self, sort_key: u128) -> Row {
-        let index = op_index(sort_key);
-        let op = self.ops[index];
-        let epoch = self.epochs[self.epochs.partition_point(|e| e.0 <= index) - 1].1;
-        Row {
-            prefix: (sort_key >> 64) as u64,
-            prefix2: op.prefix2,
-            epoch,
-            timestamp_ns: op.timestamp_ns,
-            key_at: op.key_at,
-            key_len: op.key_len,
-            value_len: op.value_len,
-            arena: u32::try_from(self.arena_of(index)).expect("fewer than 4 G segments"),
-        }
-    }
-
-    /// The latest operation per key, sorted by key. Operations are sorted by
-    /// (prefix, index); a run of equal prefixes that holds several keys is
-    /// sorted again by (key, index). Of each key the last index wins: a
-    /// core's operations come in merge order.
-    fn into_run(mut self, core: u16) -> Run {
-        let mut sort_keys = std::mem::take(&mut self.sort_keys);
-        sort_keys.sort_unstable();
-        let mut rows = Vec::new();
-        let mut at = 0;
-        while at < sort_keys.len() {
-            let prefix = sort_keys[at] >> 64;
-            let end = at
-                + sort_keys[at..]
-                    .iter()
-                    .position(|k| k >> 64 != prefix)
-                    .unwrap_or(sort_keys.len() - at);
-            let span = &mut sort_keys[at..end];
-            let last = span[span.len() - 1];
-            if span.len() == 1
-                || span
-                    .iter()
-                    .all(|&k| self.order_in_span(op_index(k), op_index(last)).is_eq())
-            {
-                rows.push(self.row(last));
-            } else {
-                span.sort_unstable_by(|&a, &b| {
-                    self.order_in_span(op_index(a), op_index(b)).then(a.cmp(&b))
-                });
-                let mut g = 0;
-                while g < span.len() {
-                    let first = op_index(span[g]);
-                    let h = g + span[g..]
-                        .iter()
-                        .position(|&k| !self.order_in_span(op_index(k), first).is_eq())
-                        .unwrap_or(span.len() - g);
-                    rows.push(self.row(span[h - 1]));
-                    g = h;
-                }
+    /// The latest operation per key, sorted by key: the rows are sorted by
+    /// (key, timestamp) and of each key the last is kept (a core's
+    /// operations come in merge order, timestamps strictly increasing).
+    fn into_run(self, core: u16) -> Run {
+        let Self {
+            mut rows,
+            arenas,
+            epochs,
+        } = self;
+        rows.sort_unstable_by(|a, b| {
+            row_order(a, &arenas, b, &arenas).then(a.timestamp_ns.cmp(&b.timestamp_ns))
+        });
+        let mut kept = 0;
+        for i in 0..rows.len() {
+            let last_of_key = rows
+                .get(i + 1)
+                .is_none_or(|next| !same_key(&rows[i], &arenas, next, &arenas));
+            if last_of_key {
+                rows[kept] = rows[i];
+                kept += 1;
             }
-            at = end;
         }
+        rows.truncate(kept);
         Run {
             core,
             rows,
-            arenas: self.arenas,
+            arenas,
+            epochs,
         }
     }
-}
-
-fn op_index(sort_key: u128) -> usize {
-    usize::try_from(sort_key & u128::from(u32::MAX)).expect("32-bit indexes fit")
 }
 
 /// One core's latest operation per key, sorted by key, and the arenas
@@ -585,6 +522,19 @@ struct Run {
     core: u16,
     rows: Vec<Row>,
     arenas: Vec<Bytes>,
+    /// (first timestamp, epoch) at each change of epoch.
+    epochs: Vec<(i64, u64)>,
+}
+
+impl Run {
+    /// Merge order of a row of this run against one of another core:
+    /// (epoch, timestamp, core) decides as [`OrderKey`] does, since within a
+    /// core timestamps strictly increase.
+    fn order(&self, row: &Row) -> (u64, i64, u16) {
+        let at = self.epochs.partition_point(|e| e.0 <= row.timestamp_ns);
+        let epoch = at.checked_sub(1).map_or(0, |i| self.epochs[i].1);
+        (epoch, row.timestamp_ns, self.core)
+    }
 }
 
 /// What one replay thread found in its cores.
@@ -639,7 +589,9 @@ fn replay_core(
         if segment != Some(number) {
             segment = Some(number);
             ops.arenas.push(data.clone());
-            ops.arena_starts.push(ops.ops.len());
+            // A reservation is not touched memory: records take at least 20
+            // bytes, and a Row 40.
+            ops.rows.reserve(data.len() / 64);
         }
         first.get_or_insert(entry.sequence);
         if skip_to.is_some_and(|c| entry.sequence <= c) {
@@ -719,9 +671,9 @@ fn merge_runs(base: StateMap, runs: Vec<Run>) -> StateMap {
     merge_runs_in(base, runs, ranges)
 }
 
-/// One run's rows of a key range, its arenas, the number in the result of
-/// its first arena, and its core.
-type RunPiece<'a> = (&'a [Row], &'a [Bytes], u32, u16);
+/// One run's rows of a key range, the run, and the number in the result of
+/// its first arena.
+type RunPiece<'a> = (&'a [Row], &'a Run, u32);
 
 /// [`merge_runs`] over at most `ranges` key ranges (one thread each).
 fn merge_runs_in(base: StateMap, runs: Vec<Run>, ranges: usize) -> StateMap {
@@ -755,14 +707,7 @@ fn merge_runs_in(base: StateMap, runs: Vec<Run>, ranges: usize) -> StateMap {
                 .iter()
                 .zip(&run_cuts)
                 .zip(&run_arena)
-                .map(|((run, cuts), &first)| {
-                    (
-                        &run.rows[cuts[r].clone()],
-                        run.arenas.as_slice(),
-                        first,
-                        run.core,
-                    )
-                })
+                .map(|((run, cuts), &first)| (&run.rows[cuts[r].clone()], run, first))
                 .collect();
             (&base_slots[base_cuts[r].clone()], pieces)
         })
@@ -786,7 +731,10 @@ fn merge_runs_in(base: StateMap, runs: Vec<Run>, ranges: usize) -> StateMap {
                 .collect()
         })
     };
-    let mut slots = Vec::with_capacity(merged.iter().map(Vec::len).sum());
+    let total: usize = merged.iter().map(Vec::len).sum();
+    let mut merged = merged.into_iter();
+    let mut slots = merged.next().unwrap_or_default();
+    slots.reserve_exact(total - slots.len());
     for piece in merged {
         slots.extend_from_slice(&piece);
     }
@@ -882,13 +830,13 @@ fn merge_range(base_arenas: &[Bytes], base: &[Slot], runs: &[RunPiece<'_>]) -> V
     loop {
         // The run whose head has the smallest key.
         let mut smallest: Option<usize> = None;
-        for (i, &(rows, arenas, _, _)) in runs.iter().enumerate() {
+        for (i, &(rows, run, _)) in runs.iter().enumerate() {
             let Some(head) = rows.get(at[i]) else {
                 continue;
             };
             let better = smallest.is_none_or(|s| {
-                let (srows, sarenas, _, _) = runs[s];
-                row_order(head, arenas, &srows[at[s]], sarenas).is_lt()
+                let (srows, srun, _) = runs[s];
+                row_order(head, &run.arenas, &srows[at[s]], &srun.arenas).is_lt()
             });
             if better {
                 smallest = Some(i);
@@ -900,18 +848,19 @@ fn merge_range(base_arenas: &[Bytes], base: &[Slot], runs: &[RunPiece<'_>]) -> V
         };
         let mut winner = (runs[s].0[at[s]], s);
         at[s] += 1;
-        for (i, &(rows, arenas, _, core)) in runs.iter().enumerate() {
+        for (i, &(rows, run, _)) in runs.iter().enumerate() {
             if let Some(head) = rows.get(at[i]) {
-                if same_key(head, arenas, &winner.0, runs[winner.1].1) {
-                    if head.order(core) > winner.0.order(runs[winner.1].3) {
+                let wrun = runs[winner.1].1;
+                if same_key(head, &run.arenas, &winner.0, &wrun.arenas) {
+                    if run.order(head) > wrun.order(&winner.0) {
                         winner = (*head, i);
                     }
                     at[i] += 1;
                 }
             }
         }
-        let (row, (_, arenas, first, _)) = (winner.0, runs[winner.1]);
-        let key = row.key(arenas);
+        let (row, (_, run, first)) = (winner.0, runs[winner.1]);
+        let key = row.key(&run.arenas);
         // Base keys before the winner's come first; an equal one is replaced.
         while let Some(slot) = base.get(b) {
             match slot.key(base_arenas).cmp(key) {
@@ -928,11 +877,11 @@ fn merge_range(base_arenas: &[Bytes], base: &[Slot], runs: &[RunPiece<'_>]) -> V
         }
         if row.value_len != DELETED {
             merged.push(Slot {
-                key_at: row.key_at,
-                value_at: row.key_at + u64::from(row.key_len),
+                key_at: row.key_at(),
+                value_at: row.key_at() + u64::from(row.key_len),
                 key_len: row.key_len,
                 value_len: row.value_len,
-                arena: first + row.arena,
+                arena: first + u32::try_from(row.arena()).expect("fewer than 4 G arenas"),
             });
         }
     }
@@ -1083,7 +1032,6 @@ mod tests {
         }
         let mut c = CoreOps::default();
         c.arenas.push(Bytes::from(arena));
-        c.arena_starts.push(0);
         for ((k, v, epoch, ts), at) in ops.iter().zip(at) {
             let len = v
                 .as_ref()
@@ -1199,12 +1147,10 @@ mod tests {
             rows.push(Row {
                 prefix,
                 prefix2,
-                epoch: 0,
                 timestamp_ns: 0,
-                key_at: at,
+                at,
                 key_len: len,
                 value_len: DELETED,
-                arena: 0,
             });
             at += u64::from(len);
         }
