@@ -34,7 +34,7 @@ use super::manager::PerCoreWalConfig;
 #[cfg(test)]
 use super::merge::MergeStream;
 use super::segment::{list_segments, ReadLimits, SegmentCursor, SegmentFile, SegmentNaming, Step};
-use super::state_map::{bytes, Slot, StateMap};
+use super::state_map::{bytes, Slot, StateMap, AT_BITS};
 
 /// State rebuilt by replaying the WAL.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -379,9 +379,6 @@ struct Row {
 /// `value_len` of a deleted key (records are shorter than 4 GiB).
 const DELETED: u32 = u32::MAX;
 
-/// Bits of [`Row::at`] that hold the offset in the segment (1 TiB).
-const AT_BITS: u32 = 40;
-
 impl Row {
     fn arena(&self) -> usize {
         usize::try_from(self.at >> AT_BITS).expect("arena numbers fit")
@@ -673,7 +670,7 @@ fn merge_runs(base: StateMap, runs: Vec<Run>) -> StateMap {
 
 /// One run's rows of a key range, the run, and the number in the result of
 /// its first arena.
-type RunPiece<'a> = (&'a [Row], &'a Run, u32);
+type RunPiece<'a> = (&'a [Row], &'a Run, usize);
 
 /// [`merge_runs`] over at most `ranges` key ranges (one thread each).
 fn merge_runs_in(base: StateMap, runs: Vec<Run>, ranges: usize) -> StateMap {
@@ -682,7 +679,7 @@ fn merge_runs_in(base: StateMap, runs: Vec<Run>, ranges: usize) -> StateMap {
     let mut run_arena = Vec::with_capacity(runs.len());
     let mut next = first_run_arena;
     for run in &runs {
-        run_arena.push(u32::try_from(next).expect("fewer than 4 G arenas"));
+        run_arena.push(next);
         next += run.arenas.len();
     }
     // Split keys: quantiles of the largest run, strictly increasing.
@@ -754,7 +751,7 @@ fn merge_runs_in(base: StateMap, runs: Vec<Run>, ranges: usize) -> StateMap {
 fn compact(arenas: &mut Vec<Bytes>, slots: &mut [Slot], from: usize) {
     let mut live = vec![0_u64; arenas.len()];
     for s in slots.iter() {
-        live[s.arena as usize] += u64::from(s.key_len) + u64::from(s.value_len);
+        live[s.arena()] += u64::from(s.key_len) + u64::from(s.value_len);
     }
     let sparse: Vec<bool> = arenas
         .iter()
@@ -772,19 +769,12 @@ fn compact(arenas: &mut Vec<Bytes>, slots: &mut [Slot], from: usize) {
         .map(|(l, _)| l)
         .sum();
     let mut arena = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-    let id = u32::try_from(arenas.len()).expect("fewer than 4 G arenas");
-    for s in slots.iter_mut().filter(|s| sparse[s.arena as usize]) {
-        let from = &arenas[s.arena as usize];
+    let id = arenas.len();
+    for s in slots.iter_mut().filter(|s| sparse[s.arena()]) {
         let key_at = arena.len() as u64;
-        arena.extend_from_slice(bytes(from, s.key_at, s.key_len));
-        let value_at = arena.len() as u64;
-        arena.extend_from_slice(bytes(from, s.value_at, s.value_len));
-        *s = Slot {
-            key_at,
-            value_at,
-            arena: id,
-            ..*s
-        };
+        arena.extend_from_slice(s.key(arenas));
+        arena.extend_from_slice(s.value(arenas));
+        *s = Slot::new(id, key_at, s.key_len, s.value_len);
     }
     for (a, sparse) in arenas.iter_mut().zip(sparse) {
         if sparse {
@@ -876,13 +866,12 @@ fn merge_range(base_arenas: &[Bytes], base: &[Slot], runs: &[RunPiece<'_>]) -> V
             }
         }
         if row.value_len != DELETED {
-            merged.push(Slot {
-                key_at: row.key_at(),
-                value_at: row.key_at() + u64::from(row.key_len),
-                key_len: row.key_len,
-                value_len: row.value_len,
-                arena: first + u32::try_from(row.arena()).expect("fewer than 4 G arenas"),
-            });
+            merged.push(Slot::new(
+                first + row.arena(),
+                row.key_at(),
+                row.key_len,
+                row.value_len,
+            ));
         }
     }
     merged

@@ -5,7 +5,7 @@
 //! segments themselves as arenas (mapped read-only by the real file
 //! system): it sorts the positions of the operations by key and merges the
 //! cores' sorted runs into one sorted list of slots (offsets into the
-//! arenas), so no key or value is copied. A slot takes 32 bytes. An arena
+//! arenas), so no key or value is copied. A slot takes 16 bytes. An arena
 //! whose live bytes fall under half of it is copied down to them (see
 //! `recovery`), so the map holds at most about twice its pairs' bytes.
 //! Cloning a map shares its arenas.
@@ -16,20 +16,52 @@ use std::fmt;
 
 use bytes::Bytes;
 
-/// Where one key and its value are: `arena` indexes [`StateMap`]'s arenas.
+/// Bits of a packed position that hold the offset in its arena (1 TiB); the
+/// bits above hold the arena's number.
+pub(crate) const AT_BITS: u32 = 40;
+
+/// Where one key and its value are, in 16 bytes: the arena's number and the
+/// key's offset in it, packed ([`AT_BITS`]). The value follows the key in
+/// every arena: a WAL record holds the key then the value, and the arenas
+/// built here append them so.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Slot {
-    pub(crate) key_at: u64,
-    pub(crate) value_at: u64,
+    at: u64,
     pub(crate) key_len: u32,
     pub(crate) value_len: u32,
-    pub(crate) arena: u32,
 }
 
 impl Slot {
+    pub(crate) fn new(arena: usize, key_at: u64, key_len: u32, value_len: u32) -> Self {
+        let arena = u64::try_from(arena).expect("arena numbers fit in 64 bits");
+        assert!(
+            key_at >> AT_BITS == 0 && arena >> (64 - AT_BITS) == 0,
+            "arenas of at most 1 TiB, at most 16 M of them"
+        );
+        Self {
+            at: (arena << AT_BITS) | key_at,
+            key_len,
+            value_len,
+        }
+    }
+
+    pub(crate) fn arena(&self) -> usize {
+        usize::try_from(self.at >> AT_BITS).expect("arena numbers fit")
+    }
+
+    pub(crate) fn key_at(&self) -> u64 {
+        self.at & ((1 << AT_BITS) - 1)
+    }
+
     /// The key's bytes in `arenas`.
     pub(crate) fn key<'a>(&self, arenas: &'a [Bytes]) -> &'a [u8] {
-        bytes(&arenas[self.arena as usize], self.key_at, self.key_len)
+        bytes(&arenas[self.arena()], self.key_at(), self.key_len)
+    }
+
+    /// The value's bytes in `arenas`.
+    pub(crate) fn value<'a>(&self, arenas: &'a [Bytes]) -> &'a [u8] {
+        let value_at = self.key_at() + u64::from(self.key_len);
+        bytes(&arenas[self.arena()], value_at, self.value_len)
     }
 }
 
@@ -110,7 +142,7 @@ impl StateMap {
     }
 
     fn value_of(&self, s: &Slot) -> &[u8] {
-        bytes(&self.arenas[s.arena as usize], s.value_at, s.value_len)
+        s.value(&self.arenas)
     }
 
     /// Takes the map apart: its arenas and its sorted slots.
@@ -177,15 +209,13 @@ pub(crate) fn bytes(arena: &[u8], at: u64, len: u32) -> &[u8] {
 fn append(arena: &mut Vec<u8>, id: u32, key: &[u8], value: &[u8]) -> Slot {
     let key_at = arena.len() as u64;
     arena.extend_from_slice(key);
-    let value_at = arena.len() as u64;
     arena.extend_from_slice(value);
-    Slot {
+    Slot::new(
+        id as usize,
         key_at,
-        value_at,
-        key_len: u32::try_from(key.len()).expect("keys are shorter than 4 GiB"),
-        value_len: u32::try_from(value.len()).expect("values are shorter than 4 GiB"),
-        arena: id,
-    }
+        u32::try_from(key.len()).expect("keys are shorter than 4 GiB"),
+        u32::try_from(value.len()).expect("values are shorter than 4 GiB"),
+    )
 }
 
 /// Builds a map from pairs, in one arena. Pairs given in increasing key
@@ -214,7 +244,7 @@ impl StateMapBuilder {
     pub(crate) fn push(&mut self, key: &[u8], value: &[u8]) {
         if self.sorted {
             if let Some(last) = self.slots.last() {
-                self.sorted = bytes(&self.arena, last.key_at, last.key_len) < key;
+                self.sorted = bytes(&self.arena, last.key_at(), last.key_len) < key;
             }
         }
         let slot = append(&mut self.arena, 0, key, value);
@@ -227,15 +257,15 @@ impl StateMapBuilder {
         } = self;
         if !self.sorted {
             slots.sort_by(|a, b| {
-                bytes(&arena, a.key_at, a.key_len).cmp(bytes(&arena, b.key_at, b.key_len))
+                bytes(&arena, a.key_at(), a.key_len).cmp(bytes(&arena, b.key_at(), b.key_len))
             });
             // Of a run of equal keys keep the last (the latest pushed).
             let mut kept: Vec<Slot> = Vec::with_capacity(slots.len());
             for s in slots {
                 match kept.last_mut() {
                     Some(last)
-                        if bytes(&arena, last.key_at, last.key_len)
-                            == bytes(&arena, s.key_at, s.key_len) =>
+                        if bytes(&arena, last.key_at(), last.key_len)
+                            == bytes(&arena, s.key_at(), s.key_len) =>
                     {
                         *last = s;
                     }
