@@ -37,37 +37,61 @@ pub struct Recovered {
 
 /// Recovers from the newest checkpoint in `store` plus the WAL described by
 /// `wal_config`: verifies every object the manifest references before
-/// decoding any, loads the snapshot and the changelog deltas after it, then
-/// repairs the WAL's torn tails and replays each core's entries the manifest
-/// does not cover. Idempotent.
+/// decoding any and loads the snapshot and the changelog deltas after it;
+/// meanwhile, on other threads, repairs the WAL's torn tails and replays
+/// each core's entries the manifest does not cover; then applies those onto
+/// the checkpoint's state. Idempotent.
 pub async fn recover(
     store: &Store,
     wal_config: &PerCoreWalConfig,
 ) -> Result<Recovered, CheckpointError> {
     let manifest = latest_manifest(store).await?;
-    let mut base = PerCoreRecoveredState::default();
-    let mut covered = Vec::new();
-    let mut objects_verified = 0;
-    if let Some(m) = &manifest {
-        objects_verified = verify_all(store, m).await?;
-        load_state(store, m, &mut base).await?;
-        base.source_offsets = m.source_offsets.clone().into_iter().collect();
-        base.watermark = m.watermark;
-        base.final_epoch = m.epochs.last;
-        covered = (0..wal_config.num_cores)
+    let covered: Vec<Option<u64>> = manifest.as_ref().map_or_else(Vec::new, |m| {
+        (0..wal_config.num_cores)
             .map(|core| {
                 m.cores
                     .iter()
                     .find(|c| c.core as usize == core)
                     .and_then(|c| c.last_sequence)
             })
-            .collect();
-    }
+            .collect()
+    });
     let wal_present = wal_exists(&wal_config.base_dir);
-    let state = if wal_present {
+    // The WAL is repaired and replayed on threads of its own while the
+    // checkpoint is verified and loaded; it is merged onto the loaded state
+    // after. Both are awaited before anything returns, errors included, so
+    // no repair runs on after recovery failed.
+    let replay = wal_present.then(|| {
         let recovery = PerCoreRecoveryManager::new(wal_config.clone());
         let covered = covered.clone();
-        tokio::task::spawn_blocking(move || recovery.recover_onto(base, &covered))
+        tokio::task::spawn_blocking(move || recovery.replay(&covered))
+    });
+    let mut base = PerCoreRecoveredState::default();
+    let mut objects_verified = 0;
+    let loaded = async {
+        if let Some(m) = &manifest {
+            objects_verified = verify_all(store, m).await?;
+            load_state(store, m, &mut base).await?;
+            base.source_offsets = m.source_offsets.clone().into_iter().collect();
+            base.watermark = m.watermark;
+            base.final_epoch = m.epochs.last;
+        }
+        Ok::<(), CheckpointError>(())
+    }
+    .await;
+    let replayed = match replay {
+        Some(handle) => Some(
+            handle
+                .await
+                .map_err(|e| CheckpointError::Task(e.to_string()))?,
+        ),
+        None => None,
+    };
+    // A bad checkpoint is reported before anything the WAL found.
+    loaded?;
+    let state = if let Some(replayed) = replayed {
+        let replayed = replayed?;
+        tokio::task::spawn_blocking(move || replayed.onto(base))
             .await
             .map_err(|e| CheckpointError::Task(e.to_string()))??
     } else {

@@ -249,12 +249,53 @@ impl PerCoreRecoveryManager {
     /// never a silent loss.
     pub fn recover_onto(
         &self,
-        mut base: PerCoreRecoveredState,
+        base: PerCoreRecoveredState,
         covered: &[Option<u64>],
     ) -> Result<PerCoreRecoveredState, PerCoreWalError> {
+        self.replay(covered)?.onto(base)
+    }
+
+    /// The first half of [`PerCoreRecoveryManager::recover_onto`]: repairs
+    /// torn tails and replays the cores into sorted runs, which do not need
+    /// the base state yet (checkpoint recovery loads it meanwhile).
+    pub(crate) fn replay(&self, covered: &[Option<u64>]) -> Result<WalReplay, PerCoreWalError> {
         let repaired = self.repair()?;
-        let cores = self.wal_config.num_cores;
         let done = self.replay_parallel(covered)?;
+        Ok(WalReplay {
+            base_dir: self.wal_config.base_dir.clone(),
+            cores: self.wal_config.num_cores,
+            covered: covered.to_vec(),
+            repaired,
+            done,
+        })
+    }
+}
+
+/// A replayed WAL waiting for its base state: see
+/// [`PerCoreRecoveryManager::replay`].
+#[derive(Debug)]
+pub(crate) struct WalReplay {
+    base_dir: PathBuf,
+    cores: usize,
+    covered: Vec<Option<u64>>,
+    /// (valid end, truncated bytes, next sequence, epoch) per core.
+    repaired: Vec<(u64, u64, u64, u64)>,
+    done: Vec<Partial>,
+}
+
+impl WalReplay {
+    /// Merges the replay onto `base` (every WAL entry is newer than it).
+    pub(crate) fn onto(
+        self,
+        mut base: PerCoreRecoveredState,
+    ) -> Result<PerCoreRecoveredState, PerCoreWalError> {
+        let Self {
+            base_dir,
+            cores,
+            covered,
+            repaired,
+            done,
+        } = self;
         let base_state = std::mem::take(&mut base.state);
         let mut out = PerCoreRecoveredState {
             wal_positions: repaired.iter().map(|r| r.0).collect(),
@@ -307,7 +348,7 @@ impl PerCoreRecoveryManager {
             let first = first.unwrap_or(out.next_sequences[core]);
             if first > last_covered + 1 {
                 return Err(PerCoreWalError::SequenceGap {
-                    path: self.wal_config.base_dir.clone(),
+                    path: base_dir.clone(),
                     core_id: core,
                     expected: last_covered + 1,
                     actual: first,
@@ -317,7 +358,9 @@ impl PerCoreRecoveryManager {
         out.state = merge_runs(base_state, runs);
         Ok(out)
     }
+}
 
+impl PerCoreRecoveryManager {
     /// Statistics of every segment, read without changing anything: a torn
     /// tail is reported, corruption elsewhere is an error.
     pub fn segment_stats(&self) -> Result<Vec<SegmentStats>, PerCoreWalError> {
@@ -850,10 +893,18 @@ fn merge_range(base_arenas: &[Bytes], base: &[Slot], runs: &[RunPiece<'_>]) -> V
             }
         }
         let (row, (_, run, first)) = (winner.0, runs[winner.1]);
-        let key = row.key(&run.arenas);
         // Base keys before the winner's come first; an equal one is replaced.
+        // The base's keys are read in order; the winner's bytes (at a random
+        // place of a segment) only when the first 16 bytes do not decide.
         while let Some(slot) = base.get(b) {
-            match slot.key(base_arenas).cmp(key) {
+            let base_key = slot.key(base_arenas);
+            let (p1, p2) = head_of(base_key);
+            let order = head_order(
+                (p1, p2, slot.key_len),
+                (row.prefix, row.prefix2, row.key_len),
+            )
+            .unwrap_or_else(|| base_key.cmp(row.key(&run.arenas)));
+            match order {
                 std::cmp::Ordering::Less => {
                     merged.push(*slot);
                     b += 1;
