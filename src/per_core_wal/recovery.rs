@@ -474,10 +474,18 @@ fn same_key(a: &Row, a_arenas: &[Bytes], b: &Row, b_arenas: &[Bytes]) -> bool {
     row_order(a, a_arenas, b, b_arenas).is_eq()
 }
 
-/// One core's replay: its puts and deletes in the order read.
-#[derive(Debug, Default)]
+/// Rows one core's replay holds before it folds them to the latest
+/// operation per key (40 bytes each: 320 MiB). A fold that keeps more than
+/// half of them doubles the threshold, so distinct keys are sorted at most
+/// a few extra times and many overwrites of few keys stay small.
+const FOLD_ROWS: usize = 8 << 20;
+
+/// One core's replay: its puts and deletes in the order read (folded to the
+/// latest per key, in key order, each time there are `fold_at` of them).
+#[derive(Debug)]
 struct CoreOps {
     rows: Vec<Row>,
+    fold_at: usize,
     /// The core's segments read so far (each whole: mapped, on the real
     /// file system).
     arenas: Vec<Bytes>,
@@ -486,6 +494,15 @@ struct CoreOps {
 }
 
 impl CoreOps {
+    fn new(fold_at: usize) -> Self {
+        Self {
+            rows: Vec::new(),
+            fold_at,
+            arenas: Vec::new(),
+            epochs: Vec::new(),
+        }
+    }
+
     /// Records a put (`value_len`) or delete ([`DELETED`]) of `key`, which
     /// lies at `key_at` of the newest arena.
     fn push(
@@ -520,6 +537,10 @@ impl CoreOps {
             key_len,
             value_len,
         });
+        if self.rows.len() >= self.fold_at {
+            latest_per_key(&mut self.rows, &self.arenas);
+            self.fold_at = self.fold_at.max(self.rows.len() * 2);
+        }
         Ok(())
     }
 
@@ -531,21 +552,9 @@ impl CoreOps {
             mut rows,
             arenas,
             epochs,
+            ..
         } = self;
-        rows.sort_unstable_by(|a, b| {
-            row_order(a, &arenas, b, &arenas).then(a.timestamp_ns.cmp(&b.timestamp_ns))
-        });
-        let mut kept = 0;
-        for i in 0..rows.len() {
-            let last_of_key = rows
-                .get(i + 1)
-                .is_none_or(|next| !same_key(&rows[i], &arenas, next, &arenas));
-            if last_of_key {
-                rows[kept] = rows[i];
-                kept += 1;
-            }
-        }
-        rows.truncate(kept);
+        latest_per_key(&mut rows, &arenas);
         Run {
             core,
             rows,
@@ -553,6 +562,26 @@ impl CoreOps {
             epochs,
         }
     }
+}
+
+/// Sorts one core's rows by (key, timestamp) and keeps the last of each key
+/// (a core's operations come in merge order, timestamps strictly
+/// increasing).
+fn latest_per_key(rows: &mut Vec<Row>, arenas: &[Bytes]) {
+    rows.sort_unstable_by(|a, b| {
+        row_order(a, arenas, b, arenas).then(a.timestamp_ns.cmp(&b.timestamp_ns))
+    });
+    let mut kept = 0;
+    for i in 0..rows.len() {
+        let last_of_key = rows
+            .get(i + 1)
+            .is_none_or(|next| !same_key(&rows[i], arenas, next, arenas));
+        if last_of_key {
+            rows[kept] = rows[i];
+            kept += 1;
+        }
+    }
+    rows.truncate(kept);
 }
 
 /// One core's latest operation per key, sorted by key, and the arenas
@@ -617,7 +646,7 @@ fn replay_core(
     p: &mut Partial,
 ) -> Result<Run, PerCoreWalError> {
     let skip_to = covered.get(core).copied().flatten();
-    let mut ops = CoreOps::default();
+    let mut ops = CoreOps::new(FOLD_ROWS);
     let mut segment = None;
     let mut first = None;
     while reader.advance()? {
@@ -1062,7 +1091,7 @@ mod tests {
     /// (key, value or `None` for a delete, epoch, timestamp).
     type TestOp = (Vec<u8>, Option<Vec<u8>>, u64, i64);
 
-    fn run_of(core: u16, ops: &[TestOp]) -> Run {
+    fn run_of(core: u16, ops: &[TestOp], fold_at: usize) -> Run {
         let mut arena = Vec::new();
         let mut at = Vec::new();
         for (k, v, _, _) in ops {
@@ -1070,7 +1099,7 @@ mod tests {
             arena.extend_from_slice(k);
             arena.extend_from_slice(v.as_deref().unwrap_or_default());
         }
-        let mut c = CoreOps::default();
+        let mut c = CoreOps::new(fold_at);
         c.arenas.push(Bytes::from(arena));
         for ((k, v, epoch, ts), at) in ops.iter().zip(at) {
             let len = v
@@ -1130,21 +1159,31 @@ mod tests {
                     None => model.remove(&k),
                 };
             }
-            let make = || {
+            let make = |fold_at| {
                 let runs: Vec<Run> = runs
                     .iter()
                     .enumerate()
-                    .map(|(core, ops)| run_of(u16::try_from(core).unwrap(), ops))
+                    .map(|(core, ops)| run_of(u16::try_from(core).unwrap(), ops, fold_at))
                     .collect();
                 (StateMap::from(base.clone()), runs)
             };
-            let (base1, runs1) = make();
-            let (base2, runs2) = make();
+            let (base1, runs1) = make(FOLD_ROWS);
+            let (base2, runs2) = make(FOLD_ROWS);
+            // Folded every 16 rows (doubling while folds keep over half).
+            let (base3, runs3) = make(16);
+            if keys == 40 {
+                // 400 operations on 40 keys never held more than 2 x 40 + 16.
+                for run in &runs3 {
+                    assert!(run.rows.capacity() <= 128, "{}", run.rows.capacity());
+                }
+            }
             let one = merge_runs_in(base1, runs1, 1);
             let split = merge_runs_in(base2, runs2, ranges);
+            let folded = merge_runs_in(base3, runs3, ranges);
             assert!(!one.is_empty());
             assert_eq!(one, model, "one range, {keys} keys");
             assert_eq!(split, model, "{ranges} ranges, {keys} keys");
+            assert_eq!(folded, model, "folded, {ranges} ranges, {keys} keys");
             // 40 keys overwritten 1200 times: the runs' arenas are sparse.
             let (arenas, _) = split.into_parts();
             compacted += usize::from(arenas.iter().filter(|a| a.is_empty()).count() == 3);
