@@ -248,9 +248,11 @@ fn recover_child(wal: &Path, store: Option<&Path>) -> Result<()> {
     let cpu_ticks = cpu_ticks()? - ticks_before;
     let hwm_kib = status_kib("VmHWM:")?;
     // With the state still held: the process's own memory and the mapped
-    // WAL pages (page cache the state's keys and values are read from).
+    // WAL pages (page cache the state's keys and values are read from;
+    // untouched mapped pages are not counted).
     let anon_kib = status_kib("RssAnon:")?;
-    let file_kib = status_kib("RssFile:")?;
+    // tmpfs pages (a WAL under /dev/shm) count as shared memory.
+    let file_kib = status_kib("RssFile:")? + status_kib("RssShmem:")?;
     println!(
         "seconds={seconds} cpu_ticks={cpu_ticks} rss_before_kib={rss_before_kib} \
          hwm_kib={hwm_kib} anon_kib={anon_kib} file_kib={file_kib} replayed={} skipped={} \

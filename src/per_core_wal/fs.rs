@@ -38,15 +38,7 @@ pub trait WalFileSystem: Send + Sync + Debug {
         let len = usize::try_from(len)
             .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "file larger than memory"))?;
         let mut buf = vec![0; len];
-        let mut filled = 0;
-        while filled < len {
-            match file.read_at(&mut buf[filled..], filled as u64) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let filled = super::segment::read_full_at(&*file, &mut buf, 0)?;
         if filled < len {
             return Err(shrank(len, filled));
         }
