@@ -291,6 +291,8 @@ pub(crate) struct CoreLogReader {
     previous: Option<(u64, u64, u64)>,
     last_timestamp: i64,
     bytes: u64,
+    /// Drop each segment's pages from the page cache once read to its end.
+    drop_cache: bool,
 }
 
 impl CoreLogReader {
@@ -309,7 +311,14 @@ impl CoreLogReader {
             previous: None,
             last_timestamp: i64::MIN,
             bytes: 0,
+            drop_cache: false,
         }
+    }
+
+    /// Drops each segment's pages from the OS page cache once it is read to
+    /// its end (see [`MergeStream::drop_cache_after_read`]).
+    pub(crate) fn set_drop_cache(&mut self, drop_cache: bool) {
+        self.drop_cache = drop_cache;
     }
 
     /// Bytes of the segments finished so far.
@@ -368,6 +377,12 @@ impl CoreLogReader {
                         header.epoch,
                     ));
                     self.bytes += cursor.position();
+                    if self.drop_cache {
+                        // Only a hint: a failure costs nothing but memory.
+                        if let Err(e) = cursor.drop_cache() {
+                            tracing::debug!(path = %cursor.path().display(), error = %e, "cannot drop a read segment's cached pages");
+                        }
+                    }
                     self.cursor = None;
                 }
                 Step::ZeroTail { position } => {
