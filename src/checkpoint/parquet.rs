@@ -26,9 +26,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{FutureExt, TryFutureExt};
 use object_store::path::Path;
-use object_store::{
-    MultipartUpload, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayloadMut,
-};
+use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutOptions, PutPayloadMut};
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnWriter, ArrowLeafColumn};
 use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStream};
@@ -169,7 +167,9 @@ fn writer_properties(
 /// The first store error is kept (parquet's writer only sees a message) so
 /// the sink reports it as [`CheckpointError::Store`].
 struct Upload {
-    store: Arc<dyn ObjectStore>,
+    store: Store,
+    /// The object's path under the table root.
+    relative: String,
     path: Path,
     part_bytes: usize,
     buffer: PutPayloadMut,
@@ -188,10 +188,11 @@ struct Upload {
 }
 
 impl Upload {
-    fn new(store: Arc<dyn ObjectStore>, path: Path, part_bytes: usize) -> Self {
+    fn new(store: Store, relative: String, part_bytes: usize) -> Self {
         Self {
+            path: store.path(&relative),
             store,
-            path,
+            relative,
             part_bytes,
             buffer: PutPayloadMut::new(),
             multipart: None,
@@ -236,11 +237,7 @@ impl Upload {
     /// [`MAX_PARTS_IN_FLIGHT`] is free, and starts uploading `part`.
     async fn send_part(&mut self, part: PutPayloadMut) -> Result<(), ParquetError> {
         if self.multipart.is_none() {
-            match self
-                .store
-                .put_multipart_opts(&self.path, PutMultipartOptions::default())
-                .await
-            {
+            match self.store.put_multipart(&self.relative).await {
                 Ok(upload) => self.multipart = Some(upload),
                 Err(e) => return Err(self.fail("start multipart upload", e)),
             }
@@ -310,6 +307,7 @@ impl Upload {
                 .fold(0, |crc, b| crc32c::crc32c_append(crc, b));
             return match self
                 .store
+                .object_store()
                 .put_opts(&self.path, payload, PutOptions::default())
                 .await
             {
@@ -681,11 +679,7 @@ impl ParquetSink {
         settings: &CheckpointSettings,
     ) -> Result<Self, CheckpointError> {
         check_settings(settings)?;
-        let upload = Upload::new(
-            Arc::clone(store.object_store()),
-            store.path(&relative),
-            settings.upload_part_bytes,
-        );
+        let upload = Upload::new(store.clone(), relative.clone(), settings.upload_part_bytes);
         let writer = Encoder::new(
             PartWriter::new(settings.upload_part_bytes),
             schema,

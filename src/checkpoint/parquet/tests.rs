@@ -15,7 +15,8 @@ use futures::stream::BoxStream;
 use futures::TryStreamExt;
 use object_store::memory::InMemory;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, ObjectMeta, PutPayload, PutResult, UploadPart,
+    CopyOptions, GetOptions, GetResult, ListResult, ObjectMeta, PutMultipartOptions, PutPayload,
+    PutResult, UploadPart,
 };
 use parquet::file::metadata::PageIndexPolicy;
 use parquet::file::properties::ReaderProperties;
