@@ -11,6 +11,9 @@
 //! `object_store`'s local file system does not fsync; [`Store::make_durable`]
 //! does, for a local store, before the WAL segments a checkpoint replaces are
 //! removed.
+//! Multipart uploads to a local store ([`Store::put_multipart`]) start the
+//! disk's writeback while the parts land, so that fsync has little left to
+//! write.
 
 use std::fmt;
 use std::path::{Path as FsPath, PathBuf};
