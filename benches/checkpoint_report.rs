@@ -31,7 +31,10 @@
 //! checkpoint-child WAL_DIR STORE_DIR MODE`): it opens the WAL with
 //! `PerCoreWalManager::open`, builds a tokio runtime, resets its peak RSS
 //! (`/proc/self/clear_refs`), runs `Checkpointer::checkpoint` and prints its
-//! figures, with `VmHWM` as the peak.
+//! figures, with `VmHWM` as the peak, and its phases from the "checkpoint
+//! committed" event (`write_us`: seal, merge, encode and upload; `fsync_us`:
+//! the data files made durable; `commit_us`: the manifest written and made
+//! durable; `remove_us`: the covered WAL segments removed).
 //!
 //! `CHECKPOINT_REPORT_ZSTD_LEVEL=N` runs the checkpoints with zstd level N
 //! instead of the default 1; `CHECKPOINT_REPORT_ENCODE_THREADS=N` with N
@@ -163,8 +166,11 @@ fn prepare_wal(dir: &Path, entries: u64, mix: &str) -> Result<()> {
 
 // ---------------------------------------------------------------- child
 
-/// Captures the fields of the snapshot's "state snapshot built" debug event
-/// (sort figures that the public API does not return).
+/// Captures the numeric fields of the snapshot's "state snapshot built"
+/// debug event and of the "checkpoint committed" event (sort figures, and
+/// how long the checkpoint took to write its files, fsync them, commit the
+/// manifest and remove the WAL segments: figures the public API does not
+/// return).
 #[derive(Clone, Default)]
 struct SortFigures(Arc<Mutex<BTreeMap<String, u64>>>);
 
@@ -196,7 +202,7 @@ impl<S: tracing::Subscriber> Layer<S> for SortFigures {
     fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
         let mut fields = EventFields::default();
         event.record(&mut fields);
-        if fields.message == "state snapshot built" {
+        if fields.message == "state snapshot built" || fields.message == "checkpoint committed" {
             self.0
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -258,7 +264,8 @@ fn checkpoint_child(wal: &Path, store: &Path, mode: &str) -> Result<()> {
     };
     let figures = SortFigures::default();
     let targets = tracing_subscriber::filter::Targets::new()
-        .with_target("walhouse::checkpoint::state", tracing::Level::DEBUG);
+        .with_target("walhouse::checkpoint::state", tracing::Level::DEBUG)
+        .with_target("walhouse::checkpoint::commit", tracing::Level::INFO);
     tracing::subscriber::set_global_default(
         tracing_subscriber::registry().with(figures.clone().with_filter(targets)),
     )?;
@@ -291,7 +298,7 @@ fn checkpoint_child(wal: &Path, store: &Path, mode: &str) -> Result<()> {
          changelog_bytes={changelog_bytes} snapshot_bytes={snapshot_bytes} \
          bytes_written={} snapshot={} snapshot_keys={} removed_segments={} \
          rss_before_kib={rss_before_kib} hwm_kib={hwm_kib} runs_spilled={} merge_passes={} \
-         max_buffered_bytes={}",
+         max_buffered_bytes={} write_us={} fsync_us={} commit_us={} remove_us={}",
         manifest.stats.entries,
         manifest.stats.puts,
         manifest.stats.deletes,
@@ -303,6 +310,10 @@ fn checkpoint_child(wal: &Path, store: &Path, mode: &str) -> Result<()> {
         sort_figure("runs_spilled"),
         sort_figure("merge_passes"),
         sort_figure("max_buffered_bytes"),
+        sort_figure("write_us"),
+        sort_figure("fsync_us"),
+        sort_figure("commit_us"),
+        sort_figure("remove_us"),
     );
     Ok(())
 }

@@ -159,6 +159,17 @@ fn rotation_then_removal_of_covered_segments_keeps_every_newer_entry() {
         .unwrap();
     let expected_sealed = written.iter().filter(|(e, _)| *e <= 2).count();
     assert_eq!(common::ops(&sealed).len(), expected_sealed);
+    // Dropping each segment's cached pages once read changes nothing read
+    // (and the segments can be read again after).
+    for _ in 0..2 {
+        let dropped: Vec<_> = m
+            .merge_sealed(2)
+            .unwrap()
+            .drop_cache_after_read()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(common::ops(&dropped), common::ops(&sealed));
+    }
     let t = std::thread::spawn(move || {
         for i in 0..500u64 {
             let (k, v) = common::kv(90_000 + i, 50);

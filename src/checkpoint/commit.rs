@@ -173,7 +173,13 @@ impl Checkpointer {
                 })
                 .collect()
         });
-        let stream = wal.merge_sealed(epoch)?.skip_covered(covered);
+        // The segments are read once, then removed after the commit: their
+        // cached pages are dropped as the merge finishes each one, so the
+        // removal after the commit has no page cache to free.
+        let stream = wal
+            .merge_sealed(epoch)?
+            .skip_covered(covered)
+            .drop_cache_after_read();
         let (changelog, early_snapshot) = self
             .write_changelog_and_due_snapshot(number, previous.as_ref(), stream, wal.num_cores())
             .await?;
@@ -198,16 +204,24 @@ impl Checkpointer {
         );
 
         let paths: Vec<String> = new_files.iter().map(|f| f.path.clone()).collect();
+        let written = started.elapsed();
         self.durable(&paths).await?;
+        let synced = started.elapsed();
         commit_manifest(&self.store, &manifest).await?;
         self.durable(&[manifest_path(number)]).await?;
+        let committed = started.elapsed();
         let removed_segments = wal.remove_segments_up_to_epoch(epoch)?;
+        let micros = |d: std::time::Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         tracing::info!(
             checkpoint = number,
             epochs = ?(first_epoch, epoch),
             entries = manifest.stats.entries,
             files = new_files.len(),
             removed_segments,
+            write_us = micros(written),
+            fsync_us = micros(synced.saturating_sub(written)),
+            commit_us = micros(committed.saturating_sub(synced)),
+            remove_us = micros(started.elapsed().saturating_sub(committed)),
             "checkpoint committed"
         );
         Ok(CheckpointOutcome {

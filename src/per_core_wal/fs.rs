@@ -71,6 +71,12 @@ pub trait WalFile: Send + Sync + Debug {
     fn set_len(&mut self, len: u64) -> io::Result<()>;
     /// `fdatasync`: makes the file's data and length durable.
     fn sync_data(&mut self) -> io::Result<()>;
+    /// Tells the OS that the file's cached pages will not be read again
+    /// (they are dropped if clean; the data is untouched). A hint: the
+    /// default does nothing.
+    fn drop_cache(&self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The operating system's file system.
@@ -189,5 +195,13 @@ impl WalFile for StdFile {
 
     fn sync_data(&mut self) -> io::Result<()> {
         self.file.sync_data()
+    }
+
+    fn drop_cache(&self) -> io::Result<()> {
+        #[cfg(target_os = "linux")]
+        {
+            rustix::fs::fadvise(&self.file, 0, None, rustix::fs::Advice::DontNeed)?;
+        }
+        Ok(())
     }
 }

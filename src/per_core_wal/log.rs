@@ -293,6 +293,8 @@ pub(crate) struct CoreLogReader {
     bytes: u64,
     /// Read each segment in one piece ([`SegmentCursor::open_whole`]).
     whole: bool,
+    /// Drop each segment's pages from the page cache once read to its end.
+    drop_cache: bool,
 }
 
 impl CoreLogReader {
@@ -312,6 +314,7 @@ impl CoreLogReader {
             last_timestamp: i64::MIN,
             bytes: 0,
             whole: false,
+            drop_cache: false,
         }
     }
 
@@ -328,6 +331,12 @@ impl CoreLogReader {
     pub(crate) fn segment_bytes(&self) -> Option<(u64, &bytes::Bytes)> {
         let cursor = self.cursor.as_ref()?;
         Some((cursor.header().segment, cursor.whole()?))
+    }
+
+    /// Drops each segment's pages from the OS page cache once it is read to
+    /// its end (see [`MergeStream::drop_cache_after_read`]).
+    pub(crate) fn set_drop_cache(&mut self, drop_cache: bool) {
+        self.drop_cache = drop_cache;
     }
 
     /// Bytes of the segments finished so far.
@@ -391,6 +400,12 @@ impl CoreLogReader {
                         header.epoch,
                     ));
                     self.bytes += cursor.position();
+                    if self.drop_cache {
+                        // Only a hint: a failure costs nothing but memory.
+                        if let Err(e) = cursor.drop_cache() {
+                            tracing::debug!(path = %cursor.path().display(), error = %e, "cannot drop a read segment's cached pages");
+                        }
+                    }
                     self.cursor = None;
                 }
                 Step::ZeroTail { position } => {

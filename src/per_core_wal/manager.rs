@@ -738,28 +738,84 @@ impl PerCoreWalManager {
     pub fn remove_segments_up_to_epoch(&self, epoch: u64) -> Result<usize, PerCoreWalError> {
         self.check_sealed(epoch)?;
         let plan = self.plan()?;
-        let mut removed = 0;
-        for (core_id, reads) in plan.into_iter().enumerate() {
-            for (read, seg_epoch) in reads {
-                if seg_epoch > epoch {
-                    break;
-                }
-                let len = read_header(&self.fs, &read.file.path).map_or(0, |h| h.1);
-                self.fs.remove_file(&read.file.path).map_err(|e| {
-                    PerCoreWalError::io("remove covered segment", &read.file.path, e)
-                })?;
-                let _ = self.shared[core_id].sealed_bytes.fetch_update(
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                    |b| Some(b.saturating_sub(len)),
-                );
-                removed += 1;
-            }
+        // Per core, its covered segments, oldest first.
+        let covered: Vec<(usize, Vec<PathBuf>)> = plan
+            .into_iter()
+            .enumerate()
+            .map(|(core_id, reads)| {
+                let paths = reads
+                    .into_iter()
+                    .take_while(|(_, seg_epoch)| *seg_epoch <= epoch)
+                    .map(|(read, _)| read.file.path)
+                    .collect();
+                (core_id, paths)
+            })
+            .filter(|(_, paths): &(usize, Vec<PathBuf>)| !paths.is_empty())
+            .collect();
+        // The cores' segments are removed on up to `available_parallelism`
+        // threads (an unlink of a large file frees its blocks and cached
+        // pages, milliseconds each). Each core's oldest first, stopping at
+        // its first failure, so a core never has a gap between segments.
+        let threads = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZeroUsize::get)
+            .min(covered.len())
+            .max(1);
+        let mut shares: Vec<Vec<(usize, Vec<PathBuf>)>> =
+            (0..threads).map(|_| Vec::new()).collect();
+        for (i, core) in covered.into_iter().enumerate() {
+            shares[i % threads].push(core);
         }
+        let remove_share =
+            |share: Vec<(usize, Vec<PathBuf>)>| -> (usize, Result<(), PerCoreWalError>) {
+                let mut removed = 0;
+                for (core_id, paths) in share {
+                    for path in paths {
+                        let len = read_header(&self.fs, &path).map_or(0, |h| h.1);
+                        if let Err(e) = self.fs.remove_file(&path) {
+                            return (
+                                removed,
+                                Err(PerCoreWalError::io("remove covered segment", &path, e)),
+                            );
+                        }
+                        let _ = self.shared[core_id].sealed_bytes.fetch_update(
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                            |b| Some(b.saturating_sub(len)),
+                        );
+                        removed += 1;
+                    }
+                }
+                (removed, Ok(()))
+            };
+        let mut shares = shares.into_iter();
+        let local = shares.next().unwrap_or_default();
+        let results: Vec<(usize, Result<(), PerCoreWalError>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = shares
+                .map(|share| scope.spawn(move || remove_share(share)))
+                .collect();
+            let mut results = vec![remove_share(local)];
+            for handle in handles {
+                results.push(handle.join().unwrap_or_else(|_| {
+                    (
+                        0,
+                        Err(PerCoreWalError::io(
+                            "remove covered segment",
+                            &self.config.base_dir,
+                            std::io::Error::other("a removal thread panicked"),
+                        )),
+                    )
+                }));
+            }
+            results
+        });
+        let removed: usize = results.iter().map(|(n, _)| n).sum();
         if removed > 0 {
             self.fs
                 .sync_dir(&self.config.base_dir)
                 .map_err(|e| PerCoreWalError::io("sync WAL directory", &self.config.base_dir, e))?;
+        }
+        for (_, result) in results {
+            result?;
         }
         Ok(removed)
     }

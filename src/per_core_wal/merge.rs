@@ -57,6 +57,19 @@ impl MergeStream {
         self
     }
 
+    /// Drops each segment's pages from the OS page cache (`fadvise
+    /// DONTNEED`; clean pages only, the file is untouched) once the stream
+    /// has read it to its end. For a checkpoint, whose segments are read
+    /// once and then removed: the kernel frees their cache while the merge
+    /// runs instead of when they are unlinked after the commit.
+    #[must_use]
+    pub fn drop_cache_after_read(mut self) -> Self {
+        for reader in &mut self.readers {
+            reader.set_drop_cache(true);
+        }
+        self
+    }
+
     /// Entries skipped by [`MergeStream::skip_covered`].
     #[must_use]
     pub fn skipped(&self) -> u64 {

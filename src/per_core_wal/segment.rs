@@ -553,6 +553,12 @@ impl SegmentCursor {
         }))
     }
 
+    /// Drops the segment's clean pages from the OS page cache (a hint; see
+    /// [`WalFile::drop_cache`]).
+    pub(crate) fn drop_cache(&self) -> std::io::Result<()> {
+        self.file.drop_cache()
+    }
+
     /// The current record (after [`Step::Record`]).
     pub(crate) fn current(&self) -> Option<EntryRef<'_>> {
         let c = self.current?;

@@ -15,7 +15,8 @@ use futures::stream::BoxStream;
 use futures::TryStreamExt;
 use object_store::memory::InMemory;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, ObjectMeta, PutPayload, PutResult, UploadPart,
+    CopyOptions, GetOptions, GetResult, ListResult, ObjectMeta, PutMultipartOptions, PutPayload,
+    PutResult, UploadPart,
 };
 use parquet::file::metadata::PageIndexPolicy;
 use parquet::file::properties::ReaderProperties;
@@ -338,6 +339,7 @@ async fn check_metadata(store: &Store, file: &DataFile, row_group_rows: i64) {
     assert!(groups.len() > 1, "{} row groups", groups.len());
     assert!(groups.iter().all(|g| g.num_rows() <= row_group_rows));
     assert_eq!(groups[0].num_rows(), row_group_rows);
+    let mut delta_chunks = 0;
     for group in groups {
         for column in group.columns() {
             // The fixture's values are random bytes: adaptive compression
@@ -352,11 +354,28 @@ async fn check_metadata(store: &Store, file: &DataFile, row_group_rows: i64) {
                     column.compression()
                 );
             }
+            // Sequences and timestamps are delta-encoded (no PLAIN pages).
+            let path = column.column_path().string();
+            if DELTA_COLUMNS.contains(&path.as_str()) {
+                let encodings: Vec<Encoding> = column.encodings().collect();
+                assert!(
+                    encodings.contains(&Encoding::DELTA_BINARY_PACKED)
+                        && !encodings.contains(&Encoding::PLAIN),
+                    "{path}: {encodings:?}"
+                );
+                delta_chunks += 1;
+            }
             assert!(column.column_index_offset().is_some());
             assert!(column.offset_index_offset().is_some());
         }
         assert!(group.column(key).bloom_filter_offset().is_some());
     }
+    assert_eq!(delta_chunks, DELTA_COLUMNS.len() * groups.len());
+    println!(
+        "{}: {} row groups, {delta_chunks} DELTA_BINARY_PACKED column chunks",
+        file.path,
+        groups.len()
+    );
     assert!(
         metadata
             .file_metadata()
