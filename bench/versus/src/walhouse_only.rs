@@ -248,7 +248,17 @@ pub fn ingest_section(ctx: &mut Ctx) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    // Closed loop: the entries in flight (producers x batch) over the
+    // throughput is the mean latency, so the shapes trace the load/latency
+    // curve: 2048 and 4096 entries in flight, and 1024 single puts.
     let shapes = [
+        (
+            "32 producers x batches of 64",
+            Shape::Batches {
+                producers: 32,
+                batch: 64,
+            },
+        ),
         (
             "64 producers x batches of 64",
             Shape::Batches {
