@@ -1086,6 +1086,47 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_state_outlives_its_segments_and_sparse_ones_are_copied_down() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = PerCoreWalConfig::new(tmp.path(), 2).with_segment_bytes(64 << 10);
+        let mut m = PerCoreWalManager::new(config.clone()).unwrap();
+        // Core 0: distinct keys (its segments stay mapped). Core 1: 20 keys
+        // overwritten over many segments (all but the newest values dead).
+        for i in 0..3000_u32 {
+            let value = format!("value {i} {}", "x".repeat(64));
+            m.writer(0)
+                .append_put(format!("distinct-{i:05}").as_bytes(), value.as_bytes())
+                .unwrap();
+            m.writer(1)
+                .append_put(format!("hot-{:02}", i % 20).as_bytes(), value.as_bytes())
+                .unwrap();
+        }
+        m.sync_all().unwrap();
+        drop(m);
+        let manager = PerCoreRecoveryManager::new(config);
+        let (expected, _, _) = sequential(&manager);
+        let got = manager.recover().unwrap();
+        let (arenas, _) = got.state.clone().into_parts();
+        let dropped = arenas.iter().filter(|a| a.is_empty()).count();
+        let kept = arenas.iter().filter(|a| !a.is_empty()).count();
+        // Core 1's segments were copied down (and dropped); core 0's kept.
+        assert!(dropped >= 4, "{dropped} arenas dropped of {}", arenas.len());
+        // Removing every segment file leaves the mapped state readable.
+        let mut removed = 0;
+        for entry in std::fs::read_dir(tmp.path()).unwrap() {
+            std::fs::remove_file(entry.unwrap().path()).unwrap();
+            removed += 1;
+        }
+        assert_eq!(got.state, expected);
+        assert_eq!(got.state.len(), 3020);
+        println!(
+            "{} keys equal to the sequential merge after removing {removed} segment files; \
+             {dropped} sparse segments copied down, {kept} arenas kept",
+            got.state.len()
+        );
+    }
+
     /// A core's run from its operations in order: (key, value or `None`
     /// for a delete, epoch, timestamp), all in one arena.
     /// (key, value or `None` for a delete, epoch, timestamp).
