@@ -10,7 +10,7 @@ use super::entry::{EntryRef, OrderKey};
 use super::error::PerCoreWalError;
 use super::format::{SegmentHeader, HEADER_LEN};
 use super::fs::WalFileSystem;
-use super::segment::{read_full_at, ReadLimits, SegmentCursor, SegmentFile, Step};
+use super::segment::{read_full_at, ReadLimits, Reading, SegmentCursor, SegmentFile, Step};
 
 /// What the open-time scan of one core found (and repaired).
 #[derive(Debug, Clone)]
@@ -291,8 +291,8 @@ pub(crate) struct CoreLogReader {
     previous: Option<(u64, u64, u64)>,
     last_timestamp: i64,
     bytes: u64,
-    /// Read each segment in one piece ([`SegmentCursor::open_whole`]).
-    whole: bool,
+    /// How each segment is read.
+    reading: Reading,
     /// Drop each segment's pages from the page cache once read to its end.
     drop_cache: bool,
 }
@@ -313,7 +313,7 @@ impl CoreLogReader {
             previous: None,
             last_timestamp: i64::MIN,
             bytes: 0,
-            whole: false,
+            reading: Reading::Buffered,
             drop_cache: false,
         }
     }
@@ -321,7 +321,7 @@ impl CoreLogReader {
     /// This reader, reading each segment in one piece: see
     /// [`CoreLogReader::segment_bytes`].
     pub(crate) fn whole_segments(mut self) -> Self {
-        self.whole = true;
+        self.reading = Reading::Whole;
         self
     }
 
@@ -358,17 +358,13 @@ impl CoreLogReader {
                 let Some(next) = self.pending.pop_front() else {
                     return Ok(false);
                 };
-                let open = if self.whole {
-                    SegmentCursor::open_whole
-                } else {
-                    SegmentCursor::open
-                };
-                let cursor = open(
+                let cursor = SegmentCursor::open_as(
                     &self.fs,
                     &next.file.path,
                     Some((self.core_id, next.file.segment)),
                     next.limit,
                     self.limits,
+                    self.reading,
                 )?;
                 self.check_continuity(&cursor)?;
                 self.cursor = Some(cursor);

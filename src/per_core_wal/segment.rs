@@ -171,6 +171,17 @@ struct Current {
     payload_len: usize,
 }
 
+/// How a cursor reads its segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reading {
+    /// Through a read buffer of at most `read_buffer_bytes` plus a record.
+    Buffered,
+    /// Up to its limit in one piece ([`WalFileSystem::read_whole`]: mapped,
+    /// on the real file system), which [`SegmentCursor::data`] exposes: a
+    /// record's key and value are at fixed offsets of that buffer.
+    Whole,
+}
+
 /// Limits a cursor works within.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ReadLimits {
@@ -193,8 +204,8 @@ pub(crate) struct SegmentCursor {
     /// Read buffer; only `buf[..valid]` holds file bytes. Its length only
     /// grows (zeroed once), so a refill does not zero it again.
     buf: Vec<u8>,
-    /// The whole readable range (offset 0 to `limit`) when the cursor was
-    /// opened with [`SegmentCursor::open_whole`]; `buf` is then unused.
+    /// The whole readable range (offset 0 to `limit`) when the cursor reads
+    /// [`Reading::Whole`]; `buf` is then unused.
     whole: Option<Bytes>,
     valid: usize,
     buf_start: u64,
@@ -216,30 +227,17 @@ impl SegmentCursor {
         limit: Option<u64>,
         limits: ReadLimits,
     ) -> Result<Self, PerCoreWalError> {
-        Self::open_with(fs, path, expected, limit, limits, false)
+        Self::open_as(fs, path, expected, limit, limits, Reading::Buffered)
     }
 
-    /// Like [`SegmentCursor::open`], but reads the segment up to its limit
-    /// in one piece ([`WalFileSystem::read_whole`]: mapped, on the real file
-    /// system), which [`SegmentCursor::data`] then exposes: a record's key
-    /// and value are at fixed offsets of that buffer.
-    pub(crate) fn open_whole(
+    /// [`SegmentCursor::open`], reading the segment as `reading` says.
+    pub(crate) fn open_as(
         fs: &Arc<dyn WalFileSystem>,
         path: &Path,
         expected: Option<(usize, u64)>,
         limit: Option<u64>,
         limits: ReadLimits,
-    ) -> Result<Self, PerCoreWalError> {
-        Self::open_with(fs, path, expected, limit, limits, true)
-    }
-
-    fn open_with(
-        fs: &Arc<dyn WalFileSystem>,
-        path: &Path,
-        expected: Option<(usize, u64)>,
-        limit: Option<u64>,
-        limits: ReadLimits,
-        whole: bool,
+        reading: Reading,
     ) -> Result<Self, PerCoreWalError> {
         let file = fs
             .open_read(path)
@@ -269,7 +267,7 @@ impl SegmentCursor {
                 )));
             }
         }
-        let whole = if whole {
+        let whole = if reading == Reading::Whole {
             Some(
                 fs.read_whole(path, limit)
                     .map_err(|e| PerCoreWalError::io("read segment", path, e))?,
@@ -567,7 +565,7 @@ impl SegmentCursor {
     }
 
     /// The bytes the cursor reads records from: the whole segment from
-    /// offset 0 after [`SegmentCursor::open_whole`], else the read buffer
+    /// offset 0 after [`Reading::Whole`], else the read buffer
     /// (which starts at some offset and moves).
     pub(crate) fn data(&self) -> &[u8] {
         match &self.whole {
@@ -577,7 +575,7 @@ impl SegmentCursor {
     }
 
     /// The whole segment, if the cursor was opened with
-    /// [`SegmentCursor::open_whole`].
+    /// [`Reading::Whole`].
     pub(crate) fn whole(&self) -> Option<&Bytes> {
         self.whole.as_ref()
     }
