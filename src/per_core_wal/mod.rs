@@ -35,8 +35,9 @@
 //! - **File system and clock are seams** ([`WalFileSystem`], [`WalClock`]),
 //!   so tests run the WAL on a simulated disk.
 //! - **Recovery replays the cores in parallel** ([`PerCoreRecoveryManager`])
-//!   and returns the state as a [`StateMap`]: sorted, its keys and values in
-//!   a few arenas rather than two allocations per key.
+//!   and returns the state as a [`StateMap`]: sorted, its keys and values
+//!   left where they are in the WAL's segments (mapped read-only by
+//!   [`StdFileSystem`]) rather than two allocations per key.
 //!
 //! ## Format v1
 //!

@@ -40,6 +40,9 @@ use super::state_map::{bytes, Slot, StateMap, AT_BITS};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PerCoreRecoveredState {
     /// Latest value of every live key (deleted keys are absent), sorted.
+    /// Its keys and values are read from the WAL's segments where they lie
+    /// (mapped read-only by [`StdFileSystem`]): the segment files must not be
+    /// truncated or rewritten while it lives; removing them is fine.
     pub state: StateMap,
     /// Source offsets of the last `Commit` per source.
     pub source_offsets: HashMap<String, u64>,
