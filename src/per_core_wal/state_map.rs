@@ -5,10 +5,10 @@
 //! segments themselves as arenas (mapped read-only by the real file
 //! system): it sorts the positions of the operations by key and merges the
 //! cores' sorted runs into one sorted list of slots (offsets into the
-//! arenas), so no key or value is copied. A slot takes 16 bytes. An arena
-//! whose live bytes fall under half of it is copied down to them (see
-//! `recovery`), so the map holds at most about twice its pairs' bytes.
-//! Cloning a map shares its arenas.
+//! arenas), so no key or value is copied. A slot takes 16 bytes. A segment
+//! whose live bytes fall under half of it is copied down to them after
+//! replay (see `recovery`), so segments of mostly dead entries are not kept
+//! for a few live ones. Cloning a map shares its arenas.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
