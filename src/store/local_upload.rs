@@ -83,22 +83,27 @@ impl Staged {
     /// starts an early sync if [`WRITEBACK_BYTES`] went through the page
     /// cache since the last one.
     fn write(self: &Arc<Self>, data: &PutPayload, offset: u64) -> object_store::Result<()> {
-        let (mut data, mut offset) = (data.iter().cloned().collect::<Vec<_>>(), offset);
-        if let Some(direct) = &self.direct {
-            let written = self
-                .write_direct(direct, &data, offset)
-                .map_err(|e| self.error("write part of", &e))?;
-            offset += written as u64;
-            skip(&mut data, written);
-        }
+        let direct = match &self.direct {
+            Some(direct) => self
+                .write_direct(direct, data, offset)
+                .map_err(|e| self.error("write part of", &e))?,
+            None => 0,
+        };
+        // The bytes from `buffered` on go through the page cache.
+        let buffered = offset + direct as u64;
         let mut at = offset;
-        for chunk in &data {
-            self.file
-                .write_all_at(chunk, at)
-                .map_err(|e| self.error("write part of", &e))?;
-            at += chunk.len() as u64;
+        for chunk in data {
+            let end = at + chunk.len() as u64;
+            if end > buffered {
+                let from = buffered.max(at);
+                let skip = usize::try_from(from - at).expect("within one chunk");
+                self.file
+                    .write_all_at(&chunk[skip..], from)
+                    .map_err(|e| self.error("write part of", &e))?;
+            }
+            at = end;
         }
-        let len = at - offset;
+        let len = at - buffered;
         let unsynced = self.unsynced.fetch_add(len, Ordering::Relaxed) + len;
         if unsynced >= WRITEBACK_BYTES && !self.syncing.swap(true, Ordering::AcqRel) {
             self.unsynced.store(0, Ordering::Relaxed);
@@ -124,8 +129,8 @@ impl Staged {
     /// `direct` (through an aligned buffer); returns its length. Nothing if
     /// `offset` is not aligned; a file system that refuses the write
     /// (`EINVAL`) leaves it all to the page cache.
-    fn write_direct(&self, direct: &File, data: &[bytes::Bytes], offset: u64) -> io::Result<usize> {
-        let total: usize = data.iter().map(bytes::Bytes::len).sum();
+    fn write_direct(&self, direct: &File, data: &PutPayload, offset: u64) -> io::Result<usize> {
+        let total = data.content_length();
         let aligned = total / DIRECT_ALIGN * DIRECT_ALIGN;
         if aligned == 0 || !offset.is_multiple_of(DIRECT_ALIGN as u64) {
             return Ok(0);
@@ -169,22 +174,6 @@ impl Staged {
             self.direct_bytes.fetch_add(n as u64, Ordering::Relaxed);
         }
         result
-    }
-}
-
-/// Drops the first `n` bytes of `data`.
-fn skip(data: &mut Vec<bytes::Bytes>, mut n: usize) {
-    while n > 0 {
-        let Some(first) = data.first_mut() else {
-            return;
-        };
-        if first.len() <= n {
-            n -= first.len();
-            data.remove(0);
-        } else {
-            let _ = first.split_to(n);
-            n = 0;
-        }
     }
 }
 
@@ -276,6 +265,16 @@ impl LocalMultipart {
         }
     }
 
+    /// This upload without direct writes (the path of file systems that
+    /// refuse `O_DIRECT`).
+    #[cfg(test)]
+    fn buffered(mut self) -> Self {
+        if let Some(state) = Arc::get_mut(&mut self.state) {
+            state.direct = None;
+        }
+        self
+    }
+
     /// Early syncs started so far.
     #[cfg(test)]
     fn early_syncs(&self) -> u64 {
@@ -363,9 +362,20 @@ mod tests {
 
     #[tokio::test]
     async fn parts_land_at_their_offsets_and_writeback_starts_early() {
+        for buffered in [false, true] {
+            parts_land_at_their_offsets(buffered).await;
+        }
+    }
+
+    /// Five concurrent parts of one upload (`buffered`: without direct
+    /// writes) land at their offsets.
+    async fn parts_land_at_their_offsets(buffered: bool) {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("changelog/epoch=1/part.parquet");
         let mut upload = LocalMultipart::create(dest.clone()).unwrap();
+        if buffered {
+            upload = upload.buffered();
+        }
         let staging = upload.staging().to_path_buf();
         assert!(staging.exists());
         // Parts are written concurrently, in any order; the last one ends
@@ -410,6 +420,7 @@ mod tests {
             assert_eq!(direct_bytes, 5 * len as u64);
         } else {
             // 30 MiB through the page cache: at least one early sync.
+            assert_eq!(direct_bytes, 0);
             assert!(syncs >= 1, "{syncs} early syncs");
         }
         println!(

@@ -1018,21 +1018,7 @@ async fn parallel_encoding_keeps_every_row_and_row_group() {
         .await
         .unwrap();
     for half in [0..5_000_usize, 5_000..10_000] {
-        let batch = RecordBatch::try_new(
-            state_schema(),
-            vec![
-                Arc::new(arrow_array::BinaryArray::from_iter_values(
-                    &keys[half.clone()],
-                )),
-                Arc::new(arrow_array::BinaryArray::from_iter_values(
-                    &values[half.clone()],
-                )),
-                Arc::new(arrow_array::Int64Array::from_iter_values(
-                    half.map(|i| i64::try_from(i).unwrap()),
-                )),
-            ],
-        )
-        .unwrap();
+        let batch = state_batch(&keys, &values, half);
         assert!(batch.get_array_memory_size() >= PARALLEL_ENCODE_MIN_BYTES);
         sink.write(&batch).await.unwrap();
     }
@@ -1082,6 +1068,26 @@ async fn parallel_encoding_keeps_every_row_and_row_group() {
     println!("parallel encoding: {n} rows in row groups {groups:?} read back equal");
 }
 
+/// A `state` batch of `rows` of `keys` and `values`, each row's epoch its
+/// index.
+fn state_batch(keys: &[Vec<u8>], values: &[Vec<u8>], rows: std::ops::Range<usize>) -> RecordBatch {
+    RecordBatch::try_new(
+        state_schema(),
+        vec![
+            Arc::new(arrow_array::BinaryArray::from_iter_values(
+                &keys[rows.clone()],
+            )),
+            Arc::new(arrow_array::BinaryArray::from_iter_values(
+                &values[rows.clone()],
+            )),
+            Arc::new(arrow_array::Int64Array::from_iter_values(
+                rows.map(|i| i64::try_from(i).unwrap()),
+            )),
+        ],
+    )
+    .unwrap()
+}
+
 /// 4,000 values of 100 bytes: xorshift bytes for the first 2,000 (row group
 /// 0 of the test below), a repeated pattern for the rest.
 fn random_then_repeated_values() -> Vec<Vec<u8>> {
@@ -1115,23 +1121,7 @@ async fn incompressible_values_are_stored_uncompressed_per_row_group() {
         .map(|i| format!("key-{i:08}").into_bytes())
         .collect();
     let values = random_then_repeated_values();
-    let batch = |rows: std::ops::Range<usize>| {
-        RecordBatch::try_new(
-            state_schema(),
-            vec![
-                Arc::new(arrow_array::BinaryArray::from_iter_values(
-                    &keys[rows.clone()],
-                )),
-                Arc::new(arrow_array::BinaryArray::from_iter_values(
-                    &values[rows.clone()],
-                )),
-                Arc::new(arrow_array::Int64Array::from_iter_values(
-                    rows.map(|i| i64::try_from(i).unwrap()),
-                )),
-            ],
-        )
-        .unwrap()
-    };
+    let batch = |rows: std::ops::Range<usize>| state_batch(&keys, &values, rows);
     let mut codecs = Vec::new();
     for mode in [CompressionMode::Adaptive, CompressionMode::Always] {
         let settings = CheckpointSettings {
