@@ -41,7 +41,8 @@
 //! column-encoder threads instead of the default 1 (0: one per CPU);
 //! `CHECKPOINT_REPORT_COMPRESSION=always` with zstd on every column instead
 //! of the default adaptive compression; `CHECKPOINT_REPORT_ROW_GROUP_ROWS=N`
-//! with row groups of N rows.
+//! with row groups of N rows; `CHECKPOINT_REPORT_SORT_MIB=N` with a snapshot
+//! sort budget of N MiB.
 //!
 //! `CHECKPOINT_REPORT_SMALL=1` divides every entry count by 100 (a smoke
 //! test of the program; its figures mean nothing).
@@ -258,6 +259,14 @@ fn checkpoint_child(wal: &Path, store: &Path, mode: &str) -> Result<()> {
     let settings = match std::env::var("CHECKPOINT_REPORT_ROW_GROUP_ROWS") {
         Ok(rows) => CheckpointSettings {
             row_group_rows: rows.parse()?,
+            ..settings
+        },
+        Err(_) => settings,
+    };
+    // `CHECKPOINT_REPORT_SORT_MIB` overrides `sort_memory_bytes`.
+    let settings = match std::env::var("CHECKPOINT_REPORT_SORT_MIB") {
+        Ok(mib) => CheckpointSettings {
+            sort_memory_bytes: mib.parse::<usize>()? << 20,
             ..settings
         },
         Err(_) => settings,

@@ -13,6 +13,7 @@ use super::error::PerCoreWalError;
 use super::fs::{StdFileSystem, WalFileSystem};
 use super::log::{read_header, scan_core, CoreLogReader, SegmentRead};
 use super::merge::MergeStream;
+use super::reaper::Reaper;
 use super::segment::{list_segments, ReadLimits, SegmentFile, SegmentNaming};
 use super::writer::{CoreShared, CoreWalWriter, WriterInit};
 
@@ -232,6 +233,8 @@ pub struct PerCoreWalManager {
     /// whole), for `reset_all`.
     last_merge: Mutex<MergedSegments>,
     reports: Vec<CoreOpenReport>,
+    /// Deletes covered segments in the background (see [`Reaper`]).
+    reaper: Reaper,
 }
 
 impl PerCoreWalManager {
@@ -356,6 +359,7 @@ impl PerCoreWalManager {
         }
         Ok(Self {
             last_merge: Mutex::new(vec![Vec::new(); config.num_cores]),
+            reaper: Reaper::new(Arc::clone(&fs), &dir),
             config,
             naming,
             fs,
@@ -732,10 +736,17 @@ impl PerCoreWalManager {
     /// directory), once a checkpoint covering those epochs is durable.
     /// Returns how many segment files were removed.
     ///
+    /// A removed segment is renamed into `.retired/` under the WAL directory
+    /// and deleted there by a background thread (the manager's drop waits
+    /// for it; files a crash leaves there are deleted at the next open), so
+    /// the call does not wait for the disk to free the blocks. A file system
+    /// that cannot rename has them removed in the call.
+    ///
     /// Only whole sealed segments are removed, and only when every core has
     /// moved past `epoch` ([`PerCoreWalError::EpochNotSealed`] otherwise):
     /// no entry of a later epoch can be lost.
     pub fn remove_segments_up_to_epoch(&self, epoch: u64) -> Result<usize, PerCoreWalError> {
+        type Share = (usize, Vec<PathBuf>, Result<(), PerCoreWalError>);
         self.check_sealed(epoch)?;
         let plan = self.plan()?;
         // Per core, its covered segments, oldest first.
@@ -753,9 +764,10 @@ impl PerCoreWalManager {
             .filter(|(_, paths): &(usize, Vec<PathBuf>)| !paths.is_empty())
             .collect();
         // The cores' segments are removed on up to `available_parallelism`
-        // threads (an unlink of a large file frees its blocks and cached
-        // pages, milliseconds each). Each core's oldest first, stopping at
-        // its first failure, so a core never has a gap between segments.
+        // threads (where the file system cannot rename, an unlink of a large
+        // file waits milliseconds for its blocks to be freed). Each core's
+        // oldest first, stopping at its first failure, so a core never has
+        // a gap between segments.
         let threads = std::thread::available_parallelism()
             .map_or(1, std::num::NonZeroUsize::get)
             .min(covered.len())
@@ -765,31 +777,37 @@ impl PerCoreWalManager {
         for (i, core) in covered.into_iter().enumerate() {
             shares[i % threads].push(core);
         }
-        let remove_share =
-            |share: Vec<(usize, Vec<PathBuf>)>| -> (usize, Result<(), PerCoreWalError>) {
-                let mut removed = 0;
-                for (core_id, paths) in share {
-                    for path in paths {
-                        let len = read_header(&self.fs, &path).map_or(0, |h| h.1);
-                        if let Err(e) = self.fs.remove_file(&path) {
+        // Per share: segments removed, the retired files to delete once
+        // the directory is synced, the first failure.
+        let remove_share = |share: Vec<(usize, Vec<PathBuf>)>| -> Share {
+            let mut removed = 0;
+            let mut retired = Vec::new();
+            for (core_id, paths) in share {
+                for path in paths {
+                    let len = read_header(&self.fs, &path).map_or(0, |h| h.1);
+                    match self.reaper.retire(&path) {
+                        Ok(moved) => retired.extend(moved),
+                        Err(e) => {
                             return (
                                 removed,
+                                retired,
                                 Err(PerCoreWalError::io("remove covered segment", &path, e)),
                             );
                         }
-                        let _ = self.shared[core_id].sealed_bytes.fetch_update(
-                            Ordering::Relaxed,
-                            Ordering::Relaxed,
-                            |b| Some(b.saturating_sub(len)),
-                        );
-                        removed += 1;
                     }
+                    let _ = self.shared[core_id].sealed_bytes.fetch_update(
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                        |b| Some(b.saturating_sub(len)),
+                    );
+                    removed += 1;
                 }
-                (removed, Ok(()))
-            };
+            }
+            (removed, retired, Ok(()))
+        };
         let mut shares = shares.into_iter();
         let local = shares.next().unwrap_or_default();
-        let results: Vec<(usize, Result<(), PerCoreWalError>)> = std::thread::scope(|scope| {
+        let results: Vec<Share> = std::thread::scope(|scope| {
             let handles: Vec<_> = shares
                 .map(|share| scope.spawn(move || remove_share(share)))
                 .collect();
@@ -798,6 +816,7 @@ impl PerCoreWalManager {
                 results.push(handle.join().unwrap_or_else(|_| {
                     (
                         0,
+                        Vec::new(),
                         Err(PerCoreWalError::io(
                             "remove covered segment",
                             &self.config.base_dir,
@@ -808,14 +827,25 @@ impl PerCoreWalManager {
             }
             results
         });
-        let removed: usize = results.iter().map(|(n, _)| n).sum();
-        if removed > 0 {
+        let removed: usize = results.iter().map(|(n, _, _)| n).sum();
+        let synced = if removed > 0 {
             self.fs
                 .sync_dir(&self.config.base_dir)
-                .map_err(|e| PerCoreWalError::io("sync WAL directory", &self.config.base_dir, e))?;
+                .map_err(|e| PerCoreWalError::io("sync WAL directory", &self.config.base_dir, e))
+        } else {
+            Ok(())
+        };
+        let mut first_error = synced.err();
+        let mut retired = Vec::new();
+        for (_, files, result) in results {
+            retired.extend(files);
+            if let (None, Err(e)) = (&first_error, result) {
+                first_error = Some(e);
+            }
         }
-        for (_, result) in results {
-            result?;
+        self.reaper.delete(retired);
+        if let Some(e) = first_error {
+            return Err(e);
         }
         Ok(removed)
     }

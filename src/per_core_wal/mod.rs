@@ -130,6 +130,7 @@ mod log;
 mod manager;
 mod merge;
 mod reader;
+mod reaper;
 mod recovery;
 mod segment;
 mod state_map;
