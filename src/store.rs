@@ -358,6 +358,80 @@ impl Store {
             .await
     }
 
+    /// The staging files of local multipart uploads under the folder
+    /// `relative` (a path under the table root), with their modification
+    /// times: files named `<object>#<digits>` (this crate's and
+    /// `LocalFileSystem`'s), which listing the store never shows. An upload
+    /// stopped by a crash leaves one behind. Empty for other stores (an
+    /// abandoned S3 multipart upload is the bucket's lifecycle rule's to
+    /// abort) and for a missing folder.
+    ///
+    /// # Errors
+    ///
+    /// Reading a directory or a file's metadata failed.
+    pub async fn local_staging_files(
+        &self,
+        relative: &str,
+    ) -> std::io::Result<Vec<(String, std::time::SystemTime)>> {
+        let Some(root) = self.local.clone() else {
+            return Ok(Vec::new());
+        };
+        let relative = relative.trim_matches('/').to_owned();
+        tokio::task::spawn_blocking(move || {
+            let mut found = Vec::new();
+            let mut dirs = vec![relative];
+            while let Some(dir) = dirs.pop() {
+                let entries = match std::fs::read_dir(root.join(&dir)) {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                for entry in entries {
+                    let entry = entry?;
+                    let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                        continue;
+                    };
+                    let rel = format!("{dir}/{name}");
+                    let kind = entry.file_type()?;
+                    if kind.is_dir() {
+                        dirs.push(rel);
+                    } else if kind.is_file() && is_staging_name(&name) {
+                        found.push((rel, entry.metadata()?.modified()?));
+                    }
+                }
+            }
+            found.sort();
+            Ok(found)
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
+    /// Removes a file found by [`Store::local_staging_files`] (nothing for
+    /// other stores; a file already gone is no error).
+    ///
+    /// # Errors
+    ///
+    /// The removal failed.
+    pub async fn remove_local_staging_file(&self, relative: &str) -> std::io::Result<()> {
+        let Some(root) = self.local.clone() else {
+            return Ok(());
+        };
+        if !relative.rsplit('/').next().is_some_and(is_staging_name) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{relative} is not a staging file's name"),
+            ));
+        }
+        let path = root.join(relative);
+        tokio::task::spawn_blocking(move || match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
     /// Makes objects durable. For a local store: fsync of each file and of
     /// every directory from it up to the store's root (`object_store` writes
     /// without fsync). Other stores are durable when a PUT returns.
@@ -474,6 +548,14 @@ fn sync_files_and_dirs(root: &FsPath, files: &[PathBuf]) -> std::io::Result<()> 
         let _ = dir;
     }
     Ok(())
+}
+
+/// Whether a file name is a local multipart upload's staging file:
+/// `<object>#<digits>`.
+fn is_staging_name(name: &str) -> bool {
+    name.rsplit_once('#').is_some_and(|(object, digits)| {
+        !object.is_empty() && !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+    })
 }
 
 #[cfg(test)]

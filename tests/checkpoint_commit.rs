@@ -654,3 +654,78 @@ async fn snapshot_sort_spills_into_the_configured_directory() {
         "runs are removed after use"
     );
 }
+
+/// A crash in the middle of a local multipart upload leaves its staging
+/// file (`<object>#<digits>`), which listing the store never shows: GC
+/// removes it once past the grace period, and nothing else.
+#[tokio::test]
+async fn gc_removes_staging_files_of_interrupted_local_uploads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut m = PerCoreWalManager::new(PerCoreWalConfig::new(&tmp.path().join("wal"), 2)).unwrap();
+    let table = tmp.path().join("table");
+    let store = Store::local(&table).unwrap();
+    append_mix(&mut m, 0, 200);
+    let out = Checkpointer::new(store.clone(), settings())
+        .unwrap()
+        .checkpoint(&mut m)
+        .await
+        .unwrap();
+    let staging = [
+        "changelog/epoch=7/part-0000-crashed.parquet#1234567890",
+        "state/checkpoint=9/part-0001-crashed.parquet#42",
+    ];
+    // Names GC must leave alone: not a staging file's, or a committed file.
+    let not_staging = ["changelog/epoch=7/notes#draft", "changelog/epoch=7/#123"];
+    for rel in staging.iter().chain(&not_staging) {
+        let path = table.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"half an upload").unwrap();
+    }
+    let listed: Vec<String> = store
+        .object_store()
+        .list(None)
+        .map_ok(|m| m.location.to_string())
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(
+        staging.iter().all(|s| !listed.contains(&(*s).to_owned())),
+        "the store's listing does not show staging files: {listed:?}"
+    );
+
+    // Within the grace period: kept, and counted.
+    let patient = Checkpointer::new(
+        store.clone(),
+        CheckpointSettings {
+            gc_grace_secs: 3600,
+            ..settings()
+        },
+    )
+    .unwrap();
+    let gc = patient.gc().await.unwrap();
+    assert!(gc.staging_files_removed.is_empty(), "{gc:?}");
+    assert!(gc.objects_in_grace >= staging.len(), "{gc:?}");
+    assert!(table.join(staging[0]).exists());
+
+    let cp = Checkpointer::new(store.clone(), settings()).unwrap();
+    let gc = cp.gc().await.unwrap();
+    println!(
+        "staging files planted: {}; removed by GC: {:?}; other files left: {}",
+        staging.len(),
+        gc.staging_files_removed,
+        not_staging.len()
+    );
+    let mut expected: Vec<String> = staging.iter().map(|s| (*s).to_owned()).collect();
+    expected.sort();
+    assert_eq!(gc.staging_files_removed, expected);
+    for rel in staging {
+        assert!(!table.join(rel).exists(), "{rel} removed");
+    }
+    for rel in not_staging {
+        assert!(table.join(rel).exists(), "{rel} is no staging file");
+    }
+    for file in out.manifest.referenced_files() {
+        assert!(table.join(&file.path).exists(), "{} kept", file.path);
+    }
+    assert!(cp.verify(None).await.unwrap().is_ok());
+}

@@ -71,6 +71,9 @@ pub struct GcReport {
     pub objects_removed: Vec<String>,
     /// Unreferenced objects kept because they are younger than the grace period.
     pub objects_in_grace: usize,
+    /// Staging files of local multipart uploads a crash left behind (older
+    /// than the grace period; `<object>#<digits>`, never listed as objects).
+    pub staging_files_removed: Vec<String>,
 }
 
 /// Writes checkpoints of sealed WAL epochs to a store and manages them.
@@ -375,6 +378,24 @@ impl Checkpointer {
         })
     }
 
+    /// An error of a local file operation on `relative` (a path under a
+    /// local store's root).
+    fn local_error(
+        &self,
+        op: &'static str,
+        relative: &str,
+        source: std::io::Error,
+    ) -> CheckpointError {
+        CheckpointError::Io {
+            op,
+            path: self
+                .store
+                .local_dir()
+                .map_or_else(|| relative.into(), |dir| dir.join(relative)),
+            source,
+        }
+    }
+
     async fn durable(&self, paths: &[String]) -> Result<(), CheckpointError> {
         self.store
             .make_durable(paths)
@@ -503,6 +524,22 @@ impl Checkpointer {
                 let rel = rel.to_owned();
                 self.delete(&rel).await?;
                 report.objects_removed.push(rel);
+            }
+            let staged = self
+                .store
+                .local_staging_files(prefix)
+                .await
+                .map_err(|source| self.local_error("list staging files", prefix, source))?;
+            for (rel, modified) in staged {
+                if now.duration_since(modified).unwrap_or_default() < grace {
+                    report.objects_in_grace += 1;
+                    continue;
+                }
+                self.store
+                    .remove_local_staging_file(&rel)
+                    .await
+                    .map_err(|source| self.local_error("remove staging file", &rel, source))?;
+                report.staging_files_removed.push(rel);
             }
         }
         Ok(report)

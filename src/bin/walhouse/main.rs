@@ -364,10 +364,11 @@ fn run(cli: Cli) -> CliResult {
             rt.block_on(checkpointer.store().probe())?;
             let report = rt.block_on(checkpointer.gc())?;
             println!(
-                "kept checkpoints {:?}; removed manifests {:?}; removed {} objects; {} unreferenced objects still in their grace period",
+                "kept checkpoints {:?}; removed manifests {:?}; removed {} objects and {} staging files of interrupted uploads; {} unreferenced objects still in their grace period",
                 report.retained,
                 report.manifests_removed,
                 report.objects_removed.len(),
+                report.staging_files_removed.len(),
                 report.objects_in_grace
             );
             Ok(())
