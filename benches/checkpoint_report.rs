@@ -19,7 +19,11 @@
 //!   (raising `snapshot_every` alone is not enough at 10 M: the 1.2 GB
 //!   changelog passes the default 1 GiB `snapshot_delta_bytes`);
 //! - state size: the first checkpoint of a WAL of 1 M and of 10 M puts of
-//!   distinct keys, so the snapshot holds every key.
+//!   distinct keys, so the snapshot holds every key; then, onto that state,
+//!   a changelog-only checkpoint of 1 M mixed entries (its speed should not
+//!   depend on the state's size) and a checkpoint of 1 M more that writes a
+//!   snapshot (`snapshot_every` = 1: the periodic snapshot, which streams
+//!   the previous one and merges the changelogs since).
 //!
 //! Everything lives under `target/bench-tmp/` (the disk of the sources;
 //! `CHECKPOINT_REPORT_DIR` picks another directory): the WAL, the table (a
@@ -121,7 +125,7 @@ fn main() -> Result<()> {
     }
     let mut states = Vec::new();
     for keys in [1_000_000 / scale, 10_000_000 / scale] {
-        states.push(state(root.path(), &machine, keys)?);
+        states.push(state(root.path(), &machine, keys, scale)?);
     }
     summary(&machine, &results, &states);
 
@@ -212,22 +216,8 @@ impl<S: tracing::Subscriber> Layer<S> for SortFigures {
     }
 }
 
-/// Runs one checkpoint of the WAL in `wal` to the table in `store` and
-/// prints its figures as `name=value` pairs on one line.
-///
-/// `mode` "first": default settings (the first checkpoint of a table always
-/// writes a snapshot). "changelog": `snapshot_every` and
-/// `snapshot_delta_bytes` at their maximum, so no snapshot is due.
-fn checkpoint_child(wal: &Path, store: &Path, mode: &str) -> Result<()> {
-    let settings = match mode {
-        "first" => CheckpointSettings::default(),
-        "changelog" => CheckpointSettings {
-            snapshot_every: u64::MAX,
-            snapshot_delta_bytes: u64::MAX,
-            ..CheckpointSettings::default()
-        },
-        other => return Err(format!("unknown checkpoint mode {other:?}").into()),
-    };
+/// `settings` with the `CHECKPOINT_REPORT_*` overrides applied.
+fn with_overrides(settings: CheckpointSettings) -> Result<CheckpointSettings> {
     // `CHECKPOINT_REPORT_ZSTD_LEVEL` overrides the zstd level (default 1).
     let settings = match std::env::var("CHECKPOINT_REPORT_ZSTD_LEVEL") {
         Ok(level) => CheckpointSettings {
@@ -271,6 +261,31 @@ fn checkpoint_child(wal: &Path, store: &Path, mode: &str) -> Result<()> {
         },
         Err(_) => settings,
     };
+    Ok(settings)
+}
+
+/// Runs one checkpoint of the WAL in `wal` to the table in `store` and
+/// prints its figures as `name=value` pairs on one line.
+///
+/// `mode` "first": default settings (the first checkpoint of a table always
+/// writes a snapshot). "changelog": `snapshot_every` and
+/// `snapshot_delta_bytes` at their maximum, so no snapshot is due.
+/// "snapshot": `snapshot_every` = 1, so a snapshot is always due.
+fn checkpoint_child(wal: &Path, store: &Path, mode: &str) -> Result<()> {
+    let settings = match mode {
+        "first" => CheckpointSettings::default(),
+        "changelog" => CheckpointSettings {
+            snapshot_every: u64::MAX,
+            snapshot_delta_bytes: u64::MAX,
+            ..CheckpointSettings::default()
+        },
+        "snapshot" => CheckpointSettings {
+            snapshot_every: 1,
+            ..CheckpointSettings::default()
+        },
+        other => return Err(format!("unknown checkpoint mode {other:?}").into()),
+    };
+    let settings = with_overrides(settings)?;
     let figures = SortFigures::default();
     let targets = tracing_subscriber::filter::Targets::new()
         .with_target("walhouse::checkpoint::state", tracing::Level::DEBUG)
@@ -564,19 +579,38 @@ fn throughput(root: &Path, machine: &Machine, entries: u64) -> Result<Throughput
 /// The figures of one state size.
 struct StateSize {
     keys: u64,
+    /// The first checkpoint (its snapshot holds every key).
     runs: Vec<Run>,
+    /// Then a changelog-only checkpoint of [`LATER_ENTRIES`] onto that state.
+    later: Vec<Run>,
+    /// Then a snapshot checkpoint of [`LATER_ENTRIES`] more: the previous
+    /// snapshot merged with the changelog since.
+    periodic: Vec<Run>,
 }
 
-/// Per run: a fresh WAL of `keys` puts of distinct keys, and the first
-/// checkpoint of a fresh table, whose snapshot holds every key.
-fn state(root: &Path, machine: &Machine, keys: u64) -> Result<StateSize> {
+/// Entries of each checkpoint after the first in the state section.
+const LATER_ENTRIES: u64 = 1_000_000;
+
+/// Per run: a fresh WAL of `keys` puts of distinct keys and the first
+/// checkpoint of a fresh table, whose snapshot holds every key; then
+/// [`LATER_ENTRIES`] mixed entries and a changelog-only checkpoint onto that
+/// state; then as many again and a checkpoint that writes a snapshot
+/// (`snapshot_every` = 1: the previous snapshot merged with both
+/// changelogs since), the periodic snapshot of a table of that many keys.
+fn state(root: &Path, machine: &Machine, keys: u64, scale: u64) -> Result<StateSize> {
+    let later_entries = LATER_ENTRIES / scale;
     println!();
     println!(
-        "== state of {} M keys: first checkpoint of a WAL of {} M puts of distinct keys",
+        "== state of {} M keys: first checkpoint of a WAL of {} M puts of distinct keys, \
+         then {} M mixed entries (changelog only), then {} M more and a snapshot",
         float(keys) / 1e6,
-        float(keys) / 1e6
+        float(keys) / 1e6,
+        float(later_entries) / 1e6,
+        float(later_entries) / 1e6,
     );
     let mut runs = Vec::new();
+    let mut later = Vec::new();
+    let mut periodic = Vec::new();
     for _ in 0..RUNS {
         let wal = fresh_dir(root, "wal")?;
         let store = fresh_dir(root, "table")?;
@@ -585,11 +619,49 @@ fn state(root: &Path, machine: &Machine, keys: u64) -> Result<StateSize> {
         let run = run_child(machine, root, &wal, &store, "first")?;
         check(&run, keys, 0, Some(keys))?;
         runs.push(run);
+
+        workload.mix = Mix::Mixed;
+        let (puts, deletes) = (workload.puts, workload.deletes);
+        append_entries(&wal, &mut workload, later_entries)?;
+        let run = run_child(machine, root, &wal, &store, "changelog")?;
+        check(&run, workload.puts - puts, workload.deletes - deletes, None)?;
+        later.push(run);
+
+        let (puts, deletes) = (workload.puts, workload.deletes);
+        append_entries(&wal, &mut workload, later_entries)?;
+        let run = run_child(machine, root, &wal, &store, "snapshot")?;
+        check(
+            &run,
+            workload.puts - puts,
+            workload.deletes - deletes,
+            Some(workload.live_keys),
+        )?;
+        periodic.push(run);
         fs::remove_dir_all(&wal)?;
         fs::remove_dir_all(&store)?;
     }
     print_runs("first checkpoint: changelog + snapshot", &runs);
-    Ok(StateSize { keys, runs })
+    print_runs(
+        &format!(
+            "then {} M mixed entries onto this state: changelog only",
+            float(later_entries) / 1e6
+        ),
+        &later,
+    );
+    print_runs(
+        &format!(
+            "then {} M more with a snapshot (snapshot_every = 1): the previous snapshot \
+             merged with both changelogs since; WAL figures count this checkpoint's WAL only",
+            float(later_entries) / 1e6
+        ),
+        &periodic,
+    );
+    Ok(StateSize {
+        keys,
+        runs,
+        later,
+        periodic,
+    })
 }
 
 fn summary(machine: &Machine, results: &[Throughput], states: &[StateSize]) {
@@ -615,10 +687,32 @@ fn summary(machine: &Machine, results: &[Throughput], states: &[StateSize]) {
             );
         }
     }
+    for s in states {
+        let wall = per_core(&s.later);
+        println!(
+            "  changelog-only checkpoint onto a state of {} M keys: {wall:.1} MB/s of WAL per core; \
+             target {TARGET_WAL_MB_PER_S_PER_CORE} per core: {}",
+            float(s.keys) / 1e6,
+            if wall >= TARGET_WAL_MB_PER_S_PER_CORE {
+                "met"
+            } else {
+                "MISSED"
+            }
+        );
+        let seconds = median(&s.periodic.iter().map(|r| r.seconds).collect::<Vec<_>>());
+        println!(
+            "  periodic snapshot of a state of {} M keys: {seconds:.2} s (median)",
+            float(s.keys) / 1e6
+        );
+    }
     let all_peaks = results
         .iter()
         .flat_map(|t| t.first.iter().chain(&t.changelog))
-        .chain(states.iter().flat_map(|s| &s.runs))
+        .chain(
+            states
+                .iter()
+                .flat_map(|s| s.runs.iter().chain(&s.later).chain(&s.periodic)),
+        )
         .map(Run::peak_mib);
     let highest = all_peaks.fold(0.0_f64, f64::max);
     println!(
