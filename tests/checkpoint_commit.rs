@@ -133,6 +133,17 @@ fn settings() -> CheckpointSettings {
     }
 }
 
+/// Every object the store lists, by full path.
+async fn object_names(store: &Store) -> Vec<String> {
+    store
+        .object_store()
+        .list(None)
+        .map_ok(|m| m.location.to_string())
+        .try_collect()
+        .await
+        .unwrap()
+}
+
 /// Appends a deterministic mix on 2 cores: puts, overwrites, deletes, a commit.
 fn append_mix(m: &mut PerCoreWalManager, from: u64, to: u64) {
     for i in from..to {
@@ -582,13 +593,7 @@ async fn retention_keeps_the_newest_checkpoints_and_everything_they_reference() 
     );
     assert_eq!(gc.retained, vec![4, 5]);
     assert_eq!(gc.manifests_removed, vec![1, 2, 3]);
-    let left: Vec<String> = store
-        .object_store()
-        .list(None)
-        .map_ok(|m| m.location.to_string())
-        .try_collect()
-        .await
-        .unwrap();
+    let left = object_names(&store).await;
     for kept in &manifests[3..] {
         for file in kept.referenced_files() {
             assert!(
@@ -681,13 +686,7 @@ async fn gc_removes_staging_files_of_interrupted_local_uploads() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, b"half an upload").unwrap();
     }
-    let listed: Vec<String> = store
-        .object_store()
-        .list(None)
-        .map_ok(|m| m.location.to_string())
-        .try_collect()
-        .await
-        .unwrap();
+    let listed = object_names(&store).await;
     assert!(
         staging.iter().all(|s| !listed.contains(&(*s).to_owned())),
         "the store's listing does not show staging files: {listed:?}"
