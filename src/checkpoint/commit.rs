@@ -69,7 +69,8 @@ pub struct GcReport {
     pub manifests_removed: Vec<u64>,
     /// Data objects removed (unreferenced and older than the grace period).
     pub objects_removed: Vec<String>,
-    /// Unreferenced objects kept because they are younger than the grace period.
+    /// Unreferenced objects (and staging files) kept because they are
+    /// younger than the grace period.
     pub objects_in_grace: usize,
     /// Staging files of local multipart uploads a crash left behind (older
     /// than the grace period; `<object>#<digits>`, never listed as objects).
