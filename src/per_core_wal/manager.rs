@@ -746,108 +746,53 @@ impl PerCoreWalManager {
     /// moved past `epoch` ([`PerCoreWalError::EpochNotSealed`] otherwise):
     /// no entry of a later epoch can be lost.
     pub fn remove_segments_up_to_epoch(&self, epoch: u64) -> Result<usize, PerCoreWalError> {
-        type Share = (usize, Vec<PathBuf>, Result<(), PerCoreWalError>);
         self.check_sealed(epoch)?;
         let plan = self.plan()?;
-        // Per core, its covered segments, oldest first.
-        let covered: Vec<(usize, Vec<PathBuf>)> = plan
-            .into_iter()
-            .enumerate()
-            .map(|(core_id, reads)| {
-                let paths = reads
-                    .into_iter()
-                    .take_while(|(_, seg_epoch)| *seg_epoch <= epoch)
-                    .map(|(read, _)| read.file.path)
-                    .collect();
-                (core_id, paths)
-            })
-            .filter(|(_, paths): &(usize, Vec<PathBuf>)| !paths.is_empty())
-            .collect();
-        // The cores' segments are removed on up to `available_parallelism`
-        // threads (where the file system cannot rename, an unlink of a large
-        // file waits milliseconds for its blocks to be freed). Each core's
-        // oldest first, stopping at its first failure, so a core never has
-        // a gap between segments.
-        let threads = std::thread::available_parallelism()
-            .map_or(1, std::num::NonZeroUsize::get)
-            .min(covered.len())
-            .max(1);
-        let mut shares: Vec<Vec<(usize, Vec<PathBuf>)>> =
-            (0..threads).map(|_| Vec::new()).collect();
-        for (i, core) in covered.into_iter().enumerate() {
-            shares[i % threads].push(core);
-        }
-        // Per share: segments removed, the retired files to delete once
-        // the directory is synced, the first failure.
-        let remove_share = |share: Vec<(usize, Vec<PathBuf>)>| -> Share {
-            let mut removed = 0;
-            let mut retired = Vec::new();
-            for (core_id, paths) in share {
-                for path in paths {
-                    let len = read_header(&self.fs, &path).map_or(0, |h| h.1);
-                    match self.reaper.retire(&path) {
-                        Ok(moved) => retired.extend(moved),
-                        Err(e) => {
-                            return (
-                                removed,
-                                retired,
-                                Err(PerCoreWalError::io("remove covered segment", &path, e)),
-                            );
-                        }
-                    }
-                    let _ = self.shared[core_id].sealed_bytes.fetch_update(
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                        |b| Some(b.saturating_sub(len)),
-                    );
-                    removed += 1;
-                }
-            }
-            (removed, retired, Ok(()))
-        };
-        let mut shares = shares.into_iter();
-        let local = shares.next().unwrap_or_default();
-        let results: Vec<Share> = std::thread::scope(|scope| {
-            let handles: Vec<_> = shares
-                .map(|share| scope.spawn(move || remove_share(share)))
-                .collect();
-            let mut results = vec![remove_share(local)];
-            for handle in handles {
-                results.push(handle.join().unwrap_or_else(|_| {
-                    (
-                        0,
-                        Vec::new(),
-                        Err(PerCoreWalError::io(
-                            "remove covered segment",
-                            &self.config.base_dir,
-                            std::io::Error::other("a removal thread panicked"),
-                        )),
-                    )
-                }));
-            }
-            results
-        });
-        let removed: usize = results.iter().map(|(n, _, _)| n).sum();
-        let synced = if removed > 0 {
-            self.fs
-                .sync_dir(&self.config.base_dir)
-                .map_err(|e| PerCoreWalError::io("sync WAL directory", &self.config.base_dir, e))
-        } else {
-            Ok(())
-        };
-        let mut first_error = synced.err();
+        // Each core's covered segments go oldest first, stopping at its
+        // first failure, so a core never has a gap between segments. A
+        // retirement is a rename (the deletion runs in the background), so
+        // the cores take their turns on this thread.
+        let mut removed = 0;
         let mut retired = Vec::new();
-        for (_, files, result) in results {
-            retired.extend(files);
-            if let (None, Err(e)) = (&first_error, result) {
-                first_error = Some(e);
+        let mut first_error = None;
+        for (core_id, reads) in plan.into_iter().enumerate() {
+            for (read, seg_epoch) in reads {
+                if seg_epoch > epoch {
+                    break;
+                }
+                let path = read.file.path;
+                let len = read_header(&self.fs, &path).map_or(0, |h| h.1);
+                match self.reaper.retire(&path) {
+                    Ok(moved) => retired.extend(moved),
+                    Err(e) => {
+                        first_error.get_or_insert_with(|| {
+                            PerCoreWalError::io("remove covered segment", &path, e)
+                        });
+                        break;
+                    }
+                }
+                let _ = self.shared[core_id].sealed_bytes.fetch_update(
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                    |b| Some(b.saturating_sub(len)),
+                );
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            if let Err(e) = self.fs.sync_dir(&self.config.base_dir) {
+                first_error = Some(PerCoreWalError::io(
+                    "sync WAL directory",
+                    &self.config.base_dir,
+                    e,
+                ));
             }
         }
         self.reaper.delete(retired);
-        if let Some(e) = first_error {
-            return Err(e);
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(removed),
         }
-        Ok(removed)
     }
 
     /// Writes an epoch barrier on every attached writer (a writer whose
