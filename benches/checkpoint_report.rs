@@ -82,6 +82,9 @@ const TARGET_WAL_MB_PER_S_PER_CORE: f64 = 300.0;
 const TARGET_PEAK_MIB: f64 = 256.0;
 
 fn main() -> Result<()> {
+    // As the `walhouse` binary does (src/malloc.rs); `GLIBC_TUNABLES` with a
+    // `glibc.malloc.` parameter keeps glibc's own settings instead.
+    let malloc = walhouse::malloc::tune_malloc();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.as_slice() {
         [cmd, wal, store, mode] if cmd == "checkpoint-child" => {
@@ -108,7 +111,8 @@ fn main() -> Result<()> {
     let machine = Machine::probe()?;
     println!(
         "walhouse checkpoint report: 16-byte keys, 100-byte xorshift64 values, {CORES} WAL cores, \
-         local store, default CheckpointSettings, median of {RUNS} runs"
+         local store, default CheckpointSettings, median of {RUNS} runs; malloc thresholds: \
+         {malloc:?}"
     );
     println!(
         "nproc = {}; working directory {}",

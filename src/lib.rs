@@ -10,9 +10,12 @@
 //!   segment format with a streaming merge;
 //! - [`checkpoint`]: sealed epochs as Parquet tables on an object store,
 //!   committed by a manifest;
-//! - [`store`]: object stores by URL.
+//! - [`store`]: object stores by URL;
+//! - [`malloc`]: glibc malloc thresholds for checkpoint work (opt-in, for
+//!   `main`).
 
 pub mod checkpoint;
+pub mod malloc;
 pub mod per_core_wal;
 pub mod runtime;
 pub mod store;

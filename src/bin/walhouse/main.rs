@@ -226,6 +226,9 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Page buffers of the Parquet encoder reused instead of faulted in anew.
+    let malloc = walhouse::malloc::tune_malloc();
+    tracing::debug!(?malloc, "malloc thresholds");
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
