@@ -11,9 +11,17 @@
 //! a prefix. Both allocations are kept across spills, so a sort allocates
 //! its buffer once instead of once per operation.
 //!
-//! The accounted bytes are the capacities of the two allocations. They never
-//! grow past the budget minus one I/O buffer (the spill writer's); an
-//! operation alone larger than that is still accepted, alone in the buffer.
+//! The accounted bytes are the capacities of these allocations. There are
+//! two such buffers, each within half of the budget less one I/O buffer (the
+//! spill writer's): when the one being filled is full, a background thread
+//! sorts it and writes it as a run while the other one fills. Spilling thus
+//! no longer stops the input (the changelog being written feeds the sort,
+//! and it waited for every spill). A buffer waits only when the other one is
+//! still being written. An operation alone larger than a buffer's share is
+//! still accepted, alone in the buffer.
+//!
+//! At the end, the last buffer is merged from memory with the runs when it
+//! fits beside their read buffers, instead of being written and read back.
 //!
 //! ## Run file format
 //!
@@ -151,10 +159,10 @@ impl SortConfig {
         }
     }
 
-    /// Bytes the in-memory buffer may hold: the budget less the spill
-    /// writer's buffer.
+    /// Bytes each of the two in-memory buffers may hold: half of the budget
+    /// less the spill writer's buffer.
     fn buffer_limit(&self) -> usize {
-        self.budget.saturating_sub(self.io_buffer_bytes)
+        self.budget.saturating_sub(self.io_buffer_bytes) / 2
     }
 }
 
@@ -193,6 +201,23 @@ fn io_error(op: &'static str, path: &Path, source: io::Error) -> CheckpointError
     }
 }
 
+/// A buffer's entries and arena.
+type Buffer = (Vec<Entry>, Vec<u8>);
+
+/// What a spill thread gives back: the buffer's emptied allocations, and
+/// the run with its bytes.
+type SpillOutcome = (Buffer, Result<(Run, u64), CheckpointError>);
+
+/// A buffer being sorted and written as a run by a background thread. The
+/// thread gives back the buffer's allocations (emptied) with the run.
+struct SpillJob {
+    handle: std::thread::JoinHandle<SpillOutcome>,
+    /// The run file's path, for errors.
+    path: PathBuf,
+    /// Accounted bytes of the buffer it holds.
+    bytes: usize,
+}
+
 /// Accumulates operations and spills sorted runs past the budget.
 pub(crate) struct ExternalSorter {
     /// Budget and buffer sizes.
@@ -201,6 +226,10 @@ pub(crate) struct ExternalSorter {
     entries: Vec<Entry>,
     /// Their keys and values.
     arena: Vec<u8>,
+    /// The other buffer, while a background thread spills it.
+    spilling: Option<SpillJob>,
+    /// The other buffer's allocations, empty, once its spill is done.
+    spare: Option<Buffer>,
     /// Runs spilled so far, oldest first.
     runs: Vec<Run>,
     /// Directory of the run files, made at the first spill; removed
@@ -221,6 +250,8 @@ impl ExternalSorter {
             config,
             entries: Vec::new(),
             arena: Vec::new(),
+            spilling: None,
+            spare: None,
             runs: Vec::new(),
             dir: None,
             next_run: 0,
@@ -229,9 +260,14 @@ impl ExternalSorter {
         }
     }
 
-    /// Accounted bytes of the buffer.
+    /// Accounted bytes of both buffers.
     fn accounted(&self) -> usize {
-        self.entries.capacity() * ENTRY + self.arena.capacity()
+        let other = match (&self.spilling, &self.spare) {
+            (Some(job), _) => job.bytes,
+            (None, Some((entries, arena))) => entries.capacity() * ENTRY + arena.capacity(),
+            (None, None) => 0,
+        };
+        self.entries.capacity() * ENTRY + self.arena.capacity() + other
     }
 
     /// Makes room for one more entry of `bytes` key and value bytes within
@@ -382,48 +418,97 @@ impl ExternalSorter {
         Ok(path)
     }
 
-    /// Sorts the buffer, keeps the newest operation per key and writes
-    /// it as a run. Keeps the buffer's allocations.
+    /// Hands the buffer to a background thread that sorts it, keeps the
+    /// newest operation per key and writes it as a run; input goes on into
+    /// the other buffer. Waits first for the previous spill, if any, whose
+    /// emptied allocations become the buffer to fill.
     fn spill(&mut self) -> Result<(), CheckpointError> {
-        sort_newest_per_key(&mut self.entries, &self.arena);
+        self.wait_for_spill()?;
         let path = self.new_run_path()?;
-        let mut writer = RunWriter::create(path, self.config.io_buffer_bytes)?;
-        for entry in &self.entries {
-            writer.write(&entry.view(&self.arena))?;
-        }
-        let (run, bytes) = writer.finish()?;
+        let (fill_entries, fill_arena) = self.spare.take().unwrap_or_default();
+        let mut entries = std::mem::replace(&mut self.entries, fill_entries);
+        let mut arena = std::mem::replace(&mut self.arena, fill_arena);
+        let bytes = entries.capacity() * ENTRY + arena.capacity();
+        let io_bytes = self.config.io_buffer_bytes;
+        let thread_path = path.clone();
+        let handle = std::thread::Builder::new()
+            .name("walhouse-sort-spill".into())
+            .spawn(move || {
+                let result = write_run(&mut entries, &arena, thread_path, io_bytes);
+                entries.clear();
+                arena.clear();
+                ((entries, arena), result)
+            })
+            .map_err(|e| io_error("start the thread writing sort run", &path, e))?;
+        self.spilling = Some(SpillJob {
+            handle,
+            path,
+            bytes,
+        });
+        Ok(())
+    }
+
+    /// Waits for the background spill, if any: its run joins the others and
+    /// its emptied allocations become the spare buffer.
+    fn wait_for_spill(&mut self) -> Result<(), CheckpointError> {
+        let Some(job) = self.spilling.take() else {
+            return Ok(());
+        };
+        let (buffer, result) = job.handle.join().map_err(|_| {
+            CheckpointError::Task(format!(
+                "the thread writing sort run {} panicked",
+                job.path.display()
+            ))
+        })?;
+        self.spare = Some(buffer);
+        let (run, bytes) = result?;
         self.runs.push(run);
         self.stats.runs_spilled += 1;
         self.stats.spilled_bytes += bytes;
-        self.entries.clear();
-        self.arena.clear();
         Ok(())
     }
 
     /// Ends the input: the operations sorted by key, newest per key.
     /// Merges runs in passes until at most `fan_in` remain.
     pub(crate) fn finish(mut self) -> Result<SortedOps, CheckpointError> {
-        if self.runs.is_empty() {
-            let mut entries = std::mem::take(&mut self.entries);
-            let arena = std::mem::take(&mut self.arena);
+        self.wait_for_spill()?;
+        self.spare = None;
+        let mut entries = std::mem::take(&mut self.entries);
+        let arena = std::mem::take(&mut self.arena);
+        // The last buffer stays in memory for the merge if it fits in the
+        // budget beside the runs' read buffers.
+        let beside_runs = self
+            .runs
+            .len()
+            .saturating_mul(self.config.io_buffer_bytes)
+            .saturating_add(entries.capacity() * ENTRY + arena.capacity());
+        if self.runs.is_empty()
+            || (self.runs.len() < self.config.fan_in && beside_runs <= self.config.budget)
+        {
             sort_newest_per_key(&mut entries, &arena);
-            let source = Source::Memory {
+            let memory = Source::Memory {
                 entries,
                 arena,
                 next: 0,
             };
+            let runs = std::mem::take(&mut self.runs);
+            let mut sources = self.open_runs(runs)?;
+            sources.push(memory);
             return Ok(SortedOps {
-                merger: Merger::new(vec![source])?,
-                _dir: None,
+                merger: Merger::new(sources)?,
+                _dir: self.dir.take(),
                 stats: self.stats,
             });
         }
-        if !self.entries.is_empty() {
-            self.spill()?;
+        if !entries.is_empty() {
+            let path = self.new_run_path()?;
+            let (run, bytes) = write_run(&mut entries, &arena, path, self.config.io_buffer_bytes)?;
+            self.runs.push(run);
+            self.stats.runs_spilled += 1;
+            self.stats.spilled_bytes += bytes;
         }
         // The merge needs only the runs' read buffers.
-        self.entries = Vec::new();
-        self.arena = Vec::new();
+        drop((entries, arena));
         while self.runs.len() > self.config.fan_in {
             self.stats.merge_passes += 1;
             let runs = std::mem::take(&mut self.runs);
@@ -473,6 +558,32 @@ impl ExternalSorter {
         self.stats.spilled_bytes += bytes;
         Ok(run)
     }
+}
+
+impl Drop for ExternalSorter {
+    /// Waits for a background spill, so that its thread is done with the
+    /// run directory before the directory is removed.
+    fn drop(&mut self) {
+        if let Some(job) = self.spilling.take() {
+            let _ = job.handle.join();
+        }
+    }
+}
+
+/// Sorts `entries` (newest per key) and writes them as a run at `path`:
+/// the run and its bytes.
+fn write_run(
+    entries: &mut Vec<Entry>,
+    arena: &[u8],
+    path: PathBuf,
+    io_buffer_bytes: usize,
+) -> Result<(Run, u64), CheckpointError> {
+    sort_newest_per_key(entries, arena);
+    let mut writer = RunWriter::create(path, io_buffer_bytes)?;
+    for entry in entries.iter() {
+        writer.write(&entry.view(arena))?;
+    }
+    writer.finish()
 }
 
 /// Sorts entries by key (newest first for equal keys) and keeps the newest
@@ -1068,6 +1179,38 @@ mod tests {
         assert!(stats.runs_spilled > 100, "{stats:?}");
         assert!(stats.merge_passes > 1, "{stats:?}");
         assert!(stats.max_buffered_bytes <= 4 << 10, "{stats:?}");
+        assert_matches_model(&out, &ops);
+    }
+
+    #[test]
+    fn last_buffer_is_merged_from_memory_with_the_runs() {
+        // A few spills (fewer runs than the fan-in), then a partly filled
+        // buffer whose operations overwrite and delete keys of the runs.
+        let mut rng = Rng(11);
+        let ops = random_ops(&mut rng, 2_500, 800);
+        let mut sorter = ExternalSorter::new(SortConfig::for_budget(64 << 10));
+        for op in &ops {
+            sorter.push_op(op).unwrap();
+            assert!(sorter.accounted() <= 64 << 10);
+        }
+        let spills = sorter.next_run;
+        assert!(
+            !sorter.entries.is_empty(),
+            "the last buffer holds operations"
+        );
+        let mut sorted = sorter.finish().unwrap();
+        let mut out = Vec::new();
+        while let Some(op) = sorted.next_op().unwrap() {
+            out.push(op);
+        }
+        let stats = sorted.stats();
+        println!("last buffer from memory: {spills} spills, {stats:?}");
+        assert!((2..=8).contains(&spills), "{stats:?}");
+        assert_eq!(
+            stats.runs_spilled, spills,
+            "the last buffer was not written"
+        );
+        assert_eq!(stats.merge_passes, 0);
         assert_matches_model(&out, &ops);
     }
 
