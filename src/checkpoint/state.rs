@@ -19,14 +19,16 @@
 //!    back). Each `put`/`delete` becomes an operation (key, order, value or
 //!    none, epoch) in the sort's arena; `order` grows through the deltas, so
 //!    a larger order is a newer operation.
-//! 2. When the accounted bytes of the buffer would pass the budget, the buffer
-//!    is sorted by (key, newest first), reduced to the newest operation per
-//!    key (deletes kept: they hide older values) and spilled as a sorted run
-//!    to a local temporary file (see [`external_sort`] for the format).
+//! 2. The budget holds two buffers. When the one being filled would pass its
+//!    half, a background thread sorts it by (key, newest first), reduces it
+//!    to the newest operation per key (deletes kept: they hide older values)
+//!    and spills it as a sorted run to a local temporary file (see
+//!    [`external_sort`] for the format), while the other buffer fills.
 //! 3. If more runs exist than can be merged at once within the budget, they
 //!    are merged in passes into fewer, longer runs.
-//! 4. The remaining runs (or, if nothing was spilled, the sorted in-memory
-//!    buffer) are merged k-way with the base snapshot stream: for each key
+//! 4. The remaining runs and the sorted last buffer (kept in memory when it
+//!    fits beside the runs' read buffers) are merged k-way with the base
+//!    snapshot stream: for each key
 //!    the newest operation wins, deletes are dropped, and the rows go out in
 //!    `RecordBatch`es of the state schema to Parquet files rolled at
 //!    `max_file_bytes`.

@@ -471,10 +471,12 @@ impl ExternalSorter {
     /// Ends the input: the operations sorted by key, newest per key.
     /// Merges runs in passes until at most `fan_in` remain.
     pub(crate) fn finish(mut self) -> Result<SortedOps, CheckpointError> {
-        self.wait_for_spill()?;
-        self.spare = None;
         let mut entries = std::mem::take(&mut self.entries);
         let arena = std::mem::take(&mut self.arena);
+        // Sorted while a background spill may still be writing its run.
+        sort_newest_per_key(&mut entries, &arena);
+        self.wait_for_spill()?;
+        self.spare = None;
         // The last buffer stays in memory for the merge if it fits in the
         // budget beside the runs' read buffers.
         let beside_runs = self
@@ -485,7 +487,6 @@ impl ExternalSorter {
         if self.runs.is_empty()
             || (self.runs.len() < self.config.fan_in && beside_runs <= self.config.budget)
         {
-            sort_newest_per_key(&mut entries, &arena);
             let memory = Source::Memory {
                 entries,
                 arena,
@@ -502,7 +503,8 @@ impl ExternalSorter {
         }
         if !entries.is_empty() {
             let path = self.new_run_path()?;
-            let (run, bytes) = write_run(&mut entries, &arena, path, self.config.io_buffer_bytes)?;
+            let (run, bytes) =
+                write_sorted_run(&entries, &arena, path, self.config.io_buffer_bytes)?;
             self.runs.push(run);
             self.stats.runs_spilled += 1;
             self.stats.spilled_bytes += bytes;
@@ -579,8 +581,18 @@ fn write_run(
     io_buffer_bytes: usize,
 ) -> Result<(Run, u64), CheckpointError> {
     sort_newest_per_key(entries, arena);
+    write_sorted_run(entries, arena, path, io_buffer_bytes)
+}
+
+/// Writes `entries`, already sorted (newest per key), as a run at `path`.
+fn write_sorted_run(
+    entries: &[Entry],
+    arena: &[u8],
+    path: PathBuf,
+    io_buffer_bytes: usize,
+) -> Result<(Run, u64), CheckpointError> {
     let mut writer = RunWriter::create(path, io_buffer_bytes)?;
-    for entry in entries.iter() {
+    for entry in entries {
         writer.write(&entry.view(arena))?;
     }
     writer.finish()
@@ -1198,12 +1210,12 @@ mod tests {
             !sorter.entries.is_empty(),
             "the last buffer holds operations"
         );
-        let mut sorted = sorter.finish().unwrap();
+        let mut newest = sorter.finish().unwrap();
         let mut out = Vec::new();
-        while let Some(op) = sorted.next_op().unwrap() {
+        while let Some(op) = newest.next_op().unwrap() {
             out.push(op);
         }
-        let stats = sorted.stats();
+        let stats = newest.stats();
         println!("last buffer from memory: {spills} spills, {stats:?}");
         assert!((2..=8).contains(&spills), "{stats:?}");
         assert_eq!(
