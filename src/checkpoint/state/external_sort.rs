@@ -1249,6 +1249,37 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_background_spill_is_an_error_naming_the_run() {
+        // The run directory vanishes after the first spill: the next run
+        // cannot be created by its background thread, and the sort says so.
+        let mut rng = Rng(5);
+        let ops = random_ops(&mut rng, 4_000, 4_000);
+        let mut sorter = ExternalSorter::new(SortConfig::for_budget(64 << 10));
+        let mut pushed = 0;
+        while sorter.next_run == 0 {
+            sorter.push_op(&ops[pushed]).unwrap();
+            pushed += 1;
+        }
+        let dir = sorter.dir.as_ref().unwrap().path().to_path_buf();
+        sorter.wait_for_spill().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let err = ops[pushed..]
+            .iter()
+            .try_for_each(|op| sorter.push_op(op))
+            .and_then(|()| sorter.finish().map(drop))
+            .unwrap_err();
+        println!("spill into a removed directory: {err}");
+        let CheckpointError::Io { op, path, .. } = &err else {
+            panic!("not an I/O error: {err:?}");
+        };
+        assert_eq!(*op, "create sort run");
+        assert!(
+            path.starts_with(&dir) && path.to_string_lossy().contains("run-"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn equal_keys_in_different_runs() {
         // Every 50 ops, the same keys come back: each run holds every key
         // of the small set, so the merge must pick the newest run's.
