@@ -391,11 +391,16 @@ impl Store {
                     let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                         continue;
                     };
-                    let rel = format!("{dir}/{name}");
+                    let staging = is_staging_name(&name);
+                    let rel = if dir.is_empty() {
+                        name
+                    } else {
+                        format!("{dir}/{name}")
+                    };
                     let kind = entry.file_type()?;
                     if kind.is_dir() {
                         dirs.push(rel);
-                    } else if kind.is_file() && is_staging_name(&name) {
+                    } else if kind.is_file() && staging {
                         found.push((rel, entry.metadata()?.modified()?));
                     }
                 }
@@ -417,10 +422,13 @@ impl Store {
         let Some(root) = self.local.clone() else {
             return Ok(());
         };
-        if !relative.rsplit('/').next().is_some_and(is_staging_name) {
+        let under_root = FsPath::new(relative)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !under_root || !relative.rsplit('/').next().is_some_and(is_staging_name) {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
-                format!("{relative} is not a staging file's name"),
+                format!("{relative} is not a staging file's name under the store's root"),
             ));
         }
         let path = root.join(relative);
@@ -686,5 +694,34 @@ mod tests {
             assert!(report.object.unwrap().starts_with("_probe/"));
             assert_eq!(objects(&store).await, 0, "the probe object is deleted");
         }
+    }
+
+    #[tokio::test]
+    async fn staging_files_stay_under_the_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("table");
+        std::fs::create_dir_all(root.join("state")).unwrap();
+        std::fs::write(root.join("top.parquet#1"), b"x").unwrap();
+        std::fs::write(root.join("state/part.parquet#22"), b"x").unwrap();
+        std::fs::write(tmp.path().join("outside#3"), b"x").unwrap();
+        let store = Store::local(&root).unwrap();
+        let found: Vec<String> = store
+            .local_staging_files("")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(rel, _)| rel)
+            .collect();
+        assert_eq!(found, ["state/part.parquet#22", "top.parquet#1"]);
+        for escape in ["../outside#3", "/tmp/outside#3", "state/../../outside#3"] {
+            let err = store.remove_local_staging_file(escape).await.unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{escape}");
+        }
+        assert!(tmp.path().join("outside#3").exists());
+        store
+            .remove_local_staging_file("top.parquet#1")
+            .await
+            .unwrap();
+        assert!(!root.join("top.parquet#1").exists());
     }
 }
