@@ -437,7 +437,8 @@ impl ExternalSorter {
         let handle = std::thread::Builder::new()
             .name("walhouse-sort-spill".into())
             .spawn(move || {
-                let result = write_run(&mut entries, &arena, thread_path, io_bytes);
+                sort_newest_per_key(&mut entries, &arena);
+                let result = write_sorted_run(&entries, &arena, thread_path, io_bytes);
                 entries.clear();
                 arena.clear();
                 ((entries, arena), result)
@@ -465,10 +466,15 @@ impl ExternalSorter {
         })?;
         self.spare = Some(buffer);
         let (run, bytes) = result?;
+        self.add_spilled_run(run, bytes);
+        Ok(())
+    }
+
+    /// A run written from a buffer joins the others.
+    fn add_spilled_run(&mut self, run: Run, bytes: u64) {
         self.runs.push(run);
         self.stats.runs_spilled += 1;
         self.stats.spilled_bytes += bytes;
-        Ok(())
     }
 
     /// Ends the input: the operations sorted by key, newest per key.
@@ -508,9 +514,7 @@ impl ExternalSorter {
             let path = self.new_run_path()?;
             let (run, bytes) =
                 write_sorted_run(&entries, &arena, path, self.config.io_buffer_bytes)?;
-            self.runs.push(run);
-            self.stats.runs_spilled += 1;
-            self.stats.spilled_bytes += bytes;
+            self.add_spilled_run(run, bytes);
         }
         // The merge needs only the runs' read buffers.
         drop((entries, arena));
@@ -575,19 +579,8 @@ impl Drop for ExternalSorter {
     }
 }
 
-/// Sorts `entries` (newest per key) and writes them as a run at `path`:
+/// Writes `entries`, already sorted (newest per key), as a run at `path`:
 /// the run and its bytes.
-fn write_run(
-    entries: &mut Vec<Entry>,
-    arena: &[u8],
-    path: PathBuf,
-    io_buffer_bytes: usize,
-) -> Result<(Run, u64), CheckpointError> {
-    sort_newest_per_key(entries, arena);
-    write_sorted_run(entries, arena, path, io_buffer_bytes)
-}
-
-/// Writes `entries`, already sorted (newest per key), as a run at `path`.
 fn write_sorted_run(
     entries: &[Entry],
     arena: &[u8],
