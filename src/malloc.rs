@@ -11,9 +11,10 @@
 //! blocks below [`MMAP_THRESHOLD_BYTES`] in malloc's heaps and lets up to
 //! [`TRIM_THRESHOLD_BYTES`] of free memory stay at a heap's top, so the next
 //! row group reuses them. Interleaved runs of one prepared WAL
-//! (BENCHMARKS.md, "Session 6"): a changelog-only checkpoint of 1 M entries
-//! took 16 % less time (peak RSS 68 instead of 64 MiB, medians); a first
-//! checkpoint with a snapshot 5 % less (peak RSS 141 instead of 127 MiB).
+//! (BENCHMARKS.md, "Session 6"; medians of 5): a changelog-only checkpoint
+//! of 1 M entries took 16 % less time (peak RSS 67.5–70.1 MiB instead of
+//! 56.0–65.2); a first checkpoint with a snapshot 5 % less (peak RSS
+//! 139.9–141.9 MiB instead of 117.6–128.0).
 //!
 //! These are glibc's `M_MMAP_THRESHOLD` and `M_TRIM_THRESHOLD` (see
 //! `mallopt(3)`); other allocators and C libraries are left alone.
