@@ -60,6 +60,13 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// A read-only command was given a local store whose directory does not
+    /// exist; nothing was created.
+    #[error("no table at {url}: the directory does not exist")]
+    NoTable {
+        /// The store as given.
+        url: String,
+    },
     /// The store does not honour a create-only PUT: a second
     /// `PutMode::Create` of the same object succeeded. Two checkpointers could
     /// both commit the same manifest number and one would silently lose.
@@ -267,6 +274,25 @@ impl Store {
             root: Path::default(),
             local: Some(dir),
         })
+    }
+
+    /// [`Store::from_url`] for commands that only read: a local directory
+    /// that does not exist is [`StoreError::NoTable`] instead of being
+    /// created.
+    pub fn from_url_read_only(url: &str) -> Result<Self, StoreError> {
+        let local = match url.split_once("://") {
+            None => Some(url),
+            Some(("file", rest)) => Some(rest),
+            Some(_) => None,
+        };
+        if let Some(dir) = local {
+            if !FsPath::new(dir).is_dir() {
+                return Err(StoreError::NoTable {
+                    url: url.to_owned(),
+                });
+            }
+        }
+        Self::from_url(url)
     }
 
     /// An in-memory store (lost when dropped).

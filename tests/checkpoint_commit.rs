@@ -129,6 +129,7 @@ fn settings() -> CheckpointSettings {
         row_group_rows: 64,
         snapshot_every: 8,
         gc_grace_secs: 0,
+        gc_grace_check: walhouse::checkpoint::GraceCheck::Off,
         ..CheckpointSettings::default()
     }
 }

@@ -236,6 +236,7 @@ fn settings() -> CheckpointSettings {
         max_file_bytes: 1024,
         snapshot_every: 2,
         gc_grace_secs: 0,
+        gc_grace_check: walhouse::checkpoint::GraceCheck::Off,
         ..CheckpointSettings::default()
     }
 }

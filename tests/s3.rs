@@ -202,6 +202,7 @@ fn settings() -> CheckpointSettings {
         row_group_rows: 256,
         snapshot_every: 8,
         gc_grace_secs: 0,
+        gc_grace_check: walhouse::checkpoint::GraceCheck::Off,
         ..CheckpointSettings::default()
     }
 }

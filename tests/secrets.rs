@@ -118,7 +118,7 @@ fn no_secret_in_anything_the_cli_prints_or_debug_formats() {
             ],
             vec!["checkpoints", "--store", &table],
             vec!["verify", "--store", &table],
-            vec!["gc", "--store", &table, "--grace-secs", "0"],
+            vec!["gc", "--store", &table, "--grace-secs", "0", "--force"],
         ] {
             let out = walhouse(&endpoint, &args);
             bytes += check(&args.join(" "), &out);

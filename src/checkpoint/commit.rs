@@ -14,10 +14,11 @@ use super::manifest::{
     CheckpointStats, CoreCoverage, DataFile, EpochRange, Manifest, StateRef,
     MANIFEST_FORMAT_VERSION,
 };
+use super::owner::check_owner;
 use super::parquet::{file_crc32c, write_changelog, write_changelog_tee, ChangelogSummary};
 use super::schema::SCHEMA_VERSION;
 use super::state::{build_snapshot, build_snapshot_fed, SnapshotSummary};
-use super::CheckpointSettings;
+use super::{CheckpointSettings, GraceCheck};
 use crate::per_core_wal::{MergeStream, PerCoreWalManager};
 use crate::store::Store;
 
@@ -75,6 +76,11 @@ pub struct GcReport {
     /// Staging files of local multipart uploads a crash left behind (older
     /// than the grace period; `<object>#<digits>`, never listed as objects).
     pub staging_files_removed: Vec<String>,
+    /// Unreferenced objects (and staging files) kept because a checkpoint
+    /// that is still running wrote them.
+    pub objects_in_flight: usize,
+    /// In-flight markers removed as stale (checkpoint numbers).
+    pub stale_markers_removed: Vec<u64>,
 }
 
 /// Writes checkpoints of sealed WAL epochs to a store and manages them.
@@ -82,13 +88,28 @@ pub struct GcReport {
 pub struct Checkpointer {
     store: Store,
     settings: CheckpointSettings,
+    owner_id: Option<String>,
 }
 
 impl Checkpointer {
     /// A checkpointer for the table at `store`'s root.
     pub fn new(store: Store, settings: CheckpointSettings) -> Result<Self, CheckpointError> {
         validate(&settings)?;
-        Ok(Self { store, settings })
+        Ok(Self {
+            store,
+            settings,
+            owner_id: None,
+        })
+    }
+
+    /// Commits only while the data directory `owner_id` owns the table
+    /// (`_walhouse/owner.json`, see [`TableOwner`](super::TableOwner)):
+    /// every checkpoint reads the owner just before its commit and fails
+    /// with [`CheckpointError::NotOwner`] otherwise.
+    #[must_use]
+    pub fn with_owner(mut self, owner_id: &str) -> Self {
+        self.owner_id = Some(owner_id.to_owned());
+        self
     }
 
     /// The store.
@@ -163,6 +184,27 @@ impl Checkpointer {
             }
         }
         let number = previous.as_ref().map_or(1, |m| m.checkpoint + 1);
+        // Garbage collection keeps every object of an in-flight checkpoint:
+        // the marker is written before the first object and removed after
+        // the commit (or the failure), see `Checkpointer::gc`.
+        self.put_inflight_marker(number).await?;
+        let result = self
+            .checkpoint_numbered(wal, epoch, number, previous, started)
+            .await;
+        self.remove_inflight_marker(number).await;
+        result
+    }
+
+    /// [`Checkpointer::checkpoint_sealed`] once its number is known and its
+    /// in-flight marker is written.
+    async fn checkpoint_numbered(
+        &self,
+        wal: &PerCoreWalManager,
+        epoch: u64,
+        number: u64,
+        previous: Option<Manifest>,
+        started: Instant,
+    ) -> Result<CheckpointOutcome, CheckpointError> {
         let first_epoch = previous.as_ref().map_or(0, |m| m.epochs.last + 1);
         // A crash after the previous commit may have left covered segments;
         // their entries are skipped by sequence, and removed with the rest
@@ -211,6 +253,9 @@ impl Checkpointer {
         let written = started.elapsed();
         self.durable(&paths).await?;
         let synced = started.elapsed();
+        if let Some(id) = &self.owner_id {
+            check_owner(&self.store, id).await?;
+        }
         commit_manifest(&self.store, &manifest).await?;
         self.durable(&[manifest_path(number)]).await?;
         let committed = started.elapsed();
@@ -464,14 +509,90 @@ impl Checkpointer {
         Ok(report)
     }
 
-    /// Retention, then garbage collection.
+    /// Retention, then garbage collection, with Delta VACUUM's rule: an
+    /// object is removed only when no kept manifest references it, no
+    /// in-flight checkpoint will reference it, and it is older than
+    /// `gc_grace_secs`.
     ///
     /// Keeps the newest `retain_checkpoints` manifests and removes older
     /// ones; then removes every object under `changelog/` and `state/` that
-    /// no kept manifest references and that is older than `gc_grace_secs`
-    /// (orphans of failed checkpoints, files only old checkpoints used). It
-    /// never removes what the newest manifest references.
+    /// is unreferenced and older than the grace period (orphans of failed
+    /// checkpoints, files only old checkpoints used), and the staging files
+    /// of interrupted local uploads.
+    ///
+    /// Safe beside a running checkpoint of the table's writer, whatever the
+    /// grace: the objects are listed first, then the in-flight markers
+    /// (`_walhouse/inflight/<checkpoint>.json`, written before a
+    /// checkpoint's first object and removed after its commit), then the
+    /// manifests. An object seen in the listing was written after its
+    /// checkpoint's marker, so either the marker is still there (the object
+    /// is kept) or the checkpoint has committed before the marker went, and
+    /// its manifest is among the kept ones. A marker older than
+    /// [`STALE_MARKER_SECS`] (and the grace) is the leftover of a writer
+    /// that crashed mid-checkpoint; it is removed, and its objects with it
+    /// on a later run.
+    ///
+    /// A grace below [`MIN_GC_GRACE_SECS`] is refused unless
+    /// `gc_grace_check` is [`GraceCheck::Off`] (Delta's
+    /// `retentionDurationCheck`): a short grace also removes objects that a
+    /// writer of an older walhouse, or one using the store without
+    /// markers, is still uploading.
     pub async fn gc(&self) -> Result<GcReport, CheckpointError> {
+        if self.settings.gc_grace_check == GraceCheck::Enforce
+            && self.settings.gc_grace_secs < MIN_GC_GRACE_SECS
+        {
+            return Err(CheckpointError::InvalidSetting {
+                field: "gc_grace_secs",
+                reason: format!(
+                    "{} s is below the safe minimum of {MIN_GC_GRACE_SECS} s; set \
+                     gc_grace_check = \"off\" (`walhouse gc --force`) to use it anyway",
+                    self.settings.gc_grace_secs
+                ),
+            });
+        }
+        let grace = Duration::from_secs(self.settings.gc_grace_secs);
+        let now = SystemTime::now();
+        // 1. The objects and staging files.
+        let mut objects = Vec::new();
+        let mut staged = Vec::new();
+        for prefix in ["changelog", "state"] {
+            let metas: Vec<_> = self
+                .store
+                .object_store()
+                .list(Some(&self.store.path(prefix)))
+                .try_collect()
+                .await
+                .map_err(|source| CheckpointError::Store {
+                    store: self.store.name().to_owned(),
+                    op: "list",
+                    path: format!("{prefix}/"),
+                    source,
+                })?;
+            for meta in metas {
+                if let Some(rel) = self.store.relative(&meta.location) {
+                    objects.push((rel.to_owned(), SystemTime::from(meta.last_modified)));
+                }
+            }
+            staged.extend(
+                self.store
+                    .local_staging_files(prefix)
+                    .await
+                    .map_err(|source| self.local_error("list staging files", prefix, source))?,
+            );
+        }
+        // 2. The in-flight markers.
+        let markers = self.inflight_markers().await?;
+        let stale = grace.max(Duration::from_secs(STALE_MARKER_SECS));
+        let mut inflight = BTreeSet::new();
+        let mut stale_markers = Vec::new();
+        for (number, modified) in markers {
+            if now.duration_since(modified).unwrap_or_default() >= stale {
+                stale_markers.push(number);
+            } else {
+                inflight.insert(number);
+            }
+        }
+        // 3. The manifests, read last.
         let numbers = list_manifests(&self.store).await?;
         let keep = self.settings.retain_checkpoints.max(1);
         let split = numbers.len().saturating_sub(keep);
@@ -495,55 +616,102 @@ impl Checkpointer {
             self.delete(&rel).await?;
             report.manifests_removed.push(n);
         }
-        let grace = Duration::from_secs(self.settings.gc_grace_secs);
-        let now = SystemTime::now();
-        for prefix in ["changelog", "state"] {
-            let metas: Vec<_> = self
-                .store
-                .object_store()
-                .list(Some(&self.store.path(prefix)))
-                .try_collect()
-                .await
-                .map_err(|source| CheckpointError::Store {
-                    store: self.store.name().to_owned(),
-                    op: "list",
-                    path: format!("{prefix}/"),
-                    source,
-                })?;
-            for meta in metas {
-                let Some(rel) = self.store.relative(&meta.location) else {
-                    continue;
-                };
-                if referenced.contains(rel) {
-                    continue;
+        let protected = |rel: &str| {
+            referenced.contains(rel)
+                || object_checkpoint(rel).is_some_and(|n| inflight.contains(&n))
+        };
+        for (rel, modified) in objects {
+            if protected(&rel) {
+                if !referenced.contains(&rel) {
+                    report.objects_in_flight += 1;
                 }
-                let modified: SystemTime = meta.last_modified.into();
-                if now.duration_since(modified).unwrap_or_default() < grace {
-                    report.objects_in_grace += 1;
-                    continue;
-                }
-                let rel = rel.to_owned();
-                self.delete(&rel).await?;
-                report.objects_removed.push(rel);
+                continue;
             }
-            let staged = self
-                .store
-                .local_staging_files(prefix)
-                .await
-                .map_err(|source| self.local_error("list staging files", prefix, source))?;
-            for (rel, modified) in staged {
-                if now.duration_since(modified).unwrap_or_default() < grace {
-                    report.objects_in_grace += 1;
-                    continue;
-                }
-                self.store
-                    .remove_local_staging_file(&rel)
-                    .await
-                    .map_err(|source| self.local_error("remove staging file", &rel, source))?;
-                report.staging_files_removed.push(rel);
+            if now.duration_since(modified).unwrap_or_default() < grace {
+                report.objects_in_grace += 1;
+                continue;
             }
+            self.delete(&rel).await?;
+            report.objects_removed.push(rel);
+        }
+        for (rel, modified) in staged {
+            let object = rel.rsplit_once('#').map_or(rel.as_str(), |(o, _)| o);
+            if protected(object) {
+                report.objects_in_flight += 1;
+                continue;
+            }
+            if now.duration_since(modified).unwrap_or_default() < grace {
+                report.objects_in_grace += 1;
+                continue;
+            }
+            self.store
+                .remove_local_staging_file(&rel)
+                .await
+                .map_err(|source| self.local_error("remove staging file", &rel, source))?;
+            report.staging_files_removed.push(rel);
+        }
+        for n in stale_markers {
+            self.delete(&inflight_path(n)).await?;
+            report.stale_markers_removed.push(n);
         }
         Ok(report)
+    }
+
+    async fn put_inflight_marker(&self, number: u64) -> Result<(), CheckpointError> {
+        let rel = inflight_path(number);
+        let body = format!(
+            "{{\"checkpoint\":{number},\"started_at\":\"{}\"}}\n",
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        );
+        self.store
+            .object_store()
+            .put(&self.store.path(&rel), body.into_bytes().into())
+            .await
+            .map_err(|source| CheckpointError::Store {
+                store: self.store.name().to_owned(),
+                op: "put",
+                path: rel.clone(),
+                source,
+            })?;
+        self.durable(&[rel]).await
+    }
+
+    /// Best effort: a marker left behind only delays the removal of its
+    /// checkpoint's orphans until it is stale.
+    async fn remove_inflight_marker(&self, number: u64) {
+        let rel = inflight_path(number);
+        if let Err(e) = self.delete(&rel).await {
+            tracing::warn!(path = rel, error = %e, "cannot remove the in-flight marker of a finished checkpoint; gc removes it once it is stale");
+        }
+    }
+
+    /// The in-flight markers and when each was written.
+    async fn inflight_markers(&self) -> Result<Vec<(u64, SystemTime)>, CheckpointError> {
+        let metas: Vec<_> = self
+            .store
+            .object_store()
+            .list(Some(&self.store.path(INFLIGHT_DIR)))
+            .try_collect()
+            .await
+            .map_err(|source| CheckpointError::Store {
+                store: self.store.name().to_owned(),
+                op: "list",
+                path: format!("{INFLIGHT_DIR}/"),
+                source,
+            })?;
+        Ok(metas
+            .into_iter()
+            .filter_map(|m| {
+                let rel = self.store.relative(&m.location)?;
+                let n = rel
+                    .strip_prefix(INFLIGHT_DIR)?
+                    .strip_prefix('/')?
+                    .strip_suffix(".json")?
+                    .parse()
+                    .ok()?;
+                Some((n, SystemTime::from(m.last_modified)))
+            })
+            .collect())
     }
 
     /// Deletes files no manifest references (best effort: garbage
@@ -660,4 +828,34 @@ fn validate(s: &CheckpointSettings) -> Result<(), CheckpointError> {
         return bad("retain_checkpoints", "must keep at least 1".into());
     }
     Ok(())
+}
+
+/// Where in-flight markers live, under the table root.
+const INFLIGHT_DIR: &str = "_walhouse/inflight";
+
+/// The smallest `gc_grace_secs` that [`Checkpointer::gc`] takes without
+/// [`GraceCheck::Off`]: one hour.
+pub const MIN_GC_GRACE_SECS: u64 = 3600;
+
+/// Age past which an in-flight marker is taken for the leftover of a writer
+/// that crashed mid-checkpoint (when the grace is not longer): one day. A
+/// writer that restarts retries the same checkpoint number and writes its
+/// marker anew.
+pub const STALE_MARKER_SECS: u64 = 24 * 3600;
+
+fn inflight_path(checkpoint: u64) -> String {
+    format!("{INFLIGHT_DIR}/{checkpoint:020}.json")
+}
+
+/// The checkpoint that wrote a data object, from its name:
+/// `changelog/epoch=E/part-<checkpoint, 20 digits>-...` or
+/// `state/checkpoint=N/...`.
+fn object_checkpoint(relative: &str) -> Option<u64> {
+    if let Some(rest) = relative.strip_prefix("state/checkpoint=") {
+        return rest.split('/').next()?.parse().ok();
+    }
+    let rest = relative.strip_prefix("changelog/")?;
+    let name = rest.rsplit('/').next()?;
+    let digits = name.strip_prefix("part-")?.get(..20)?;
+    digits.parse().ok()
 }

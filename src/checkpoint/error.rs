@@ -36,6 +36,21 @@ pub enum CheckpointError {
         /// The checkpoint number both wanted.
         checkpoint: u64,
     },
+    /// The table is owned by another data directory (or its owner object
+    /// is gone): this writer must not commit. Nothing was committed; the WAL
+    /// is kept.
+    #[error(
+        "the table at {store} is owned by {owner}, not by this data directory (id {ours}); \
+         nothing was committed and the WAL is kept"
+    )]
+    NotOwner {
+        /// The store's name.
+        store: String,
+        /// The owner found, for people.
+        owner: String,
+        /// This writer's data-directory identity.
+        ours: String,
+    },
     /// An object is not what its manifest says (size, checksum) or cannot be
     /// decoded.
     #[error("corrupt object {path} on {store}: {reason}")]

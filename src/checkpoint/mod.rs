@@ -7,6 +7,8 @@
 //! changelog/epoch=<E>/part-<checkpoint>-<n>-<unique>.parquet   every operation of epoch E
 //! state/checkpoint=<N>/part-<n>-<unique>.parquet               snapshot: latest value per key, sorted by key
 //! manifests/<N, 20 digits>.json                                commit point
+//! _walhouse/inflight/<N, 20 digits>.json                       checkpoint N is running (gc keeps its objects)
+//! _walhouse/owner.json                                         the data directory that owns the table
 //! ```
 
 mod commit;
@@ -14,12 +16,15 @@ mod coordinator;
 mod error;
 mod lookup;
 mod manifest;
+mod owner;
 mod parquet;
 mod recover;
 mod schema;
 mod state;
 
-pub use commit::{CheckpointOutcome, Checkpointer, GcReport, VerifyReport};
+pub use commit::{
+    CheckpointOutcome, Checkpointer, GcReport, VerifyReport, MIN_GC_GRACE_SECS, STALE_MARKER_SECS,
+};
 pub use coordinator::PerCoreCheckpointCoordinator;
 pub use error::CheckpointError;
 pub use lookup::{CheckpointReader, LookupSettings, LookupStats};
@@ -28,6 +33,7 @@ pub use manifest::{
     manifest_path, CheckpointStats, CoreCoverage, DataFile, EpochRange, Manifest, StateRef,
     MANIFEST_FORMAT_VERSION,
 };
+pub use owner::{TableOwner, OWNER_FORMAT_VERSION, OWNER_PATH};
 pub use recover::{recover, Recovered};
 pub use schema::{changelog_schema, state_schema, SCHEMA_VERSION};
 
@@ -57,8 +63,13 @@ pub struct CheckpointSettings {
     pub sort_memory_bytes: usize,
     /// Checkpoints kept by retention. Default: 3.
     pub retain_checkpoints: usize,
-    /// GC removes unreferenced objects only when older than this. Default: 3600 s.
+    /// GC removes unreferenced objects only when older than this. Default:
+    /// 3600 s, which is also the least GC takes unless `gc_grace_check` is
+    /// off.
     pub gc_grace_secs: u64,
+    /// Whether GC refuses a `gc_grace_secs` below
+    /// [`MIN_GC_GRACE_SECS`]. Default: [`GraceCheck::Enforce`].
+    pub gc_grace_check: GraceCheck,
     /// Directory for the snapshot sort's spilled runs (removed after use).
     /// Default: `None`, the system's temporary directory; set it where that
     /// is a RAM disk.
@@ -76,6 +87,20 @@ pub struct CheckpointSettings {
     /// Which columns are zstd-compressed. Default:
     /// [`CompressionMode::Adaptive`].
     pub compression: CompressionMode,
+}
+
+/// Whether garbage collection refuses a grace period below
+/// [`MIN_GC_GRACE_SECS`] (as Delta's VACUUM refuses a retention below its
+/// default unless its retention check is off).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GraceCheck {
+    /// Refuse a shorter grace with an error naming the setting.
+    #[default]
+    Enforce,
+    /// Take any grace. In-flight checkpoints are still protected by their
+    /// markers; objects of writers that write none are not.
+    Off,
 }
 
 /// How the pages of a data file are compressed.
@@ -107,6 +132,7 @@ impl Default for CheckpointSettings {
             sort_memory_bytes: 64 << 20,
             retain_checkpoints: 3,
             gc_grace_secs: 3600,
+            gc_grace_check: GraceCheck::Enforce,
             spill_dir: None,
             zstd_level: 1,
             encode_threads: 1,

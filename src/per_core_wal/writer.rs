@@ -254,9 +254,27 @@ impl CoreWalWriter {
         self.append_op(EncodeOp::Delete { key })
     }
 
-    /// Appends a Checkpoint marker. Buffered.
+    /// Appends a Checkpoint marker. Buffered. An id above `i64::MAX` is
+    /// refused (nothing is written): checkpoints store it in a signed 64-bit
+    /// column.
     pub fn append_checkpoint(&mut self, checkpoint_id: u64) -> Result<u64, PerCoreWalError> {
+        self.check_storable("checkpoint id", checkpoint_id)?;
         self.append_op(EncodeOp::Checkpoint { id: checkpoint_id })
+    }
+
+    /// Refuses a value that no checkpoint could store (the lakehouse tables
+    /// hold offsets and ids in signed 64-bit columns): an entry that is
+    /// written must be checkpointable, or every later checkpoint would fail.
+    fn check_storable(&self, what: &str, value: u64) -> Result<(), PerCoreWalError> {
+        if i64::try_from(value).is_err() {
+            return Err(PerCoreWalError::Serialization(format!(
+                "core {}: {what} {value} is above {}, the largest a checkpoint stores \
+                 (a signed 64-bit column); nothing was written",
+                self.core_id,
+                i64::MAX
+            )));
+        }
+        Ok(())
     }
 
     /// Appends an `EpochBarrier` carrying the writer's current epoch: every
@@ -269,7 +287,8 @@ impl CoreWalWriter {
     }
 
     /// Appends a Commit of source offsets and watermark (stored sorted by
-    /// source). Buffered.
+    /// source). Buffered. An offset above `i64::MAX` is refused (nothing is
+    /// written): checkpoints store offsets in a signed 64-bit column.
     #[expect(
         clippy::needless_pass_by_value,
         reason = "the seed's signature takes the map by value"
@@ -279,6 +298,9 @@ impl CoreWalWriter {
         offsets: HashMap<String, u64>,
         watermark: Option<i64>,
     ) -> Result<u64, PerCoreWalError> {
+        for (source, &offset) in &offsets {
+            self.check_storable(&format!("offset of source {source:?}"), offset)?;
+        }
         // Commits are rare: one vector to sort the sources is fine here.
         let mut pairs: Vec<(&str, u64)> = offsets.iter().map(|(s, o)| (s.as_str(), *o)).collect();
         pairs.sort_unstable();

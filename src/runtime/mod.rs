@@ -43,6 +43,7 @@
 //! ```
 
 mod core;
+pub mod datadir;
 mod metrics;
 pub mod ndjson;
 
@@ -62,7 +63,9 @@ use tokio::sync::{oneshot, watch, Mutex};
 use self::core::{GroupLimits, Request, Work};
 use self::metrics::Counters;
 pub use self::metrics::{HistogramSnapshot, IngestMetrics, LatencyHistogram};
-use crate::checkpoint::{CheckpointError, CheckpointOutcome, CheckpointSettings, Checkpointer};
+use crate::checkpoint::{
+    CheckpointError, CheckpointOutcome, CheckpointSettings, Checkpointer, TableOwner,
+};
 use crate::per_core_wal::{
     CoreWalWriter, PerCoreWalConfig, PerCoreWalError, PerCoreWalManager, WalFileSystem,
 };
@@ -127,6 +130,48 @@ pub enum IngestError {
     /// A checkpoint failed. The WAL is kept; the next checkpoint retries.
     #[error("checkpoint failed: {0}")]
     Checkpoint(Arc<CheckpointError>),
+    /// The data directory was created with another store or core count
+    /// than it is opened with (its record, `walhouse.json`, says which).
+    #[error(
+        "data directory {} was created with {field} {recorded}, but is opened with {field} \
+         {given}: open it with {field} {recorded} (a data directory keeps its store and cores)",
+        data_dir.display()
+    )]
+    Mismatch {
+        /// The data directory.
+        data_dir: PathBuf,
+        /// `store` or `cores`.
+        field: &'static str,
+        /// What its record says.
+        recorded: String,
+        /// What it was opened with.
+        given: String,
+    },
+    /// The table is owned by another data directory: this one must not
+    /// write to it. Nothing was acknowledged.
+    #[error(
+        "the table at {store} is owned by {owner}; data directory {} (id {ours}) is not its \
+         owner and wrote nothing: use the owning data directory, another store, or, only if \
+         the owner is gone for good, take the table over (`walhouse ingest --take-over`)",
+        data_dir.display()
+    )]
+    NotOwner {
+        /// The store.
+        store: String,
+        /// The owner, for people.
+        owner: String,
+        /// This data directory.
+        data_dir: PathBuf,
+        /// Its identity.
+        ours: String,
+    },
+    /// A read-only command was pointed at a directory that is not a data
+    /// directory; nothing was created.
+    #[error("no data directory at {}: no {} and no {}/", path.display(), datadir::RECORD_FILE, datadir::WAL_DIR)]
+    NoDataDir {
+        /// The path given.
+        path: PathBuf,
+    },
     /// An I/O error on a file of the data directory.
     #[error("{op} {}: {source}", path.display())]
     Io {
@@ -360,6 +405,46 @@ impl IngestHandle {
         Ok(rx)
     }
 
+    /// The most key plus value bytes one put takes (the WAL's record limit,
+    /// 16 MiB by default, less the record's own fields).
+    #[must_use]
+    pub fn max_write_bytes(&self) -> usize {
+        self.inner.max_op_bytes
+    }
+
+    /// Checks a write the way [`IngestHandle::submit`] does before queueing
+    /// it: a write refused here is never written, and a write that passes is
+    /// one every checkpoint can store.
+    pub fn validate(&self, op: &WriteOp) -> Result<(), IngestError> {
+        self.check(op)
+    }
+
+    /// Checks a commit the way [`IngestHandle::submit_commit`] does: every
+    /// offset must fit a signed 64-bit column (checkpoints and Delta `txn`
+    /// actions store them so), and the sources must fit one WAL record.
+    pub fn validate_commit(&self, offsets: &HashMap<String, u64>) -> Result<(), IngestError> {
+        let reject = |reason: String| IngestError::Rejected { core_id: 0, reason };
+        for (source, &offset) in offsets {
+            if i64::try_from(offset).is_err() {
+                return Err(reject(format!(
+                    "offset {offset} of source {source:?} is above {}, the largest a \
+                     checkpoint stores (a signed 64-bit column)",
+                    i64::MAX
+                )));
+            }
+        }
+        let bytes: usize = offsets.keys().map(|s| s.len() + 16).sum();
+        if bytes > self.inner.max_op_bytes {
+            return Err(reject(format!(
+                "a commit of {} sources takes about {bytes} bytes, more than the {} a WAL \
+                 record holds",
+                offsets.len(),
+                self.inner.max_op_bytes
+            )));
+        }
+        Ok(())
+    }
+
     fn check(&self, op: &WriteOp) -> Result<(), IngestError> {
         if op.len() > self.inner.max_op_bytes {
             return Err(IngestError::Rejected {
@@ -458,6 +543,7 @@ impl IngestHandle {
         offsets: HashMap<String, u64>,
         watermark: Option<i64>,
     ) -> Result<Durable, IngestError> {
+        self.validate_commit(&offsets)?;
         self.flush().await?;
         let rx = self.send(0, Work::Commit { offsets, watermark }).await?;
         Ok(Durable {
@@ -492,6 +578,21 @@ pub struct IngesterBuilder {
     store: Store,
     settings: IngestSettings,
     fs: Option<Arc<dyn WalFileSystem>>,
+    ownership: Ownership,
+}
+
+/// How [`IngesterBuilder::open`] treats a table that another data directory
+/// owns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Ownership {
+    /// Claim a table nobody owns; refuse one another data directory owns
+    /// ([`IngestError::NotOwner`]) before anything is acknowledged.
+    #[default]
+    Claim,
+    /// Take the table over whoever owns it: for a data directory that
+    /// replaces a lost one (a new machine). The old owner, if it still runs,
+    /// fails its next checkpoint and commits nothing more.
+    TakeOver,
 }
 
 impl IngesterBuilder {
@@ -510,7 +611,16 @@ impl IngesterBuilder {
         self
     }
 
-    /// Opens the data directory (locking it), probes the store (see
+    /// How a table owned by another data directory is treated (default:
+    /// [`Ownership::Claim`], which refuses it).
+    #[must_use]
+    pub fn ownership(mut self, ownership: Ownership) -> Self {
+        self.ownership = ownership;
+        self
+    }
+
+    /// Opens the data directory (locking it), checks its record (store and
+    /// cores, written on first open) and the table's owner, probes the store (see
     /// [`Store::probe`]), repairs torn WAL tails,
     /// resumes sequences after the newest checkpoint, and starts the core
     /// threads and the checkpoint scheduler. Must run inside a tokio
@@ -551,6 +661,63 @@ impl std::ops::Deref for Ingester {
 
     fn deref(&self) -> &IngestHandle {
         &self.shared.handle
+    }
+}
+
+/// Makes the data directory of `record` the owner of the table at `store`,
+/// or refuses with [`IngestError::NotOwner`] when another one owns it
+/// (unless `ownership` is [`Ownership::TakeOver`]).
+pub async fn claim_table(
+    store: &Store,
+    record: &datadir::DataDirRecord,
+    data_dir: &Path,
+    ownership: Ownership,
+) -> Result<(), IngestError> {
+    let ours = TableOwner::new(
+        &record.id,
+        &std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf()),
+    );
+    let owner = match TableOwner::read(store).await? {
+        Some(owner) => owner,
+        None => ours.claim(store).await?,
+    };
+    if owner.owner_id == record.id {
+        return Ok(());
+    }
+    match ownership {
+        Ownership::TakeOver => {
+            tracing::warn!(previous = %owner, "taking the table over from its previous owner");
+            ours.take_over(store).await?;
+            Ok(())
+        }
+        Ownership::Claim => Err(IngestError::NotOwner {
+            store: store.name().to_owned(),
+            owner: owner.to_string(),
+            data_dir: data_dir.to_path_buf(),
+            ours: record.id.clone(),
+        }),
+    }
+}
+
+/// Refuses a data directory whose table another data directory owns (for
+/// the commands that read both, such as recovery). A table nobody owns, or a
+/// directory without a record (written before records existed), passes.
+pub async fn check_table_owner(
+    store: &Store,
+    data_dir: &Path,
+    record: Option<&datadir::DataDirRecord>,
+) -> Result<(), IngestError> {
+    let Some(record) = record else {
+        return Ok(());
+    };
+    match TableOwner::read(store).await? {
+        Some(owner) if owner.owner_id != record.id => Err(IngestError::NotOwner {
+            store: store.name().to_owned(),
+            owner: owner.to_string(),
+            data_dir: data_dir.to_path_buf(),
+            ours: record.id.clone(),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -686,6 +853,7 @@ impl Ingester {
             store,
             settings: IngestSettings::default(),
             fs: None,
+            ownership: Ownership::Claim,
         }
     }
 
@@ -693,6 +861,10 @@ impl Ingester {
         let s = b.settings;
         s.validate()?;
         let lock = lock_data_dir(&b.data_dir)?;
+        let recorded = datadir::DataDirRecord::read(&b.data_dir)?;
+        if let Some(r) = &recorded {
+            r.check(&b.data_dir, b.store.name(), s.cores)?;
+        }
         let wal_dir = b.data_dir.join("wal");
         let existing = wal_cores(&wal_dir)?;
         if existing > s.cores {
@@ -711,7 +883,14 @@ impl Ingester {
             .probe()
             .await
             .map_err(|e| IngestError::Store(Arc::new(e)))?;
-        let checkpointer = Checkpointer::new(b.store, s.checkpoint.clone())?;
+        let record =
+            recorded.unwrap_or_else(|| datadir::DataDirRecord::new(b.store.name(), s.cores));
+        claim_table(&b.store, &record, &b.data_dir, b.ownership).await?;
+        // Written once, before anything is acknowledged.
+        if datadir::DataDirRecord::read(&b.data_dir)?.is_none() {
+            record.write(&b.data_dir)?;
+        }
+        let checkpointer = Checkpointer::new(b.store, s.checkpoint.clone())?.with_owner(&record.id);
         let config = s.wal_config(&b.data_dir);
         let mut builder = PerCoreWalManager::builder(config.clone());
         if let Some(fs) = b.fs {

@@ -9,7 +9,9 @@
 //!
 //! Output: `ack N` each time lines `1..=N` are all durable; `N` only grows.
 //! A malformed line stops the ingest after every earlier line is durable
-//! and acknowledged; the error names the line.
+//! and acknowledged; the error names the line. So does a line that could
+//! not be checkpointed: a put whose key and value exceed
+//! [`IngestHandle::max_write_bytes`], or a commit offset above `i64::MAX`.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -81,6 +83,23 @@ enum Item {
     Blank(u64),
     Bad(u64, String),
     ReadError(u64, std::io::Error),
+}
+
+/// Parses one line and checks it against the handle's limits, so that a
+/// line that could not be written or checkpointed is refused by number
+/// before anything after it is written.
+fn parse_checked(handle: &IngestHandle, line_no: u64, line: &[u8]) -> Item {
+    let item = parse(line_no, line);
+    let refused = match &item {
+        Item::Write(_, op) => handle.validate(op).err(),
+        Item::Commit(_, offsets, _) => handle.validate_commit(offsets).err(),
+        _ => None,
+    };
+    match refused {
+        Some(IngestError::Rejected { reason, .. }) => Item::Bad(line_no, reason),
+        Some(e) => Item::Bad(line_no, e.to_string()),
+        None => item,
+    }
 }
 
 fn parse(line_no: u64, line: &[u8]) -> Item {
@@ -218,9 +237,10 @@ where
     W: Write,
 {
     let (tx, rx) = flume::bounded::<Item>(BATCH_LINES * 4);
+    let checker = handle.clone();
     let reader = std::thread::Builder::new()
         .name("walhouse-ndjson".into())
-        .spawn(move || read_lines(input, &tx))
+        .spawn(move || read_lines(&checker, input, &tx))
         .map_err(|source| NdjsonError::Read { line: 0, source })?;
     let mut acker = Acker {
         out: acks,
@@ -234,7 +254,7 @@ where
     result.map(|()| summary)
 }
 
-fn read_lines<R: BufRead>(mut input: R, tx: &flume::Sender<Item>) {
+fn read_lines<R: BufRead>(handle: &IngestHandle, mut input: R, tx: &flume::Sender<Item>) {
     let mut line_no = 0u64;
     let mut buf = Vec::with_capacity(256);
     loop {
@@ -243,7 +263,7 @@ fn read_lines<R: BufRead>(mut input: R, tx: &flume::Sender<Item>) {
             Ok(0) => return,
             Ok(_) => {
                 line_no += 1;
-                let item = parse(line_no, &buf);
+                let item = parse_checked(handle, line_no, &buf);
                 let stop = matches!(item, Item::Bad(..));
                 if tx.send(item).is_err() || stop {
                     return;

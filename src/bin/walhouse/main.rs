@@ -17,10 +17,13 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use walhouse::checkpoint::{
     changelog_schema, load_manifest, manifest_json_schema, state_schema, CheckpointReader,
-    CheckpointSettings, LookupSettings,
+    CheckpointSettings, GraceCheck, LookupSettings,
 };
+use walhouse::checkpoint::{Checkpointer, TableOwner};
 use walhouse::per_core_wal::{PerCoreRecoveryManager, PerCoreWalConfig};
-use walhouse::runtime::wal_cores;
+use walhouse::runtime::{wal_cores, Ownership};
+
+use crate::config::Access;
 
 pub(crate) type CliResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
@@ -141,6 +144,11 @@ enum Command {
         /// Checkpoint what is new before exiting.
         #[arg(long)]
         final_checkpoint: bool,
+        /// Take the table over from the data directory that owns it. Only
+        /// when that directory is gone for good (a lost machine): it would
+        /// fail its next checkpoint.
+        #[arg(long)]
+        take_over: bool,
     },
     /// Recover the state from the newest checkpoint plus the local WAL tail
     /// (repairing torn tails) and print a summary.
@@ -196,9 +204,14 @@ enum Command {
         /// Checkpoints to keep.
         #[arg(long, default_value_t = 3)]
         retain: usize,
-        /// Seconds an unreferenced object must be old before removal.
+        /// Seconds an unreferenced object must be old before removal (at
+        /// least 3600 unless --force).
         #[arg(long, default_value_t = 3600)]
         grace_secs: u64,
+        /// Take a grace below 3600 s. Objects of a running checkpoint are
+        /// still kept (its in-flight marker protects them).
+        #[arg(long)]
+        force: bool,
     },
     /// Print a schema: `manifest` (JSON Schema), `changelog` or `state` (Arrow).
     Schema {
@@ -260,17 +273,29 @@ fn run(cli: Cli) -> CliResult {
             tuning,
             input,
             final_checkpoint,
+            take_over,
         } => {
-            let place = file.place(&location)?;
+            let place = file.place(&location, Access::Write)?;
             let settings = file.ingest_settings(&tuning, place.cores_found())?;
-            runtime()?.block_on(serve::ingest(&place, settings, input, final_checkpoint))
+            let ownership = if take_over {
+                Ownership::TakeOver
+            } else {
+                Ownership::Claim
+            };
+            runtime()?.block_on(serve::ingest(
+                &place,
+                settings,
+                input,
+                final_checkpoint,
+                ownership,
+            ))
         }
         Command::Recover { location, dump } => {
-            let place = file.place(&location)?;
+            let place = file.place(&location, Access::Read)?;
             runtime()?.block_on(serve::recover(&place, dump))
         }
         Command::Checkpoint { location } => {
-            let place = file.place(&location)?;
+            let place = file.place(&location, Access::Write)?;
             let settings = file.ingest_settings(&Tuning::default(), place.cores_found())?;
             runtime()?.block_on(serve::checkpoint(&place, settings))
         }
@@ -279,12 +304,11 @@ fn run(cli: Cli) -> CliResult {
             key,
             checkpoint,
         } => {
-            let store = file
-                .checkpointer(&location, CheckpointSettings::default())?
-                .store()
-                .clone();
+            let cp = file.checkpointer(&location, CheckpointSettings::default())?;
+            let store = cp.store().clone();
             let reader = CheckpointReader::open(store.clone(), LookupSettings::default());
             let rt = runtime()?;
+            rt.block_on(existing_table(&cp))?;
             let value = rt.block_on(async {
                 match checkpoint {
                     Some(n) => {
@@ -313,7 +337,9 @@ fn run(cli: Cli) -> CliResult {
         }
         Command::Checkpoints { location } => {
             let cp = file.checkpointer(&location, CheckpointSettings::default())?;
-            let manifests = runtime()?.block_on(cp.checkpoints())?;
+            let rt = runtime()?;
+            rt.block_on(existing_table(&cp))?;
+            let manifests = rt.block_on(cp.checkpoints())?;
             println!("checkpoint  epochs          entries  changelog  snapshot(of)  created_at");
             for m in manifests {
                 println!(
@@ -335,7 +361,9 @@ fn run(cli: Cli) -> CliResult {
             checkpoint,
         } => {
             let cp = file.checkpointer(&location, CheckpointSettings::default())?;
-            let report = runtime()?.block_on(cp.verify(checkpoint))?;
+            let rt = runtime()?;
+            rt.block_on(existing_table(&cp))?;
+            let report = rt.block_on(cp.verify(checkpoint))?;
             println!(
                 "checkpoint {}: {} files, {} bytes checked, {} problems",
                 report.checkpoint,
@@ -356,23 +384,31 @@ fn run(cli: Cli) -> CliResult {
             location,
             retain,
             grace_secs,
+            force,
         } => {
             let settings = CheckpointSettings {
                 retain_checkpoints: retain,
                 gc_grace_secs: grace_secs,
+                gc_grace_check: if force {
+                    GraceCheck::Off
+                } else {
+                    GraceCheck::Enforce
+                },
                 ..CheckpointSettings::default()
             };
             let checkpointer = file.checkpointer(&location, settings)?;
             let rt = runtime()?;
+            rt.block_on(existing_table(&checkpointer))?;
             rt.block_on(checkpointer.store().probe())?;
             let report = rt.block_on(checkpointer.gc())?;
             println!(
-                "kept checkpoints {:?}; removed manifests {:?}; removed {} objects and {} staging files of interrupted uploads; {} unreferenced objects still in their grace period",
-                report.retained,
-                report.manifests_removed,
+                "kept checkpoints {}; removed manifests {}; removed {} objects and {} staging files of interrupted uploads; kept {} unreferenced objects still in their grace period and {} of a running checkpoint",
+                list(&report.retained),
+                list(&report.manifests_removed),
                 report.objects_removed.len(),
                 report.staging_files_removed.len(),
-                report.objects_in_grace
+                report.objects_in_grace,
+                report.objects_in_flight
             );
             Ok(())
         }
@@ -412,4 +448,29 @@ fn run(cli: Cli) -> CliResult {
             Ok(())
         }
     }
+}
+
+/// Numbers for people: `1, 2, 3`, or `none`.
+fn list(numbers: &[u64]) -> String {
+    if numbers.is_empty() {
+        return "none".to_owned();
+    }
+    numbers
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Refuses a store that holds no table (no manifest and no owner object):
+/// the commands that read a table say so instead of reporting on nothing.
+async fn existing_table(cp: &Checkpointer) -> CliResult {
+    if cp.latest().await?.is_some() || TableOwner::read(cp.store()).await?.is_some() {
+        return Ok(());
+    }
+    Err(format!(
+        "no table at {}: no checkpoint manifest and no owner object",
+        cp.store().name()
+    )
+    .into())
 }

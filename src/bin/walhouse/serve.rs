@@ -16,7 +16,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use walhouse::checkpoint::{recover as recover_state, CheckpointOutcome};
 use walhouse::per_core_wal::PerCoreWalConfig;
 use walhouse::runtime::ndjson::ingest_ndjson;
-use walhouse::runtime::{lock_data_dir, IngestError, IngestSettings, Ingester};
+use walhouse::runtime::{
+    check_table_owner, lock_data_dir, IngestError, IngestSettings, Ingester, Ownership,
+};
 
 use crate::config::Place;
 use crate::CliResult;
@@ -79,6 +81,7 @@ pub(crate) async fn ingest(
     settings: IngestSettings,
     input: Option<PathBuf>,
     final_checkpoint: bool,
+    ownership: Ownership,
 ) -> CliResult {
     let input: Box<dyn BufRead + Send> = match &input {
         Some(path) => Box::new(BufReader::new(
@@ -89,6 +92,7 @@ pub(crate) async fn ingest(
     };
     let ingester = Ingester::builder(&place.data_dir, place.store.clone())
         .settings(settings)
+        .ownership(ownership)
         .open()
         .await?;
     let ingester = Arc::new(ingester);
@@ -158,6 +162,7 @@ pub(crate) async fn ingest(
 pub(crate) async fn recover(place: &Place, dump: bool) -> CliResult {
     // Recovery repairs torn tails: never while an ingest writes.
     let _lock = lock_data_dir(&place.data_dir)?;
+    check_table_owner(&place.store, &place.data_dir, place.record.as_ref()).await?;
     let cores = place.cores_found().max(1);
     let started = Instant::now();
     let bar = spinner("recovering");

@@ -1,0 +1,316 @@
+//! The command line under misuse: lines that could never be checkpointed,
+//! two data directories on one table, a data directory opened without its
+//! store or with other cores, and read-only commands pointed at nothing.
+//! Each case prints what it proved.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn walhouse(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_walhouse"));
+    cmd.args(args)
+        .env_remove("WALHOUSE_STORE")
+        .env_remove("WALHOUSE_DATA_DIR")
+        .env_remove("WALHOUSE_CONFIG")
+        .env_remove("WALHOUSE_CORES")
+        .env("WALHOUSE_LOG", "error");
+    cmd
+}
+
+fn run(args: &[&str]) -> Output {
+    walhouse(args).output().unwrap()
+}
+
+fn run_with_input(args: &[&str], input: &str) -> Output {
+    let mut child = walhouse(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn last_ack(out: &Output) -> Option<u64> {
+    text(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("ack "))
+        .map(|n| n.parse().unwrap())
+        .last()
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn lines(from: u32, to: u32) -> String {
+    (from..to)
+        .map(|i| format!("{{\"key\":\"k{i}\",\"value\":\"v{i}\"}}\n"))
+        .collect()
+}
+
+fn dump(data_dir: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["recover", "--dump", "--data-dir", p(data_dir)];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+fn dumped_keys(out: &Output) -> usize {
+    text(&out.stdout).lines().count()
+}
+
+#[test]
+fn a_line_no_checkpoint_could_store_is_refused_by_number_before_its_ack() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("d");
+    let input = format!(
+        "{}{{\"commit\": {{\"s\": 9223372036854775808}}}}\n{}",
+        lines(0, 3),
+        lines(3, 5)
+    );
+    let out = run_with_input(
+        &["ingest", "--data-dir", p(&d), "--cores", "2", "--no-pin"],
+        &input,
+    );
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("line 4"), "{stderr}");
+    assert!(stderr.contains("9223372036854775808"), "{stderr}");
+    assert_eq!(last_ack(&out), Some(3), "{stderr}");
+
+    // A 20 MB value: refused naming its line, not "after line 0".
+    let big = format!(
+        "{}{{\"key\":\"big\",\"value\":\"{}\"}}\n",
+        lines(10, 12),
+        "x".repeat(20 << 20)
+    );
+    let out = run_with_input(
+        &["ingest", "--data-dir", p(&d), "--cores", "2", "--no-pin"],
+        &big,
+    );
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("line 3"), "{stderr}");
+    assert!(stderr.contains("more than the"), "{stderr}");
+    assert_eq!(last_ack(&out), Some(2), "{stderr}");
+
+    // Whatever was acknowledged checkpoints, and a later commit works.
+    let out = run_with_input(
+        &[
+            "ingest",
+            "--data-dir",
+            p(&d),
+            "--no-pin",
+            "--final-checkpoint",
+        ],
+        "{\"commit\": {\"s\": 9223372036854775807}}\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(&["checkpoint", "--data-dir", p(&d)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = dump(&d, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(dumped_keys(&out), 5, "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("9223372036854775807"),
+        "{}",
+        text(&out.stderr)
+    );
+    println!(
+        "offset 2^63 refused as line 4 (lines 1..=3 acked), a 20 MB value refused as line 3 \
+         (lines 1..=2 acked); the acked lines and an offset of i64::MAX checkpointed and recovered"
+    );
+}
+
+#[test]
+fn a_second_data_directory_is_refused_by_the_owned_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (d1, d2) = (tmp.path().join("d1"), tmp.path().join("d2"));
+    let store = tmp.path().join("shared-table");
+    let store_url = format!("file://{}", p(&store));
+    let base = |d: &Path| {
+        vec![
+            "ingest".to_owned(),
+            "--data-dir".to_owned(),
+            p(d).to_owned(),
+            "--store".to_owned(),
+            store_url.clone(),
+            "--cores".to_owned(),
+            "2".to_owned(),
+            "--no-pin".to_owned(),
+        ]
+    };
+    let args1 = base(&d1);
+    let args1: Vec<&str> = args1.iter().map(String::as_str).collect();
+    let out = run_with_input(&args1, &lines(0, 300));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(last_ack(&out), Some(300));
+    let out = run(&["checkpoint", "--data-dir", p(&d1)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let args2 = base(&d2);
+    let args2: Vec<&str> = args2.iter().map(String::as_str).collect();
+    let out = run_with_input(&args2, &lines(1000, 1300));
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "the second directory was let in");
+    assert_eq!(
+        last_ack(&out),
+        None,
+        "the refused directory acknowledged lines"
+    );
+    assert!(stderr.contains("is owned by"), "{stderr}");
+    assert!(
+        stderr.contains(p(&d1)),
+        "the error must name the owner: {stderr}"
+    );
+
+    let out = dump(&d1, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(dumped_keys(&out), 300);
+    assert!(!text(&out.stdout).contains("k1000"));
+    println!(
+        "second data directory refused before any ack, naming {}; the owner's 300 keys intact",
+        d1.display()
+    );
+
+    // Taking over (the owner is gone) works, and the old owner can no longer
+    // commit: its checkpoint fails and its WAL is kept.
+    let mut args3 = args2.clone();
+    args3.push("--take-over");
+    let out = run_with_input(&args3, &lines(1000, 1010));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(last_ack(&out), Some(10));
+    let out = run_with_input(&args1, &lines(300, 310));
+    assert!(
+        !out.status.success(),
+        "the old owner may not write after a take-over"
+    );
+    assert_eq!(last_ack(&out), None);
+}
+
+#[test]
+fn a_data_directory_remembers_its_store_and_cores() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("d");
+    let store = tmp.path().join("elsewhere");
+    let store_url = format!("file://{}", p(&store));
+    let out = run_with_input(
+        &[
+            "ingest",
+            "--data-dir",
+            p(&d),
+            "--store",
+            &store_url,
+            "--cores",
+            "2",
+            "--no-pin",
+        ],
+        &lines(0, 50),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(&["checkpoint", "--data-dir", p(&d)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        store.join("manifests").is_dir(),
+        "checkpoint without --store must go to the recorded store"
+    );
+    assert!(!d.join("table").exists(), "a default table was created");
+    let out = run_with_input(&["ingest", "--data-dir", p(&d), "--no-pin"], &lines(50, 60));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = dump(&d, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(dumped_keys(&out), 60, "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("from checkpoint 1"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let other = format!("file://{}", p(&tmp.path().join("other")));
+    let out = dump(&d, &["--store", &other]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&store_url) || stderr.contains(p(&store)),
+        "{stderr}"
+    );
+    let out = run_with_input(
+        &["ingest", "--data-dir", p(&d), "--cores", "1", "--no-pin"],
+        &lines(60, 61),
+    );
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("cores 2") && stderr.contains("cores 1"),
+        "{stderr}"
+    );
+    assert_eq!(last_ack(&out), None);
+    let out = run(&["checkpoint", "--data-dir", p(&d)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let wal_cores: std::collections::BTreeSet<String> = std::fs::read_dir(d.join("wal"))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_prefix("wal-")
+                .and_then(|r| r.split('-').next())
+                .map(str::to_owned)
+        })
+        .collect();
+    assert!(
+        wal_cores.len() <= 2,
+        "a log for a core that does not exist: {wal_cores:?}"
+    );
+    println!("recorded store used by checkpoint and recover; --store and --cores conflicts named both values");
+}
+
+#[test]
+fn read_only_commands_create_nothing_and_say_what_is_missing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nonexistent");
+    let url = format!("file://{}", p(&missing));
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let empty_url = format!("file://{}", p(&empty));
+    let mut checked = 0;
+    for (args, want) in [
+        (vec!["verify", "--store", url.as_str()], "no table at"),
+        (vec!["checkpoints", "--store", url.as_str()], "no table at"),
+        (vec!["get", "--store", url.as_str(), "k"], "no table at"),
+        (vec!["gc", "--store", url.as_str()], "no table at"),
+        (vec!["verify", "--store", empty_url.as_str()], "no table at"),
+        (
+            vec!["checkpoints", "--store", empty_url.as_str()],
+            "no table at",
+        ),
+        (
+            vec!["recover", "--data-dir", p(&missing)],
+            "no data directory at",
+        ),
+        (vec!["get", "--data-dir", p(&missing), "k"], "no table at"),
+    ] {
+        let out = run(&args);
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded on nothing");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+        assert!(!missing.exists(), "{args:?} created {}", missing.display());
+        checked += 1;
+    }
+    assert_eq!(
+        std::fs::read_dir(&empty).unwrap().count(),
+        0,
+        "something was created in an empty store"
+    );
+    println!("{checked} read-only commands on a missing or empty store/data directory: non-zero exit, named what is missing, created nothing");
+}
