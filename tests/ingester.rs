@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use common::simfs::SimFs;
 use walhouse::checkpoint::recover;
 use walhouse::per_core_wal::PerCoreWalConfig;
-use walhouse::runtime::{IngestError, IngestSettings, Ingester, WriteOp};
+use walhouse::runtime::{IngestError, IngestSettings, Ingester, Ownership, WriteOp};
 use walhouse::store::Store;
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -273,7 +273,11 @@ async fn the_data_directory_is_locked_and_keeps_its_cores() {
         .open()
         .await
         .unwrap_err();
-    assert!(fewer.to_string().contains("at least 2 cores"), "{fewer}");
+    assert!(matches!(fewer, IngestError::Mismatch { .. }), "{fewer}");
+    assert!(
+        fewer.to_string().contains("cores 2") && fewer.to_string().contains("cores 1"),
+        "{fewer}"
+    );
     let oversized = Ingester::builder(dir.path(), store)
         .settings(settings(2))
         .open()
@@ -299,10 +303,18 @@ async fn a_new_machine_resumes_after_the_checkpoint() {
         .unwrap();
     let model = produce(&ingester, 0, 2, 300).await;
     ingester.shutdown(true).await.unwrap();
-    // Another machine: no local WAL, the same table.
+    // Another machine: no local WAL, the same table. The table is owned by
+    // the lost data directory: refused, then taken over.
     let other = dir.path().join("b");
+    let refused = Ingester::builder(&other, store.clone())
+        .settings(settings(2))
+        .open()
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, IngestError::NotOwner { .. }), "{refused}");
     let ingester = Ingester::builder(&other, store.clone())
         .settings(settings(2))
+        .ownership(Ownership::TakeOver)
         .open()
         .await
         .unwrap();

@@ -439,7 +439,7 @@ fn commit_and_checkpoint_entries_round_trip() {
     let mut m = PerCoreWalManager::new(PerCoreWalConfig::new(tmp.path(), 1)).unwrap();
     let offsets: HashMap<String, u64> = [
         ("topic-a/0".to_owned(), 42),
-        ("topic-b/3".to_owned(), u64::MAX),
+        ("topic-b/3".to_owned(), i64::MAX as u64),
     ]
     .into();
     m.writer(0)

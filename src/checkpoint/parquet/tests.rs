@@ -26,7 +26,9 @@ use parquet::file::serialized_reader::{ReadOptionsBuilder, SerializedFileReader}
 use super::changelog::ChangelogColumns;
 use super::*;
 use crate::checkpoint::{changelog_schema, state_schema, CompressionMode};
-use crate::per_core_wal::{PerCoreWalConfig, PerCoreWalEntry, PerCoreWalManager, WalOperation};
+use crate::per_core_wal::{
+    EntryRef, OpRef, PerCoreWalConfig, PerCoreWalEntry, PerCoreWalManager, WalOperation,
+};
 
 type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = object_store::Result<T>> + Send + 'a>>;
 
@@ -930,20 +932,20 @@ async fn a_merge_error_aborts_the_open_file() {
 
 #[test]
 fn offsets_above_i64_max_are_an_error_not_a_wrap() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut manager = PerCoreWalManager::new(PerCoreWalConfig::new(tmp.path(), 1)).unwrap();
-    manager
-        .writer(0)
-        .append_commit(HashMap::from([("s".to_owned(), u64::MAX)]), None)
-        .unwrap();
-    manager.sync_all().unwrap();
-    let mut stream = manager.merge_stream().unwrap();
-    let entry = stream.next_ref().unwrap().unwrap();
+    // The writer refuses such values (nothing unstorable is acknowledged);
+    // a WAL written before that check may still hold one: the conversion
+    // refuses it too, naming the value, instead of wrapping it.
+    let entry = EntryRef {
+        epoch: 0,
+        sequence: 0,
+        core_id: 0,
+        timestamp_ns: 1,
+        operation: OpRef::Checkpoint { id: u64::MAX },
+    };
     let mut columns = ChangelogColumns::new(changelog_schema()).unwrap();
     let err = columns.append(&entry).unwrap_err();
     assert!(err.to_string().contains("18446744073709551615"), "{err}");
     assert_eq!(columns.rows, 0);
-    assert_eq!(columns.finish().unwrap().num_rows(), 0);
 }
 
 #[test]
