@@ -4,6 +4,7 @@
 //! Each case prints what it proved.
 #![allow(clippy::unwrap_used)]
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -48,7 +49,7 @@ fn last_ack(out: &Output) -> Option<u64> {
         .lines()
         .filter_map(|l| l.strip_prefix("ack "))
         .map(|n| n.parse().unwrap())
-        .last()
+        .next_back()
 }
 
 fn p(path: &Path) -> &str {
@@ -56,9 +57,11 @@ fn p(path: &Path) -> &str {
 }
 
 fn lines(from: u32, to: u32) -> String {
-    (from..to)
-        .map(|i| format!("{{\"key\":\"k{i}\",\"value\":\"v{i}\"}}\n"))
-        .collect()
+    let mut out = String::new();
+    for i in from..to {
+        writeln!(out, "{{\"key\":\"k{i}\",\"value\":\"v{i}\"}}").unwrap();
+    }
+    out
 }
 
 fn dump(data_dir: &Path, extra: &[&str]) -> Output {

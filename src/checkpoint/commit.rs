@@ -553,33 +553,7 @@ impl Checkpointer {
         let grace = Duration::from_secs(self.settings.gc_grace_secs);
         let now = SystemTime::now();
         // 1. The objects and staging files.
-        let mut objects = Vec::new();
-        let mut staged = Vec::new();
-        for prefix in ["changelog", "state"] {
-            let metas: Vec<_> = self
-                .store
-                .object_store()
-                .list(Some(&self.store.path(prefix)))
-                .try_collect()
-                .await
-                .map_err(|source| CheckpointError::Store {
-                    store: self.store.name().to_owned(),
-                    op: "list",
-                    path: format!("{prefix}/"),
-                    source,
-                })?;
-            for meta in metas {
-                if let Some(rel) = self.store.relative(&meta.location) {
-                    objects.push((rel.to_owned(), SystemTime::from(meta.last_modified)));
-                }
-            }
-            staged.extend(
-                self.store
-                    .local_staging_files(prefix)
-                    .await
-                    .map_err(|source| self.local_error("list staging files", prefix, source))?,
-            );
-        }
+        let (objects, staged) = self.list_data_objects().await?;
         // 2. The in-flight markers.
         let markers = self.inflight_markers().await?;
         let stale = grace.max(Duration::from_secs(STALE_MARKER_SECS));
@@ -655,6 +629,39 @@ impl Checkpointer {
             report.stale_markers_removed.push(n);
         }
         Ok(report)
+    }
+
+    /// Every object under `changelog/` and `state/`, and the staging files
+    /// of interrupted local uploads, each with when it was last written.
+    async fn list_data_objects(&self) -> Result<(Vec<Listed>, Vec<Listed>), CheckpointError> {
+        let mut objects = Vec::new();
+        let mut staged = Vec::new();
+        for prefix in ["changelog", "state"] {
+            let metas: Vec<_> = self
+                .store
+                .object_store()
+                .list(Some(&self.store.path(prefix)))
+                .try_collect()
+                .await
+                .map_err(|source| CheckpointError::Store {
+                    store: self.store.name().to_owned(),
+                    op: "list",
+                    path: format!("{prefix}/"),
+                    source,
+                })?;
+            for meta in metas {
+                if let Some(rel) = self.store.relative(&meta.location) {
+                    objects.push((rel.to_owned(), SystemTime::from(meta.last_modified)));
+                }
+            }
+            staged.extend(
+                self.store
+                    .local_staging_files(prefix)
+                    .await
+                    .map_err(|source| self.local_error("list staging files", prefix, source))?,
+            );
+        }
+        Ok((objects, staged))
     }
 
     async fn put_inflight_marker(&self, number: u64) -> Result<(), CheckpointError> {
@@ -829,6 +836,9 @@ fn validate(s: &CheckpointSettings) -> Result<(), CheckpointError> {
     }
     Ok(())
 }
+
+/// An object's path under the table root and when it was last written.
+type Listed = (String, SystemTime);
 
 /// Where in-flight markers live, under the table root.
 const INFLIGHT_DIR: &str = "_walhouse/inflight";
