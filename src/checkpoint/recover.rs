@@ -15,7 +15,7 @@ use super::error::CheckpointError;
 use super::manifest::{latest_manifest, DataFile, Manifest};
 use super::parquet::{file_crc32c, open_parquet_stream, read_error};
 use crate::per_core_wal::{
-    PerCoreRecoveredState, PerCoreRecoveryManager, PerCoreWalConfig, StateMapBuilder,
+    LogStart, PerCoreRecoveredState, PerCoreRecoveryManager, PerCoreWalConfig, StateMapBuilder,
 };
 use crate::store::Store;
 
@@ -64,7 +64,9 @@ pub async fn recover(
     let replay = wal_present.then(|| {
         let recovery = PerCoreRecoveryManager::new(wal_config.clone());
         let covered = covered.clone();
-        tokio::task::spawn_blocking(move || recovery.replay(&covered))
+        // The manifest (or its absence) is the whole truth about what was
+        // removed: every core's log must start where it stops covering.
+        tokio::task::spawn_blocking(move || recovery.replay(&covered, LogStart::EveryCore))
     });
     let mut base = PerCoreRecoveredState::default();
     let mut objects_verified = 0;
@@ -83,7 +85,7 @@ pub async fn recover(
         Some(handle) => Some(
             handle
                 .await
-                .map_err(|e| CheckpointError::Task(e.to_string()))?,
+                .map_err(|e| CheckpointError::joined("recovery task (WAL replay)", e))?,
         ),
         None => None,
     };
@@ -93,7 +95,9 @@ pub async fn recover(
         let replayed = replayed?;
         tokio::task::spawn_blocking(move || replayed.onto(base))
             .await
-            .map_err(|e| CheckpointError::Task(e.to_string()))??
+            .map_err(|e| {
+                CheckpointError::joined("recovery task (merging the WAL onto the checkpoint)", e)
+            })??
     } else {
         tracing::warn!(
             wal = %wal_config.base_dir.display(),

@@ -144,9 +144,11 @@ pub use entry::{
 pub use error::{ErrorKind, PerCoreWalError};
 pub use format::{SegmentHeader, FORMAT_VERSION, HEADER_LEN, RECORD_HEADER_LEN, SEGMENT_MAGIC};
 pub use fs::{StdFileSystem, WalFile, WalFileSystem};
+pub use log::Repair;
 pub use manager::{CoreOpenReport, PerCoreWalConfig, PerCoreWalManager, PerCoreWalManagerBuilder};
 pub use merge::MergeStream;
 pub use reader::{PerCoreWalReader, WalReadResult};
+pub(crate) use recovery::LogStart;
 pub use recovery::{recover_per_core, PerCoreRecoveredState, PerCoreRecoveryManager, SegmentStats};
 pub(crate) use state_map::StateMapBuilder;
 pub use state_map::{StateMap, StateMapIter};
