@@ -119,11 +119,16 @@ async fn segments_a_checkpoint_covers_may_be_gone_and_a_core_that_never_wrote_is
     m.sync_all().unwrap();
     drop(m);
     let oldest = common::core_segments(&wal_dir, 0);
+    assert_ne!(
+        file_name(&oldest[0]),
+        "wal-0-0000000000.log",
+        "covered ones removed"
+    );
     let r = recover(&store, &wal).await.unwrap();
     assert_eq!(r.state.state, model);
     assert!(r.state.repairs.is_empty(), "{:?}", r.state.repairs);
     println!(
-        "checkpoint removed core 0's segments up to {}: recovered {} keys, no error",
+        "the checkpoint removed core 0's segments before {}: recovered {} keys, no error",
         file_name(&oldest[0]),
         r.state.state.len()
     );
@@ -233,4 +238,50 @@ async fn a_torn_tail_cut_is_reported_with_its_range() {
     );
     assert_eq!(r.state.truncated_bytes, vec![0, 3]);
     println!("torn tail reported: {}", repair[0]);
+}
+
+/// Before: `recover` removed a core's only segment (number 0) whose header
+/// was incomplete and went on, while `PerCoreWalManager::open` failed with
+/// "no WAL segment found for core 1". Both now remove it and report it.
+#[tokio::test]
+async fn a_cores_only_segment_with_an_incomplete_header_is_treated_alike_by_open_and_recover() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("wal");
+    let config = PerCoreWalConfig::new(&dir, 2);
+    let mut m = PerCoreWalManager::new(config.clone()).unwrap();
+    m.writer(0).append_put(b"k", b"v").unwrap();
+    m.sync_all().unwrap();
+    drop(m);
+    // Core 1 never wrote: its only segment, 0, is cut inside its header.
+    let victim = common::core_segments(&dir, 1).pop().unwrap();
+    let header_len = std::fs::metadata(&victim).unwrap().len();
+    cut(&victim, 10);
+    let for_open = tmp.path().join("wal-copy");
+    copy_dir(&dir, &for_open);
+
+    let r = recover(&Store::memory(), &config).await.unwrap();
+    assert_eq!(r.state.state.len(), 1);
+    assert_eq!(r.state.repairs.len(), 1, "{:?}", r.state.repairs);
+    assert_eq!((r.state.repairs[0].core_id, r.state.repairs[0].to), (1, 10));
+
+    let mut m = PerCoreWalManager::open(PerCoreWalConfig::new(&for_open, 2)).unwrap();
+    let report = &m.open_reports()[1];
+    assert_eq!(
+        report.repairs,
+        r.state
+            .repairs
+            .iter()
+            .map(|x| Repair {
+                path: for_open.join(x.path.file_name().unwrap()),
+                ..x.clone()
+            })
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(report.next_sequence, 0);
+    m.writer(1).append_put(b"k1", b"v1").unwrap();
+    m.sync_all().unwrap();
+    println!(
+        "core 1's only segment cut from {header_len} to 10 bytes: removed and reported by \
+         recover and by open (which reopens the core at sequence 0)"
+    );
 }
