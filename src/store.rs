@@ -8,6 +8,12 @@
 //! checks it at start and refuses a store that ignores it, unless
 //! `WALHOUSE_UNSAFE_SKIP_STORE_PROBE=1` says otherwise.
 //!
+//! Reads that recovery and checkpoints depend on ([`Store::list_all`],
+//! [`Store::get_all`], [`Store::head`]) and the probe retry transient errors
+//! ([`is_transient`]) [`RETRY_ATTEMPTS`] times with exponential backoff from
+//! [`RETRY_FIRST_BACKOFF`]: `object_store` retries requests, but not a
+//! response body that fails while it streams.
+//!
 //! `object_store`'s local file system does not fsync; [`Store::make_durable`]
 //! does, for a local store, before the WAL segments a checkpoint replaces are
 //! removed.

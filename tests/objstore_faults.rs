@@ -101,7 +101,7 @@ struct FaultStore {
     put_breaks: AtomicU64,
 }
 
-/// What object_store returns for a connection reset while a body streams.
+/// What `object_store` returns for a connection reset while a body streams.
 fn reset(op: &str) -> object_store::Error {
     object_store::Error::Generic {
         store: "FaultStore",

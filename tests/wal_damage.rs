@@ -12,7 +12,8 @@ use std::path::Path;
 
 use walhouse::checkpoint::{recover, CheckpointError, CheckpointSettings, Checkpointer};
 use walhouse::per_core_wal::{
-    ErrorKind, PerCoreRecoveryManager, PerCoreWalConfig, PerCoreWalError, PerCoreWalManager, Repair,
+    ErrorKind, PerCoreRecoveredState, PerCoreRecoveryManager, PerCoreWalConfig, PerCoreWalError,
+    PerCoreWalManager, Repair,
 };
 use walhouse::store::Store;
 
@@ -82,7 +83,7 @@ async fn the_oldest_segment_deleted_without_a_checkpoint_is_an_error_naming_it()
     let seed = PerCoreRecoveryManager::new(wal.clone());
     assert!(seed.recover().is_ok());
     let err = seed
-        .recover_onto(Default::default(), &[Some(5), Some(5)])
+        .recover_onto(PerCoreRecoveredState::default(), &[Some(5), Some(5)])
         .unwrap_err();
     assert!(
         matches!(err, PerCoreWalError::MissingSegments { core_id: 1, .. }),
@@ -284,4 +285,43 @@ async fn a_cores_only_segment_with_an_incomplete_header_is_treated_alike_by_open
         "core 1's only segment cut from {header_len} to 10 bytes: removed and reported by \
          recover and by open (which reopens the core at sequence 0)"
     );
+}
+
+/// The ingester opens the WAL knowing the newest checkpoint (here: none),
+/// so it refuses a log whose oldest segment is gone, as recovery does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ingester_refuses_to_open_a_log_missing_its_oldest_segment() {
+    use walhouse::runtime::{IngestSettings, Ingester, WriteOp};
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::local(&tmp.path().join("table")).unwrap();
+    let settings = IngestSettings {
+        cores: 2,
+        pin_threads: false,
+        segment_bytes: 4096,
+        checkpoint_interval_ms: 0,
+        checkpoint_wal_bytes: 0,
+        ..IngestSettings::default()
+    };
+    let open = || {
+        Ingester::builder(tmp.path(), store.clone())
+            .settings(settings.clone())
+            .open()
+    };
+    let ingester = open().await.unwrap();
+    let ops = (0..400_u64)
+        .map(|i| {
+            let (key, value) = common::kv(i, 60);
+            WriteOp::Put { key, value }
+        })
+        .collect();
+    ingester.put_batch(ops).await.unwrap();
+    ingester.shutdown(false).await.unwrap();
+    let wal = tmp.path().join("wal");
+    let segments = common::core_segments(&wal, 0);
+    assert!(segments.len() >= 3, "{segments:?}");
+    std::fs::remove_file(&segments[0]).unwrap();
+    let err = open().await.unwrap_err().to_string();
+    println!("ingester open without core 0's oldest segment: {err}");
+    assert!(err.contains("gap in core 0"), "{err}");
+    assert!(err.contains(file_name(&segments[1])), "{err}");
 }

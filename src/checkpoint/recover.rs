@@ -41,6 +41,16 @@ pub struct Recovered {
 /// meanwhile, on other threads, repairs the WAL's torn tails and replays
 /// each core's entries the manifest does not cover; then applies those onto
 /// the checkpoint's state. Idempotent.
+///
+/// Detectable damage is an error, never a shorter state: a core whose
+/// oldest remaining segment starts after what the checkpoint covers (after
+/// sequence 0 without a checkpoint) is
+/// [`PerCoreWalError::MissingSegments`](crate::per_core_wal::PerCoreWalError::MissingSegments),
+/// naming the core, the file and the sequences. What the repair removed (a
+/// torn tail cut, a segment whose header never became durable) is in
+/// `state.repairs` and logged as a warning. Transient store errors on the
+/// reads are retried ([`crate::store::RETRY_ATTEMPTS`]); a panic in one of
+/// its tasks is [`CheckpointError::TaskPanicked`] naming the task.
 pub async fn recover(
     store: &Store,
     wal_config: &PerCoreWalConfig,

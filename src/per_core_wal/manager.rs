@@ -11,7 +11,9 @@ use super::clock::{SystemClock, WalClock};
 use super::entry::PerCoreWalEntry;
 use super::error::PerCoreWalError;
 use super::fs::{StdFileSystem, WalFileSystem};
-use super::log::{check_log_start, read_header, scan_core, CoreLogReader, Repair, SegmentRead};
+use super::log::{
+    check_log_start, read_header, scan_core, CoreLogReader, CoreScan, Repair, SegmentRead,
+};
 use super::merge::MergeStream;
 use super::reaper::Reaper;
 use super::segment::{list_segments, ReadLimits, SegmentFile, SegmentNaming};
@@ -307,24 +309,7 @@ impl PerCoreWalManager {
             }
             Err(e) => return Err(e),
         };
-        let limits = config.read_limits();
-        let mut scans = Vec::with_capacity(config.num_cores);
-        let mut repairs = Vec::with_capacity(config.num_cores);
-        for core_id in 0..config.num_cores {
-            let segments = listed.get(core_id).cloned().unwrap_or_default();
-            let had_segments = !segments.is_empty();
-            let outcome = scan_core(&fs, &dir, core_id, segments, limits, true)?;
-            // A core whose only segment never got a durable header (and was
-            // removed, as recovery does) has a log, just an empty one.
-            if outcome.scan.is_none() && !create && !had_segments {
-                return Err(PerCoreWalError::SegmentNotFound { core_id, path: dir });
-            }
-            if let (Some(covered), Some(scan)) = (&covered, &outcome.scan) {
-                check_log_start(core_id, scan, covered.get(core_id).copied().flatten())?;
-            }
-            scans.push(outcome.scan);
-            repairs.push(outcome.repairs);
-        }
+        let (scans, repairs) = scan_cores(&fs, &config, listed, create, covered.as_deref())?;
         let (floor_sequences, floor_epoch) = resume.unwrap_or_default();
         let epoch = scans
             .iter()
@@ -857,6 +842,44 @@ impl PerCoreWalManager {
             .base_dir
             .join(self.naming.file_name(core_id, segment))
     }
+}
+
+/// Per core: its scan (`None`: no segment left), and the repairs made.
+type Scanned = (Vec<Option<CoreScan>>, Vec<Vec<Repair>>);
+
+/// Scans (and repairs) every core's log at open. With `covered`, a log
+/// starting after it is refused ([`check_log_start`]).
+fn scan_cores(
+    fs: &Arc<dyn WalFileSystem>,
+    config: &PerCoreWalConfig,
+    listed: Vec<Vec<SegmentFile>>,
+    create: bool,
+    covered: Option<&[Option<u64>]>,
+) -> Result<Scanned, PerCoreWalError> {
+    let dir = &config.base_dir;
+    let limits = config.read_limits();
+    let mut scans = Vec::with_capacity(config.num_cores);
+    let mut repairs = Vec::with_capacity(config.num_cores);
+    let mut listed = listed.into_iter();
+    for core_id in 0..config.num_cores {
+        let segments = listed.next().unwrap_or_default();
+        let had_segments = !segments.is_empty();
+        let outcome = scan_core(fs, dir, core_id, segments, limits, true)?;
+        // A core whose only segment never got a durable header (and was
+        // removed, as recovery does) has a log, just an empty one.
+        if outcome.scan.is_none() && !create && !had_segments {
+            return Err(PerCoreWalError::SegmentNotFound {
+                core_id,
+                path: dir.clone(),
+            });
+        }
+        if let (Some(covered), Some(scan)) = (covered, &outcome.scan) {
+            check_log_start(core_id, scan, covered.get(core_id).copied().flatten())?;
+        }
+        scans.push(outcome.scan);
+        repairs.push(outcome.repairs);
+    }
+    Ok((scans, repairs))
 }
 
 fn segment_epoch(fs: &Arc<dyn WalFileSystem>, file: &SegmentFile) -> Result<u64, PerCoreWalError> {
