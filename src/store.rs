@@ -8,6 +8,12 @@
 //! checks it at start and refuses a store that ignores it, unless
 //! `WALHOUSE_UNSAFE_SKIP_STORE_PROBE=1` says otherwise.
 //!
+//! Reads that recovery and checkpoints depend on ([`Store::list_all`],
+//! [`Store::get_all`], [`Store::head`]) and the probe retry transient errors
+//! ([`is_transient`]) [`RETRY_ATTEMPTS`] times with exponential backoff from
+//! [`RETRY_FIRST_BACKOFF`]: `object_store` retries requests, but not a
+//! response body that fails while it streams.
+//!
 //! `object_store`'s local file system does not fsync; [`Store::make_durable`]
 //! does, for a local store, before the WAL segments a checkpoint replaces are
 //! removed.
@@ -18,13 +24,16 @@
 use std::fmt;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
+use bytes::Bytes;
+use futures::TryStreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{
-    MultipartUpload, ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions,
-    PutPayload,
+    MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions,
+    PutOptions, PutPayload,
 };
 
 #[cfg(unix)]
@@ -88,8 +97,7 @@ pub enum StoreError {
     #[error(
         "store {store} does not support create-only PUTs, which the checkpoint commit needs \
          (probe of {object}: {source}); use a store that honours If-None-Match (for S3, do not \
-         set AWS_CONDITIONAL_PUT=disabled), or set {SKIP_PROBE_ENV}=1 to run anyway \
-         (unsafe with more than one writer)"
+         set AWS_CONDITIONAL_PUT=disabled)"
     )]
     CreateOnlyUnsupported {
         /// The store's name.
@@ -100,22 +108,90 @@ pub enum StoreError {
         #[source]
         source: object_store::Error,
     },
-    /// The probe could not write, read or delete its object.
-    #[error(
-        "store {store}: probe {op} of {object} failed: {source} \
-         (set {SKIP_PROBE_ENV}=1 to skip the probe)"
-    )]
+    /// The probe could not write or delete its object: the store is not
+    /// reachable or refuses the credentials. Transient errors were retried
+    /// ([`RETRY_ATTEMPTS`] attempts, each with a new probe object) before
+    /// this is returned; fix the cause and start again.
+    #[error("store {store}: probe {op} of {object} failed after {attempts} attempt(s): {source}")]
     Probe {
         /// The store's name.
         store: String,
-        /// The probe object.
+        /// The probe object (of the last attempt).
         object: String,
         /// The operation that failed (`"first create-only put"`, ...).
         op: &'static str,
+        /// How many times the probe was tried.
+        attempts: u32,
         /// The store's error.
         #[source]
         source: object_store::Error,
     },
+}
+
+/// How many times a store read ([`Store::list_all`], [`Store::get_all`],
+/// [`Store::head`]) and the probe are tried when they fail with a transient
+/// error ([`is_transient`]).
+///
+/// `object_store` retries a request whose response did not arrive, but not
+/// a response body that fails while it streams (a LIST page cut off by a
+/// reset connection): these attempts cover that too. A LIST restarts from
+/// the beginning.
+pub const RETRY_ATTEMPTS: u32 = 5;
+
+/// The wait before the second attempt; it doubles before each further one
+/// (100, 200, 400, 800 ms: at most 1.5 s of waiting over
+/// [`RETRY_ATTEMPTS`]).
+pub const RETRY_FIRST_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Whether a store error may go away when the call is repeated: a
+/// `Generic` error, which is how `object_store` reports connection and body
+/// errors, timeouts and server errors (5xx), unless its cause is a local
+/// file error that repeating cannot change (not found, permission denied,
+/// invalid data). `NotFound`, `AlreadyExists`, `Precondition`,
+/// `NotModified`, `PermissionDenied`, `Unauthenticated`, `NotSupported`,
+/// `NotImplemented` and the other variants are permanent.
+#[must_use]
+pub fn is_transient(e: &object_store::Error) -> bool {
+    match e {
+        object_store::Error::Generic { source, .. } => !permanent_cause(source.as_ref()),
+        _ => false,
+    }
+}
+
+fn permanent_cause(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as K;
+            if matches!(
+                io.kind(),
+                K::NotFound
+                    | K::PermissionDenied
+                    | K::AlreadyExists
+                    | K::InvalidInput
+                    | K::InvalidData
+                    | K::Unsupported
+                    | K::StorageFull
+                    | K::ReadOnlyFilesystem
+            ) {
+                return true;
+            }
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// A store call that failed, and after how many attempts (1: a permanent
+/// error, not retried).
+#[derive(Debug, thiserror::Error)]
+#[error("{source} (after {attempts} attempt(s))")]
+pub struct Retried {
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last attempt's error.
+    #[source]
+    pub source: object_store::Error,
 }
 
 /// The environment variable that skips [`Store::probe`] when set to `1`
@@ -481,6 +557,59 @@ impl Store {
 }
 
 impl Store {
+    /// Runs `call` until it succeeds, fails with an error that is not
+    /// transient ([`is_transient`]), or has been tried [`RETRY_ATTEMPTS`]
+    /// times, waiting [`RETRY_FIRST_BACKOFF`] (doubling) between attempts.
+    /// `op` and `what` name the call in the warning logged per retry.
+    pub async fn retrying<T, F, Fut>(&self, op: &str, what: &str, mut call: F) -> Result<T, Retried>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = object_store::Result<T>>,
+    {
+        let mut backoff = RETRY_FIRST_BACKOFF;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match call().await {
+                Ok(v) => return Ok(v),
+                Err(e) if attempts < RETRY_ATTEMPTS && is_transient(&e) => {
+                    tracing::warn!(
+                        store = %self.name, op, object = what, attempt = attempts,
+                        error = %e, "transient store error; retrying in {backoff:?}"
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+                Err(source) => return Err(Retried { attempts, source }),
+            }
+        }
+    }
+
+    /// Every object under `prefix`, listed whole: a listing that fails
+    /// part-way (a page's body cut off) starts again, see
+    /// [`Store::retrying`].
+    pub async fn list_all(&self, prefix: &Path) -> Result<Vec<ObjectMeta>, Retried> {
+        self.retrying("list", prefix.as_ref(), || {
+            self.inner.list(Some(prefix)).try_collect::<Vec<_>>()
+        })
+        .await
+    }
+
+    /// A small object (a manifest) read whole, request and body retried
+    /// together, see [`Store::retrying`].
+    pub async fn get_all(&self, location: &Path) -> Result<Bytes, Retried> {
+        self.retrying("get", location.as_ref(), || async {
+            self.inner.get(location).await?.bytes().await
+        })
+        .await
+    }
+
+    /// An object's metadata, see [`Store::retrying`].
+    pub async fn head(&self, location: &Path) -> Result<ObjectMeta, Retried> {
+        self.retrying("head", location.as_ref(), || self.inner.head(location))
+            .await
+    }
+
     /// Checks that the store honours what the commit protocol needs, with
     /// the mode from the environment ([`ProbeMode::from_env`]). See
     /// [`Store::probe_with`].
@@ -493,6 +622,12 @@ impl Store {
     /// with `AlreadyExists`. The object is deleted afterwards (also when the
     /// check fails). A store that ignores the mode is refused with
     /// [`StoreError::CreateOnlyIgnored`], which names [`SKIP_PROBE_ENV`].
+    ///
+    /// A transient error ([`is_transient`]: a reset connection, a timeout)
+    /// starts the probe again with a new object, up to [`RETRY_ATTEMPTS`]
+    /// times with backoff; then it is a [`StoreError::Probe`], which names
+    /// the operation and the attempts (and not the unsafe override: a
+    /// network error says nothing about create-only PUTs).
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -510,56 +645,103 @@ impl Store {
                 mode,
             });
         }
-        let object = self.path(&format!("{PROBE_PREFIX}/{}", uuid::Uuid::new_v4()));
-        let fail = |op: &'static str, source| StoreError::Probe {
-            store: self.name.clone(),
-            object: object.to_string(),
-            op,
-            source,
-        };
+        let mut backoff = RETRY_FIRST_BACKOFF;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            // A new object per attempt: an attempt whose PUT landed although
+            // its response was lost cannot be mistaken for the store
+            // honouring (or ignoring) the create-only mode.
+            let object = self.path(&format!("{PROBE_PREFIX}/{}", uuid::Uuid::new_v4()));
+            let (op, source) = match self.probe_once(&object).await {
+                Ok(ProbeStep::Done) => {
+                    if let Some(dir) = &self.local {
+                        // object_store leaves the emptied directory behind.
+                        let _ = std::fs::remove_dir(dir.join(PROBE_PREFIX));
+                    }
+                    tracing::debug!(store = %self.name, object = %object, "store probe: create-only PUT honoured");
+                    return Ok(ProbeReport {
+                        store: self.name.clone(),
+                        object: Some(object.to_string()),
+                        mode,
+                    });
+                }
+                Ok(ProbeStep::Refused(e)) => return Err(e),
+                Err(failed) => failed,
+            };
+            if attempts < RETRY_ATTEMPTS && is_transient(&source) {
+                tracing::warn!(
+                    store = %self.name, op, object = %object, attempt = attempts,
+                    error = %source, "transient store error in the probe; retrying in {backoff:?}"
+                );
+                // Best effort: the object may exist if a PUT landed.
+                let _ = self.inner.delete(&object).await;
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+                continue;
+            }
+            return Err(StoreError::Probe {
+                store: self.name.clone(),
+                object: object.to_string(),
+                op,
+                attempts,
+                source,
+            });
+        }
+    }
+
+    /// One probe with `object`: `Err` is a store call that failed (and
+    /// which), to retry if transient.
+    async fn probe_once(
+        &self,
+        object: &Path,
+    ) -> Result<ProbeStep, (&'static str, object_store::Error)> {
         let create = || PutOptions::from(PutMode::Create);
         match self
             .inner
-            .put_opts(&object, PutPayload::from_static(b"probe 1"), create())
+            .put_opts(object, PutPayload::from_static(b"probe 1"), create())
             .await
         {
             Ok(_) => {}
             Err(source @ object_store::Error::NotImplemented { .. }) => {
-                return Err(StoreError::CreateOnlyUnsupported {
+                return Ok(ProbeStep::Refused(StoreError::CreateOnlyUnsupported {
                     store: self.name.clone(),
                     object: object.to_string(),
                     source,
-                })
+                }))
             }
-            Err(e) => return Err(fail("first create-only put", e)),
+            Err(e) => return Err(("first create-only put", e)),
         }
         let second = self
             .inner
-            .put_opts(&object, PutPayload::from_static(b"probe 2"), create())
+            .put_opts(object, PutPayload::from_static(b"probe 2"), create())
             .await;
-        let deleted = self.inner.delete(&object).await;
+        let deleted = match self.inner.delete(object).await {
+            // A retried DELETE whose first try landed.
+            Err(object_store::Error::NotFound { .. }) => Ok(()),
+            other => other,
+        };
         match second {
             Err(object_store::Error::AlreadyExists { .. }) => {}
             Ok(_) => {
-                return Err(StoreError::CreateOnlyIgnored {
+                return Ok(ProbeStep::Refused(StoreError::CreateOnlyIgnored {
                     store: self.name.clone(),
                     object: object.to_string(),
-                })
+                }))
             }
-            Err(e) => return Err(fail("second create-only put", e)),
+            Err(e) => return Err(("second create-only put", e)),
         }
-        deleted.map_err(|e| fail("delete", e))?;
-        if let Some(dir) = &self.local {
-            // object_store leaves the emptied directory behind.
-            let _ = std::fs::remove_dir(dir.join(PROBE_PREFIX));
-        }
-        tracing::debug!(store = %self.name, object = %object, "store probe: create-only PUT honoured");
-        Ok(ProbeReport {
-            store: self.name.clone(),
-            object: Some(object.to_string()),
-            mode,
-        })
+        deleted.map_err(|e| ("delete", e))?;
+        Ok(ProbeStep::Done)
     }
+}
+
+/// How one probe attempt ended, short of a store call failing.
+enum ProbeStep {
+    /// The create-only PUT was honoured and the object deleted.
+    Done,
+    /// The store cannot be used for commits (no retry helps).
+    Refused(StoreError),
 }
 
 fn sync_files_and_dirs(root: &FsPath, files: &[PathBuf]) -> std::io::Result<()> {

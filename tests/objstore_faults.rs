@@ -94,6 +94,29 @@ struct FaultStore {
     latency_us: AtomicU64,
     /// PUTs under this prefix succeed and then report a timeout.
     ambiguous_prefix: Mutex<Option<String>>,
+    /// This many LISTs return their first object, then fail mid-way (a
+    /// response body cut off by a reset connection).
+    list_breaks: AtomicU64,
+    /// This many PUTs fail with a reset connection before doing anything.
+    put_breaks: AtomicU64,
+}
+
+/// What `object_store` returns for a connection reset while a body streams.
+fn reset(op: &str) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "FaultStore",
+        source: Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            format!("injected connection reset during {op}"),
+        )),
+    }
+}
+
+/// Takes one from `counter` if it is above 0.
+fn take_one(counter: &AtomicU64) -> bool {
+    counter
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 impl fmt::Display for FaultStore {
@@ -116,6 +139,8 @@ impl FaultStore {
             }),
             latency_us: AtomicU64::new(200),
             ambiguous_prefix: Mutex::new(None),
+            list_breaks: AtomicU64::new(0),
+            put_breaks: AtomicU64::new(0),
         }
     }
 
@@ -151,6 +176,9 @@ impl ObjectStore for FaultStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
+        if take_one(&self.put_breaks) {
+            return Err(reset("put"));
+        }
         let mut f = self.enter("put").await?;
         if let Some(prefix) = self.ambiguous_prefix.lock().unwrap().as_deref() {
             if location.as_ref().starts_with(prefix) {
@@ -203,6 +231,14 @@ impl ObjectStore for FaultStore {
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        if take_one(&self.list_breaks) {
+            return self
+                .inner
+                .list(prefix)
+                .take(1)
+                .chain(futures::stream::once(async { Err(reset("list")) }))
+                .boxed();
+        }
         match self.faults.lock().unwrap().next("list") {
             Ok(Fault::None | Fault::AmbiguousSuccess) => self.inner.list(prefix),
             Ok(Fault::Unavailable) => {
@@ -480,4 +516,111 @@ async fn an_ambiguous_manifest_put_is_resolved_by_reading_it_back() {
         .unwrap();
     assert_eq!(r.state.state, model);
     println!("ambiguous manifest PUT: resolved as committed by reading it back; double commits: 0");
+}
+
+/// A healthy fault store (no random faults, no latency) with one committed
+/// checkpoint of `model`, and the WAL it covers.
+async fn one_checkpoint(
+    tmp: &tempfile::TempDir,
+) -> (Arc<FaultStore>, Store, PerCoreWalConfig, Model) {
+    let (inner, faulty, mut m, model) = setup(tmp, 0).await;
+    let store = Store::with_object_store("faulty://", faulty.clone(), "");
+    Checkpointer::new(store.clone(), settings())
+        .unwrap()
+        .checkpoint(&mut m)
+        .await
+        .unwrap();
+    let wal = m.config().clone();
+    drop((m, inner));
+    (faulty, store, wal, model)
+}
+
+#[tokio::test]
+async fn a_list_cut_off_mid_body_is_retried_from_the_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (faulty, store, wal, model) = one_checkpoint(&tmp).await;
+    // Three LISTs in a row break after their first object, then they work.
+    faulty.list_breaks.store(3, Ordering::Relaxed);
+    let r = recover(&store, &wal).await.unwrap();
+    assert_eq!(r.checkpoint, Some(1));
+    assert_eq!(r.state.state, model);
+    assert_eq!(faulty.list_breaks.load(Ordering::Relaxed), 0);
+    faulty.list_breaks.store(2, Ordering::Relaxed);
+    let latest = walhouse::checkpoint::latest_manifest(&store).await.unwrap();
+    assert_eq!(latest.map(|m| m.checkpoint), Some(1));
+    println!(
+        "5 LIST bodies cut off mid-way: recover and latest_manifest retried and succeeded; \
+         {} keys recovered",
+        r.state.state.len()
+    );
+}
+
+#[tokio::test]
+async fn a_list_that_always_fails_names_the_operation_and_the_attempts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (faulty, store, wal, _) = one_checkpoint(&tmp).await;
+    faulty.list_breaks.store(u64::MAX, Ordering::Relaxed);
+    let started = std::time::Instant::now();
+    let err = recover(&store, &wal).await.unwrap_err();
+    let text = err.to_string();
+    println!("after {:?}: {text}", started.elapsed());
+    assert!(
+        matches!(
+            err,
+            walhouse::checkpoint::CheckpointError::StoreRetried {
+                op: "list",
+                attempts: walhouse::store::RETRY_ATTEMPTS,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    for part in [
+        "list of manifests/",
+        "faulty://",
+        "after 5 attempts",
+        "connection reset",
+    ] {
+        assert!(text.contains(part), "{part:?} missing from: {text}");
+    }
+    assert_eq!(
+        u64::MAX - faulty.list_breaks.load(Ordering::Relaxed),
+        u64::from(walhouse::store::RETRY_ATTEMPTS)
+    );
+}
+
+#[tokio::test]
+async fn the_probe_retries_a_network_error_and_never_suggests_the_unsafe_override_for_one() {
+    use walhouse::store::{ProbeMode, StoreError, SKIP_PROBE_ENV};
+    let inner = Arc::new(InMemory::new());
+    let faulty = Arc::new(FaultStore::new(inner.clone(), 3, 0, 0));
+    faulty.latency_us.store(0, Ordering::Relaxed);
+    let store = Store::with_object_store("faulty://", faulty.clone(), "");
+    // One reset connection: retried, the probe passes and leaves nothing.
+    faulty.put_breaks.store(1, Ordering::Relaxed);
+    let report = store.probe_with(ProbeMode::Check).await.unwrap();
+    assert!(report.object.unwrap().starts_with("_probe/"));
+    let left: Vec<_> = inner.list(None).collect().await;
+    assert!(left.is_empty(), "{left:?}");
+
+    // The network stays down: an error naming the operation and the
+    // attempts, and not the unsafe override (it is no cure for that).
+    faulty.put_breaks.store(u64::MAX, Ordering::Relaxed);
+    let err = store.probe_with(ProbeMode::Check).await.unwrap_err();
+    let text = err.to_string();
+    println!("probe, network down: {text}");
+    assert!(
+        matches!(
+            err,
+            StoreError::Probe {
+                op: "first create-only put",
+                attempts: 5,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!text.contains(SKIP_PROBE_ENV), "{text}");
+    assert!(text.contains("5 attempt"), "{text}");
+    println!("probe: 1 transient error retried and passed; a lasting one refused without the unsafe advice");
 }

@@ -304,6 +304,8 @@ struct Verdict {
 fn normalized(r: &PerCoreRecoveredState) -> PerCoreRecoveredState {
     let mut r = r.clone();
     r.truncated_bytes = Vec::new();
+    // What the first recovery repaired, the second finds repaired.
+    r.repairs = Vec::new();
     r
 }
 

@@ -268,3 +268,56 @@ async fn wal_entries_missing_between_checkpoint_and_tail_are_a_gap_error() {
     println!("lost WAL segments after a checkpoint: {err}");
     assert!(err.to_string().contains("gap in core 0"), "{err}");
 }
+
+/// Issue: `recover` panicked (index out of bounds in the key-range merge)
+/// after a checkpoint of at least 131,072 keys when the WAL tail held no put
+/// or delete, the normal state right after a checkpoint. The merge is cut in
+/// `min(available_parallelism, keys / 65,536)` ranges: with 2 or more CPUs
+/// and 140,000 keys, 2 ranges, whose split key came from the (empty) WAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_right_after_a_big_checkpoint_with_an_empty_wal_tail() {
+    use walhouse::runtime::{IngestSettings, Ingester, WriteOp};
+    const KEYS: usize = 140_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::local(&tmp.path().join("table")).unwrap();
+    let settings = IngestSettings {
+        cores: 2,
+        pin_threads: false,
+        ..IngestSettings::default()
+    };
+    let ingester = Ingester::builder(tmp.path(), store.clone())
+        .settings(settings.clone())
+        .open()
+        .await
+        .unwrap();
+    for chunk in (0..KEYS).collect::<Vec<_>>().chunks(10_000) {
+        let ops = chunk
+            .iter()
+            .map(|i| WriteOp::Put {
+                key: format!("key-{i:07}").into_bytes(),
+                value: format!("value {i}").into_bytes(),
+            })
+            .collect();
+        ingester.put_batch(ops).await.unwrap();
+    }
+    let outcome = ingester.checkpoint().await.unwrap();
+    assert_eq!(outcome.manifest.stats.puts, KEYS as u64);
+    ingester.shutdown(false).await.unwrap();
+
+    let wal = PerCoreWalConfig::new(&tmp.path().join("wal"), settings.cores)
+        .with_segment_bytes(settings.segment_bytes);
+    let r = recover(&store, &wal).await.unwrap();
+    println!(
+        "checkpoint {:?} of {KEYS} keys + a WAL tail of {} entries (no put or delete): \
+         recovered {} keys on {} CPUs",
+        r.checkpoint,
+        r.state.entries_replayed,
+        r.state.state.len(),
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+    );
+    assert_eq!(r.state.state.len(), KEYS);
+    assert_eq!(
+        r.state.state.get(b"key-0139999"),
+        Some(&b"value 139999"[..])
+    );
+}

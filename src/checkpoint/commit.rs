@@ -4,7 +4,6 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime};
 
-use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use tokio::sync::mpsc;
 
@@ -637,17 +636,12 @@ impl Checkpointer {
         let mut objects = Vec::new();
         let mut staged = Vec::new();
         for prefix in ["changelog", "state"] {
-            let metas: Vec<_> = self
+            let metas = self
                 .store
-                .object_store()
-                .list(Some(&self.store.path(prefix)))
-                .try_collect()
+                .list_all(&self.store.path(prefix))
                 .await
-                .map_err(|source| CheckpointError::Store {
-                    store: self.store.name().to_owned(),
-                    op: "list",
-                    path: format!("{prefix}/"),
-                    source,
+                .map_err(|e| {
+                    CheckpointError::store(&self.store, "list", format!("{prefix}/"), e)
                 })?;
             for meta in metas {
                 if let Some(rel) = self.store.relative(&meta.location) {

@@ -102,7 +102,105 @@ pub enum CheckpointError {
         /// Why.
         reason: String,
     },
-    /// A background task failed (panicked or was cancelled).
+    /// A background task of a checkpoint failed (panicked, was cancelled,
+    /// or stopped because another part of the checkpoint failed).
     #[error("checkpoint task failed: {0}")]
     Task(String),
+    /// A task panicked or was cancelled: a bug in walhouse (or a shutdown),
+    /// not damaged data. The message names the operation that ran (for
+    /// example `recovery task (WAL replay) panicked: ...`); nothing was
+    /// changed in the store by it. Retrying gives the same panic: report it.
+    #[error("{task} {reason}")]
+    TaskPanicked {
+        /// The operation whose task stopped (`"recovery task (WAL replay)"`,
+        /// `"recovery task (merging the WAL onto the checkpoint)"`, ...).
+        task: &'static str,
+        /// `panicked: <message>` or `was cancelled`.
+        reason: String,
+    },
+    /// A store read failed on every attempt: transient errors (see
+    /// [`crate::store::is_transient`]) are retried
+    /// [`crate::store::RETRY_ATTEMPTS`] times with exponential backoff
+    /// before this is returned. Retry later.
+    #[error("{op} of {path} on {store} failed after {attempts} attempts: {source}")]
+    StoreRetried {
+        /// The store's name (no secrets).
+        store: String,
+        /// The operation (`"list"`, `"get"`, ...).
+        op: &'static str,
+        /// The object or prefix.
+        path: String,
+        /// How many attempts were made.
+        attempts: u32,
+        /// The last attempt's error.
+        #[source]
+        source: object_store::Error,
+    },
+}
+
+impl CheckpointError {
+    /// The error of a task that did not finish: names `task`, the operation
+    /// it ran, and the panic's message.
+    pub(crate) fn joined(task: &'static str, e: tokio::task::JoinError) -> Self {
+        let reason = if e.is_panic() {
+            let payload = e.into_panic();
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(no message)".to_owned());
+            format!("panicked: {message}")
+        } else {
+            "was cancelled".to_owned()
+        };
+        Self::TaskPanicked { task, reason }
+    }
+
+    /// A failed store call: [`CheckpointError::Store`] after one attempt
+    /// (a permanent error), [`CheckpointError::StoreRetried`] after more.
+    pub(crate) fn store(
+        store: &crate::store::Store,
+        op: &'static str,
+        path: impl Into<String>,
+        failed: crate::store::Retried,
+    ) -> Self {
+        let (store, path) = (store.name().to_owned(), path.into());
+        if failed.attempts > 1 {
+            Self::StoreRetried {
+                store,
+                op,
+                path,
+                attempts: failed.attempts,
+                source: failed.source,
+            }
+        } else {
+            Self::Store {
+                store,
+                op,
+                path,
+                source: failed.source,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue: a panic in recovery's WAL task was reported as "checkpoint
+    /// task failed: ..." although the command was `recover`.
+    #[tokio::test]
+    async fn a_panicked_task_names_its_operation_and_its_message() {
+        let handle = tokio::task::spawn_blocking(|| -> u32 { panic!("index out of bounds") });
+        let e = CheckpointError::joined("recovery task (WAL replay)", handle.await.unwrap_err());
+        let text = e.to_string();
+        println!("{text}");
+        assert_eq!(
+            text,
+            "recovery task (WAL replay) panicked: index out of bounds"
+        );
+        assert!(!text.contains("checkpoint"), "{text}");
+        assert!(!matches!(e, CheckpointError::CorruptObject { .. }));
+    }
 }

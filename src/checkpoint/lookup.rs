@@ -56,7 +56,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{FutureExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+use object_store::{ObjectMeta, ObjectStore};
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowSelection};
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
@@ -378,11 +378,9 @@ impl CheckpointReader {
         let prefix = self.store.path("manifests");
         let metas: Vec<ObjectMeta> = self
             .store
-            .object_store()
-            .list(Some(&prefix))
-            .try_collect()
+            .list_all(&prefix)
             .await
-            .map_err(|e| self.store_error("list", "manifests/", e))?;
+            .map_err(|e| CheckpointError::store(&self.store, "list", "manifests/", e))?;
         Ok(metas
             .into_iter()
             .filter_map(|m| {
@@ -418,20 +416,6 @@ impl CheckpointReader {
         Ok(manifest)
     }
 
-    fn store_error(
-        &self,
-        op: &'static str,
-        path: &str,
-        source: object_store::Error,
-    ) -> CheckpointError {
-        CheckpointError::Store {
-            store: self.store.name().to_owned(),
-            op,
-            path: path.to_owned(),
-            source,
-        }
-    }
-
     fn corrupt(&self, file: &DataFile, reason: String) -> CheckpointError {
         CheckpointError::CorruptObject {
             store: self.store.name().to_owned(),
@@ -464,10 +448,9 @@ impl CheckpointReader {
         bump(&self.counters.footers_loaded, 1);
         let meta = self
             .store
-            .object_store()
             .head(&self.store.path(&file.path))
             .await
-            .map_err(|e| self.store_error("head", &file.path, e))?;
+            .map_err(|e| CheckpointError::store(&self.store, "head", &file.path, e))?;
         if meta.size != file.size {
             return Err(self.corrupt(
                 file,

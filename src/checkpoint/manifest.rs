@@ -5,8 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use futures::TryStreamExt;
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{PutMode, PutOptions, PutPayload};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -159,12 +158,10 @@ fn store_err(
 /// Numbers of every manifest in the store, ascending.
 pub async fn list_manifests(store: &Store) -> Result<Vec<u64>, CheckpointError> {
     let prefix = store.path("manifests");
-    let metas: Vec<_> = store
-        .object_store()
-        .list(Some(&prefix))
-        .try_collect()
+    let metas = store
+        .list_all(&prefix)
         .await
-        .map_err(|e| store_err(store, "list", "manifests/", e))?;
+        .map_err(|e| CheckpointError::store(store, "list", "manifests/", e))?;
     let mut numbers: Vec<u64> = metas
         .iter()
         .filter_map(|m| store.relative(&m.location).and_then(parse_manifest_name))
@@ -178,13 +175,9 @@ pub async fn list_manifests(store: &Store) -> Result<Vec<u64>, CheckpointError> 
 pub async fn load_manifest(store: &Store, checkpoint: u64) -> Result<Manifest, CheckpointError> {
     let rel = manifest_path(checkpoint);
     let bytes = store
-        .object_store()
-        .get(&store.path(&rel))
+        .get_all(&store.path(&rel))
         .await
-        .map_err(|e| store_err(store, "get", &rel, e))?
-        .bytes()
-        .await
-        .map_err(|e| store_err(store, "get", &rel, e))?;
+        .map_err(|e| CheckpointError::store(store, "get", &rel, e))?;
     let corrupt = |reason: String| CheckpointError::CorruptObject {
         store: store.name().to_owned(),
         path: rel.clone(),
@@ -261,10 +254,10 @@ async fn read_back(
     store: &Store,
     path: &object_store::path::Path,
 ) -> Result<Option<Vec<u8>>, object_store::Error> {
-    match store.object_store().get(path).await {
-        Ok(got) => Ok(Some(got.bytes().await?.to_vec())),
-        Err(object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(e),
+    match store.get_all(path).await {
+        Ok(got) => Ok(Some(got.to_vec())),
+        Err(e) if matches!(e.source, object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.source),
     }
 }
 

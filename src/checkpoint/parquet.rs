@@ -857,10 +857,9 @@ pub(crate) async fn open_parquet_stream(
 ) -> Result<ParquetRecordBatchStream<StoreReader>, CheckpointError> {
     let path = store.path(&file.path);
     let meta = store
-        .object_store()
         .head(&path)
         .await
-        .map_err(|e| store_error(store.name(), "head", &file.path, e))?;
+        .map_err(|e| CheckpointError::store(store, "head", &file.path, e))?;
     if meta.size != file.size {
         return Err(CheckpointError::CorruptObject {
             store: store.name().to_owned(),
@@ -893,20 +892,20 @@ pub(crate) async fn file_crc32c(
     const RANGE: u64 = 8 << 20;
     let path = store.path(relative);
     let size = store
-        .object_store()
         .head(&path)
         .await
-        .map_err(|e| store_error(store.name(), "head", relative, e))?
+        .map_err(|e| CheckpointError::store(store, "head", relative, e))?
         .size;
     let mut crc = 0_u32;
     let mut at = 0_u64;
     while at < size {
         let end = size.min(at + RANGE);
         let chunk = store
-            .object_store()
-            .get_range(&path, at..end)
+            .retrying("get", relative, || {
+                store.object_store().get_range(&path, at..end)
+            })
             .await
-            .map_err(|e| store_error(store.name(), "get", relative, e))?;
+            .map_err(|e| CheckpointError::store(store, "get", relative, e))?;
         crc = crc32c::crc32c_append(crc, &chunk);
         at = end;
     }

@@ -15,7 +15,7 @@ use super::error::CheckpointError;
 use super::manifest::{latest_manifest, DataFile, Manifest};
 use super::parquet::{file_crc32c, open_parquet_stream, read_error};
 use crate::per_core_wal::{
-    PerCoreRecoveredState, PerCoreRecoveryManager, PerCoreWalConfig, StateMapBuilder,
+    LogStart, PerCoreRecoveredState, PerCoreRecoveryManager, PerCoreWalConfig, StateMapBuilder,
 };
 use crate::store::Store;
 
@@ -41,6 +41,16 @@ pub struct Recovered {
 /// meanwhile, on other threads, repairs the WAL's torn tails and replays
 /// each core's entries the manifest does not cover; then applies those onto
 /// the checkpoint's state. Idempotent.
+///
+/// Detectable damage is an error, never a shorter state: a core whose
+/// oldest remaining segment starts after what the checkpoint covers (after
+/// sequence 0 without a checkpoint) is
+/// [`PerCoreWalError::MissingSegments`](crate::per_core_wal::PerCoreWalError::MissingSegments),
+/// naming the core, the file and the sequences. What the repair removed (a
+/// torn tail cut, a segment whose header never became durable) is in
+/// `state.repairs` and logged as a warning. Transient store errors on the
+/// reads are retried ([`crate::store::RETRY_ATTEMPTS`]); a panic in one of
+/// its tasks is [`CheckpointError::TaskPanicked`] naming the task.
 pub async fn recover(
     store: &Store,
     wal_config: &PerCoreWalConfig,
@@ -64,7 +74,9 @@ pub async fn recover(
     let replay = wal_present.then(|| {
         let recovery = PerCoreRecoveryManager::new(wal_config.clone());
         let covered = covered.clone();
-        tokio::task::spawn_blocking(move || recovery.replay(&covered))
+        // The manifest (or its absence) is the whole truth about what was
+        // removed: every core's log must start where it stops covering.
+        tokio::task::spawn_blocking(move || recovery.replay(&covered, LogStart::EveryCore))
     });
     let mut base = PerCoreRecoveredState::default();
     let mut objects_verified = 0;
@@ -83,7 +95,7 @@ pub async fn recover(
         Some(handle) => Some(
             handle
                 .await
-                .map_err(|e| CheckpointError::Task(e.to_string()))?,
+                .map_err(|e| CheckpointError::joined("recovery task (WAL replay)", e))?,
         ),
         None => None,
     };
@@ -93,7 +105,9 @@ pub async fn recover(
         let replayed = replayed?;
         tokio::task::spawn_blocking(move || replayed.onto(base))
             .await
-            .map_err(|e| CheckpointError::Task(e.to_string()))??
+            .map_err(|e| {
+                CheckpointError::joined("recovery task (merging the WAL onto the checkpoint)", e)
+            })??
     } else {
         tracing::warn!(
             wal = %wal_config.base_dir.display(),

@@ -127,6 +127,35 @@ pub enum PerCoreWalError {
         actual: u64,
     },
 
+    /// A core's oldest remaining segment starts after the first sequence
+    /// nothing covers: whole segments at the front of its log were deleted
+    /// or lost, and their entries are in neither the checkpoint nor the WAL.
+    #[error(
+        "gap in core {core_id}'s log at {}: its oldest segment starts at sequence {found}, \
+         but {} so the log must start at or before sequence {expected}; \
+         segments before it are missing (deleted or lost) and entries \
+         {expected}..{found} would be silently dropped",
+        path.display(),
+        covered.map_or_else(
+            || "no checkpoint covers this core,".to_owned(),
+            |s| format!("the checkpoint covers it only up to sequence {s},")
+        )
+    )]
+    MissingSegments {
+        /// The oldest remaining segment file of the core.
+        path: PathBuf,
+        /// Core ID.
+        core_id: usize,
+        /// The latest sequence the log may start at (the checkpoint's
+        /// covered sequence + 1, or 0 without one).
+        expected: u64,
+        /// The sequence the oldest segment's header says it starts at.
+        found: u64,
+        /// The checkpoint's last covered sequence of this core (`None`: no
+        /// checkpoint covers it).
+        covered: Option<u64>,
+    },
+
     /// Invalid core ID.
     #[error("invalid core ID {core_id}: max is {max_core_id}")]
     InvalidCoreId {
@@ -252,6 +281,7 @@ impl PerCoreWalError {
             | Self::TornWrite { .. }
             | Self::Corrupted { .. }
             | Self::SequenceGap { .. }
+            | Self::MissingSegments { .. }
             | Self::Deserialization(_)
             | Self::RecoveryFailed(_) => ErrorKind::Corruption,
             Self::Poisoned { .. } => ErrorKind::NeedsRecovery,

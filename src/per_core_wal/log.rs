@@ -3,7 +3,7 @@
 //! checks that they continue one another.
 
 use std::collections::VecDeque;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::entry::{EntryRef, OrderKey};
@@ -11,6 +11,41 @@ use super::error::PerCoreWalError;
 use super::format::{SegmentHeader, HEADER_LEN};
 use super::fs::WalFileSystem;
 use super::segment::{read_full_at, ReadLimits, Reading, SegmentCursor, SegmentFile, Step};
+
+/// Bytes a repair removed from the WAL: a torn or zero-filled tail cut off a
+/// core's newest segment, or a newest segment whose header never became
+/// durable, removed whole. Recovery and [`PerCoreWalManager::open`] report
+/// every one (and log it as a warning): nothing is dropped unsaid.
+///
+/// [`PerCoreWalManager::open`]: super::PerCoreWalManager::open
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repair {
+    /// The core whose log it was.
+    pub core_id: usize,
+    /// The segment file.
+    pub path: PathBuf,
+    /// First byte removed.
+    pub from: u64,
+    /// End of the bytes removed (the file's length before the repair).
+    pub to: u64,
+    /// Why the bytes were not records, and what was done.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Repair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "core {}: {} bytes [{}, {}) of {}: {}",
+            self.core_id,
+            self.to - self.from,
+            self.from,
+            self.to,
+            self.path.display(),
+            self.reason
+        )
+    }
+}
 
 /// What the open-time scan of one core found (and repaired).
 #[derive(Debug, Clone)]
@@ -33,6 +68,19 @@ pub(crate) struct CoreScan {
     pub(crate) truncated_bytes: u64,
     /// A newest segment whose header never became durable, removed.
     pub(crate) removed_empty_segment: bool,
+    /// The oldest remaining segment and the sequence its header says it
+    /// starts at.
+    pub(crate) oldest: (PathBuf, u64),
+}
+
+/// What the open-time scan of one core found, and every repair it made
+/// (also when no segment is left).
+#[derive(Debug, Clone)]
+pub(crate) struct ScanOutcome {
+    /// `None`: the core has no segment (left).
+    pub(crate) scan: Option<CoreScan>,
+    /// Byte ranges removed, oldest first.
+    pub(crate) repairs: Vec<Repair>,
 }
 
 /// Reads a header without the cursor's buffering: the header or the reason
@@ -85,14 +133,19 @@ pub(crate) fn scan_core(
     mut segments: Vec<SegmentFile>,
     limits: ReadLimits,
     repair: bool,
-) -> Result<Option<CoreScan>, PerCoreWalError> {
-    let removed_empty_segment = drop_unfinished_newest(fs, dir, core_id, &mut segments, repair)?;
+) -> Result<ScanOutcome, PerCoreWalError> {
+    let mut repairs = drop_unfinished_newest(fs, dir, core_id, &mut segments, repair)?;
+    let removed_empty_segment = !repairs.is_empty();
     let Some(newest) = segments.last().cloned() else {
-        return Ok(None);
+        return Ok(ScanOutcome {
+            scan: None,
+            repairs,
+        });
     };
 
     // Headers of the older segments: cheap, and they catch a missing file.
     let mut previous: Option<(u64, SegmentHeader)> = None;
+    let mut oldest_first_sequence = None;
     let mut total_bytes = 0u64;
     for seg in &segments {
         let (header, len) = read_header(fs, &seg.path)?;
@@ -104,6 +157,7 @@ pub(crate) fn scan_core(
             reason,
         })?;
         check_header(seg, &header, previous.map(|p| p.1))?;
+        oldest_first_sequence.get_or_insert(header.first_sequence);
         total_bytes += len;
         previous = Some((len, header));
     }
@@ -116,11 +170,11 @@ pub(crate) fn scan_core(
         limits,
     )?;
     let file_end = cursor.limit();
-    let valid_end = loop {
+    let (valid_end, tail_reason) = loop {
         match cursor.advance()? {
             Step::Record => {}
-            Step::End => break cursor.position(),
-            Step::ZeroTail { position } => break position,
+            Step::End => break (cursor.position(), String::new()),
+            Step::ZeroTail { position } => break (position, "zero-filled tail".to_owned()),
             Step::Torn { position, reason } => {
                 if !repair {
                     return Err(PerCoreWalError::TornWrite {
@@ -131,8 +185,7 @@ pub(crate) fn scan_core(
                         reason,
                     });
                 }
-                tracing::warn!(path = %newest.path.display(), position, %reason, "torn tail");
-                break position;
+                break (position, format!("torn tail: {reason}"));
             }
         }
     };
@@ -146,9 +199,27 @@ pub(crate) fn scan_core(
         file.sync_data()
             .map_err(|e| PerCoreWalError::io("fdatasync truncated segment", &newest.path, e))?;
         total_bytes -= truncated_bytes;
+        let cut = Repair {
+            core_id,
+            path: newest.path.clone(),
+            from: valid_end,
+            to: file_end,
+            reason: format!("{tail_reason}; truncated"),
+        };
+        tracing::warn!(
+            core = core_id, path = %cut.path.display(), from = cut.from, to = cut.to,
+            reason = %cut.reason, "WAL repair: cut the tail of the newest segment"
+        );
+        repairs.push(cut);
     }
     let header = *cursor.header();
-    Ok(Some(CoreScan {
+    let oldest = (
+        segments
+            .first()
+            .map_or_else(|| newest.path.clone(), |s| s.path.clone()),
+        oldest_first_sequence.unwrap_or(header.first_sequence),
+    );
+    let scan = Some(CoreScan {
         epoch: header.epoch,
         next_segment: newest.segment + 1,
         next_sequence: cursor.next_sequence().unwrap_or(header.first_sequence),
@@ -158,21 +229,49 @@ pub(crate) fn scan_core(
         valid_end,
         truncated_bytes,
         removed_empty_segment,
-    }))
+        oldest,
+    });
+    Ok(ScanOutcome { scan, repairs })
+}
+
+/// Checks that a core's log starts where nothing covers it: at or before
+/// sequence `covered + 1` when a checkpoint covers the core up to `covered`
+/// (the segments before may have been removed once it was committed), at
+/// sequence 0 when no checkpoint covers it. A later start means whole
+/// segments at the front are missing (deleted or lost) and their entries are
+/// in neither the checkpoint nor the WAL: [`PerCoreWalError::MissingSegments`].
+/// A core without segments, or whose segments hold no entry, is fine.
+pub(crate) fn check_log_start(
+    core_id: usize,
+    scan: &CoreScan,
+    covered: Option<u64>,
+) -> Result<(), PerCoreWalError> {
+    let (path, first) = &scan.oldest;
+    let expected = covered.map_or(0, |s| s + 1);
+    if *first > expected {
+        return Err(PerCoreWalError::MissingSegments {
+            path: path.clone(),
+            core_id,
+            expected,
+            found: *first,
+            covered,
+        });
+    }
+    Ok(())
 }
 
 /// A crash while creating a segment can leave a file whose header is
 /// incomplete. Nothing was acknowledged in it (the header is synced before
 /// any record), so with `repair` it is removed; a longer file with a bad
-/// header is corruption. Returns whether a file was removed.
+/// header is corruption. Returns what was removed.
 fn drop_unfinished_newest(
     fs: &Arc<dyn WalFileSystem>,
     dir: &Path,
     core_id: usize,
     segments: &mut Vec<SegmentFile>,
     repair: bool,
-) -> Result<bool, PerCoreWalError> {
-    let mut removed_empty_segment = false;
+) -> Result<Vec<Repair>, PerCoreWalError> {
+    let mut removed = Vec::new();
     while let Some(newest) = segments.last() {
         let (header, len) = read_header(fs, &newest.path)?;
         match header {
@@ -214,13 +313,23 @@ fn drop_unfinished_newest(
                     .map_err(|e| PerCoreWalError::io("remove torn segment", &newest.path, e))?;
                 fs.sync_dir(dir)
                     .map_err(|e| PerCoreWalError::io("sync WAL directory", dir, e))?;
-                tracing::warn!(path = %newest.path.display(), "removed a segment whose header never became durable");
-                removed_empty_segment = true;
+                let gone = Repair {
+                    core_id,
+                    path: newest.path.clone(),
+                    from: 0,
+                    to: len,
+                    reason: format!("segment header never became durable ({reason}); file removed"),
+                };
+                tracing::warn!(
+                    core = core_id, path = %gone.path.display(), from = gone.from, to = gone.to,
+                    reason = %gone.reason, "WAL repair: removed the newest segment"
+                );
+                removed.push(gone);
                 segments.pop();
             }
         }
     }
-    Ok(removed_empty_segment)
+    Ok(removed)
 }
 
 /// Checks a header against its file name and the previous segment's header.

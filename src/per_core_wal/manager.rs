@@ -11,7 +11,9 @@ use super::clock::{SystemClock, WalClock};
 use super::entry::PerCoreWalEntry;
 use super::error::PerCoreWalError;
 use super::fs::{StdFileSystem, WalFileSystem};
-use super::log::{read_header, scan_core, CoreLogReader, SegmentRead};
+use super::log::{
+    check_log_start, read_header, scan_core, CoreLogReader, CoreScan, Repair, SegmentRead,
+};
 use super::merge::MergeStream;
 use super::reaper::Reaper;
 use super::segment::{list_segments, ReadLimits, SegmentFile, SegmentNaming};
@@ -165,6 +167,9 @@ pub struct CoreOpenReport {
     pub truncated_bytes: u64,
     /// Whether a newest segment whose header never became durable was removed.
     pub removed_empty_segment: bool,
+    /// Every byte range the repair removed (the file, the range, the
+    /// reason), as recovery reports them; each was logged as a warning.
+    pub repairs: Vec<Repair>,
     /// Sequence the writer continues with.
     pub next_sequence: u64,
 }
@@ -176,9 +181,20 @@ pub struct PerCoreWalManagerBuilder {
     fs: Arc<dyn WalFileSystem>,
     clock: Arc<dyn WalClock>,
     resume: Option<(Vec<u64>, u64)>,
+    covered: Option<Vec<Option<u64>>>,
 }
 
 impl PerCoreWalManagerBuilder {
+    /// Refuses to open a log that starts after what the newest checkpoint
+    /// covers (`covered[core]`, `None`: nothing, so it must start at 0):
+    /// [`PerCoreWalError::MissingSegments`]. For the ingester, which knows
+    /// the newest checkpoint (or that there is none).
+    #[must_use]
+    pub(crate) fn covered(mut self, covered: Vec<Option<u64>>) -> Self {
+        self.covered = Some(covered);
+        self
+    }
+
     /// Uses `fs` for every file operation (tests pass a simulated disk).
     #[must_use]
     pub fn file_system(mut self, fs: Arc<dyn WalFileSystem>) -> Self {
@@ -246,6 +262,7 @@ impl PerCoreWalManager {
             fs: Arc::new(StdFileSystem),
             clock: Arc::new(SystemClock),
             resume: None,
+            covered: None,
         }
     }
 
@@ -273,6 +290,7 @@ impl PerCoreWalManager {
             fs,
             clock,
             resume,
+            covered,
         } = b;
         config.validate()?;
         let naming = config.naming();
@@ -291,16 +309,7 @@ impl PerCoreWalManager {
             }
             Err(e) => return Err(e),
         };
-        let limits = config.read_limits();
-        let mut scans = Vec::with_capacity(config.num_cores);
-        for core_id in 0..config.num_cores {
-            let segments = listed.get(core_id).cloned().unwrap_or_default();
-            let scan = scan_core(&fs, &dir, core_id, segments, limits, true)?;
-            if scan.is_none() && !create {
-                return Err(PerCoreWalError::SegmentNotFound { core_id, path: dir });
-            }
-            scans.push(scan);
-        }
+        let (scans, repairs) = scan_cores(&fs, &config, listed, create, covered.as_deref())?;
         let (floor_sequences, floor_epoch) = resume.unwrap_or_default();
         let epoch = scans
             .iter()
@@ -312,7 +321,7 @@ impl PerCoreWalManager {
         let mut writers = Vec::with_capacity(config.num_cores);
         let mut shared = Vec::with_capacity(config.num_cores);
         let mut reports = Vec::with_capacity(config.num_cores);
-        for (core_id, scan) in scans.into_iter().enumerate() {
+        for ((core_id, scan), repairs) in scans.into_iter().enumerate().zip(repairs) {
             let core_shared = Arc::new(CoreShared::default());
             let floor = floor_sequences.get(core_id).copied().unwrap_or(0);
             let (segment, next_sequence, last_timestamp) =
@@ -336,8 +345,9 @@ impl PerCoreWalManager {
                 core_id,
                 segments: scan.as_ref().map_or(0, |s| s.segments.len()),
                 truncated_bytes: scan.as_ref().map_or(0, |s| s.truncated_bytes),
-                removed_empty_segment: scan.as_ref().is_some_and(|s| s.removed_empty_segment),
+                removed_empty_segment: repairs.iter().any(|r| r.from == 0),
                 next_sequence,
+                repairs,
             });
             let writer = CoreWalWriter::start(WriterInit {
                 core_id,
@@ -832,6 +842,44 @@ impl PerCoreWalManager {
             .base_dir
             .join(self.naming.file_name(core_id, segment))
     }
+}
+
+/// Per core: its scan (`None`: no segment left), and the repairs made.
+type Scanned = (Vec<Option<CoreScan>>, Vec<Vec<Repair>>);
+
+/// Scans (and repairs) every core's log at open. With `covered`, a log
+/// starting after it is refused ([`check_log_start`]).
+fn scan_cores(
+    fs: &Arc<dyn WalFileSystem>,
+    config: &PerCoreWalConfig,
+    listed: Vec<Vec<SegmentFile>>,
+    create: bool,
+    covered: Option<&[Option<u64>]>,
+) -> Result<Scanned, PerCoreWalError> {
+    let dir = &config.base_dir;
+    let limits = config.read_limits();
+    let mut scans = Vec::with_capacity(config.num_cores);
+    let mut repairs = Vec::with_capacity(config.num_cores);
+    let mut listed = listed.into_iter();
+    for core_id in 0..config.num_cores {
+        let segments = listed.next().unwrap_or_default();
+        let had_segments = !segments.is_empty();
+        let outcome = scan_core(fs, dir, core_id, segments, limits, true)?;
+        // A core whose only segment never got a durable header (and was
+        // removed, as recovery does) has a log, just an empty one.
+        if outcome.scan.is_none() && !create && !had_segments {
+            return Err(PerCoreWalError::SegmentNotFound {
+                core_id,
+                path: dir.clone(),
+            });
+        }
+        if let (Some(covered), Some(scan)) = (covered, &outcome.scan) {
+            check_log_start(core_id, scan, covered.get(core_id).copied().flatten())?;
+        }
+        scans.push(outcome.scan);
+        repairs.push(outcome.repairs);
+    }
+    Ok((scans, repairs))
 }
 
 fn segment_epoch(fs: &Arc<dyn WalFileSystem>, file: &SegmentFile) -> Result<u64, PerCoreWalError> {

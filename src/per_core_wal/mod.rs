@@ -24,7 +24,10 @@
 //! - **Only a torn tail of a core's newest segment is tolerated**, and
 //!   `open` / `repair_all_segments` truncate it and sync the truncation.
 //!   Corruption anywhere else, or a gap in sequence numbers between segments,
-//!   is an error naming the file and offset.
+//!   is an error naming the file and offset. Every byte range a repair
+//!   removes is reported ([`Repair`]). Checkpoint recovery also refuses a
+//!   log whose oldest segment starts after what the checkpoint covers
+//!   ([`PerCoreWalError::MissingSegments`]).
 //! - **Timestamps are strictly increasing per core**, so a wall clock
 //!   stepping back never reorders a core's entries; epochs never go back.
 //! - **Writers can be owned by their core's thread**
@@ -144,9 +147,11 @@ pub use entry::{
 pub use error::{ErrorKind, PerCoreWalError};
 pub use format::{SegmentHeader, FORMAT_VERSION, HEADER_LEN, RECORD_HEADER_LEN, SEGMENT_MAGIC};
 pub use fs::{StdFileSystem, WalFile, WalFileSystem};
+pub use log::Repair;
 pub use manager::{CoreOpenReport, PerCoreWalConfig, PerCoreWalManager, PerCoreWalManagerBuilder};
 pub use merge::MergeStream;
 pub use reader::{PerCoreWalReader, WalReadResult};
+pub(crate) use recovery::LogStart;
 pub use recovery::{recover_per_core, PerCoreRecoveredState, PerCoreRecoveryManager, SegmentStats};
 pub(crate) use state_map::StateMapBuilder;
 pub use state_map::{StateMap, StateMapIter};

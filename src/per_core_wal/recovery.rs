@@ -29,7 +29,7 @@ use bytes::Bytes;
 use super::entry::{OpRef, OrderKey};
 use super::error::PerCoreWalError;
 use super::fs::{StdFileSystem, WalFileSystem};
-use super::log::{scan_core, CoreLogReader, SegmentRead};
+use super::log::{check_log_start, scan_core, CoreLogReader, Repair, SegmentRead};
 use super::manager::PerCoreWalConfig;
 #[cfg(test)]
 use super::merge::MergeStream;
@@ -60,6 +60,10 @@ pub struct PerCoreRecoveredState {
     pub wal_positions: Vec<u64>,
     /// Per core, bytes cut from a torn or zero-filled tail by the repair.
     pub truncated_bytes: Vec<u64>,
+    /// Every byte range the repair removed (tails cut, segments whose header
+    /// never became durable removed whole), with the file and the reason;
+    /// each is also logged as a warning. Empty when nothing was repaired.
+    pub repairs: Vec<Repair>,
 }
 
 /// Statistics for one WAL segment.
@@ -127,17 +131,26 @@ impl PerCoreRecoveryManager {
     /// Run it while no writer has the WAL open. Corruption that is not a
     /// torn tail is an error and nothing is truncated for it.
     pub fn repair_all_segments(&self) -> Result<Vec<u64>, PerCoreWalError> {
-        Ok(self.repair()?.into_iter().map(|r| r.0).collect())
+        Ok(self
+            .repair(&[], LogStart::CoveredCores)?
+            .into_iter()
+            .map(|r| r.valid_end)
+            .collect())
     }
 
-    /// (valid end, truncated bytes, next sequence, epoch) per core.
-    fn repair(&self) -> Result<Vec<(u64, u64, u64, u64)>, PerCoreWalError> {
+    /// Repairs every core's newest segment, then checks where each core's
+    /// log starts ([`check_log_start`]) for the cores `start` says.
+    fn repair(
+        &self,
+        covered: &[Option<u64>],
+        start: LogStart,
+    ) -> Result<Vec<Repaired>, PerCoreWalError> {
         let listed = self.listed()?;
         let limits = self.wal_config.read_limits();
         (0..self.wal_config.num_cores)
             .map(|core_id| {
                 let segments = listed.get(core_id).cloned().unwrap_or_default();
-                let scan = scan_core(
+                let outcome = scan_core(
                     &self.fs,
                     &self.wal_config.base_dir,
                     core_id,
@@ -145,9 +158,21 @@ impl PerCoreRecoveryManager {
                     limits,
                     true,
                 )?;
-                Ok(scan.map_or((0, 0, 0, 0), |s| {
-                    (s.valid_end, s.truncated_bytes, s.next_sequence, s.epoch)
-                }))
+                let covered = covered.get(core_id).copied().flatten();
+                if let Some(scan) = &outcome.scan {
+                    if start == LogStart::EveryCore || covered.is_some() {
+                        check_log_start(core_id, scan, covered)?;
+                    }
+                }
+                let mut r = outcome.scan.map_or_else(Repaired::default, |s| Repaired {
+                    valid_end: s.valid_end,
+                    truncated: s.truncated_bytes,
+                    next_sequence: s.next_sequence,
+                    epoch: s.epoch,
+                    repairs: Vec::new(),
+                });
+                r.repairs = outcome.repairs;
+                Ok(r)
             })
             .collect()
     }
@@ -208,14 +233,9 @@ impl PerCoreRecoveryManager {
                     .collect();
                 handles
                     .into_iter()
-                    .map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            Err((
-                                0,
-                                PerCoreWalError::Deserialization("a replay thread panicked".into()),
-                            ))
-                        })
-                    })
+                    // A panic is a bug, not damaged data: it goes on to
+                    // the caller (checkpoint recovery names the task).
+                    .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
                     .collect()
             });
         // Deterministic: the lowest-numbered failing core's error.
@@ -255,14 +275,23 @@ impl PerCoreRecoveryManager {
         base: PerCoreRecoveredState,
         covered: &[Option<u64>],
     ) -> Result<PerCoreRecoveredState, PerCoreWalError> {
-        self.replay(covered)?.onto(base)
+        self.replay(covered, LogStart::CoveredCores)?.onto(base)
     }
 
     /// The first half of [`PerCoreRecoveryManager::recover_onto`]: repairs
     /// torn tails and replays the cores into sorted runs, which do not need
     /// the base state yet (checkpoint recovery loads it meanwhile).
-    pub(crate) fn replay(&self, covered: &[Option<u64>]) -> Result<WalReplay, PerCoreWalError> {
-        let repaired = self.repair()?;
+    ///
+    /// With [`LogStart::EveryCore`], `covered` is the whole truth (the
+    /// newest checkpoint's coverage, or no checkpoint at all): every core's
+    /// log must start at or before its covered sequence + 1, at 0 where
+    /// nothing covers it.
+    pub(crate) fn replay(
+        &self,
+        covered: &[Option<u64>],
+        start: LogStart,
+    ) -> Result<WalReplay, PerCoreWalError> {
+        let repaired = self.repair(covered, start)?;
         let done = self.replay_parallel(covered)?;
         Ok(WalReplay {
             base_dir: self.wal_config.base_dir.clone(),
@@ -274,6 +303,27 @@ impl PerCoreRecoveryManager {
     }
 }
 
+/// Which cores' first sequence recovery checks against the coverage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogStart {
+    /// Only cores with a covered sequence: the WAL alone (the seed's API)
+    /// cannot know which segments a checkpoint it does not see removed.
+    CoveredCores,
+    /// Every core: the coverage given is the newest checkpoint's, or there
+    /// is no checkpoint, so a core nothing covers must start at 0.
+    EveryCore,
+}
+
+/// What the repair found in one core's log.
+#[derive(Debug, Clone, Default)]
+struct Repaired {
+    valid_end: u64,
+    truncated: u64,
+    next_sequence: u64,
+    epoch: u64,
+    repairs: Vec<Repair>,
+}
+
 /// A replayed WAL waiting for its base state: see
 /// [`PerCoreRecoveryManager::replay`].
 #[derive(Debug)]
@@ -281,8 +331,7 @@ pub(crate) struct WalReplay {
     base_dir: PathBuf,
     cores: usize,
     covered: Vec<Option<u64>>,
-    /// (valid end, truncated bytes, next sequence, epoch) per core.
-    repaired: Vec<(u64, u64, u64, u64)>,
+    repaired: Vec<Repaired>,
     done: Vec<Partial>,
 }
 
@@ -301,15 +350,16 @@ impl WalReplay {
         } = self;
         let base_state = std::mem::take(&mut base.state);
         let mut out = PerCoreRecoveredState {
-            wal_positions: repaired.iter().map(|r| r.0).collect(),
-            truncated_bytes: repaired.iter().map(|r| r.1).collect(),
-            next_sequences: repaired.iter().map(|r| r.2).collect(),
+            wal_positions: repaired.iter().map(|r| r.valid_end).collect(),
+            truncated_bytes: repaired.iter().map(|r| r.truncated).collect(),
+            next_sequences: repaired.iter().map(|r| r.next_sequence).collect(),
             final_epoch: repaired
                 .iter()
-                .map(|r| r.3)
+                .map(|r| r.epoch)
                 .max()
                 .unwrap_or(0)
                 .max(base.final_epoch),
+            repairs: repaired.iter().flat_map(|r| r.repairs.clone()).collect(),
             ..base
         };
         let mut first_seen: Vec<Option<u64>> = vec![None; cores];
@@ -727,7 +777,8 @@ fn replay_core(
 /// the cores' sorted runs: per key the operation with the greatest merge
 /// position wins, and deleted keys are dropped.
 ///
-/// The key space is cut into ranges at quantiles of the largest run, and
+/// The key space is cut into ranges at quantiles of the largest source
+/// (the base or a run), and
 /// the ranges are merged on `available_parallelism` threads. A merge only
 /// picks slots (offsets into the base's and the runs' arenas): no key or
 /// value is copied, and the arenas become the result's. Then a WAL segment
@@ -757,14 +808,23 @@ fn merge_runs_in(base: StateMap, runs: Vec<Run>, ranges: usize) -> StateMap {
         run_arena.push(next);
         next += run.arenas.len();
     }
-    // Split keys: quantiles of the largest run, strictly increasing.
+    // Split keys: quantiles of the largest source (the base or a run),
+    // strictly increasing. `ranges` may come from the total of all sources,
+    // so every run can be empty (a WAL tail of barriers and commits only,
+    // right after a checkpoint) while the base is large: an empty source
+    // gives no split key, never an index.
+    let largest_run = runs.iter().max_by_key(|r| r.rows.len());
+    let run_rows = largest_run.map_or(0, |r| r.rows.len());
+    let quantiles: Vec<&[u8]> = match largest_run {
+        Some(run) if run_rows >= base_slots.len() => {
+            quantile_keys(run_rows, ranges, |i| run.rows[i].key(&run.arenas))
+        }
+        _ => quantile_keys(base_slots.len(), ranges, |i| base_slots[i].key(&arenas)),
+    };
     let mut splits: Vec<&[u8]> = Vec::new();
-    if let Some(largest) = runs.iter().max_by_key(|r| r.rows.len()) {
-        for i in 1..ranges {
-            let key = largest.rows[i * largest.rows.len() / ranges].key(&largest.arenas);
-            if splits.last().is_none_or(|last| *last < key) {
-                splits.push(key);
-            }
+    for key in quantiles {
+        if splits.last().is_none_or(|last| *last < key) {
+            splits.push(key);
         }
     }
     // Range r holds the keys in [splits[r - 1], splits[r]).
@@ -817,6 +877,20 @@ fn merge_runs_in(base: StateMap, runs: Vec<Run>, ranges: usize) -> StateMap {
     }
     compact(&mut arenas, &mut slots, first_run_arena);
     StateMap::from_parts(arenas, slots)
+}
+
+/// The keys at the `ranges - 1` inner quantiles of `len` sorted keys (none
+/// for an empty source: nothing is indexed).
+fn quantile_keys<'a>(
+    len: usize,
+    ranges: usize,
+    key_at: impl Fn(usize) -> &'a [u8],
+) -> Vec<&'a [u8]> {
+    if len == 0 {
+        return Vec::new();
+    }
+    // i < ranges, so i * len / ranges < len.
+    (1..ranges).map(|i| key_at(i * len / ranges)).collect()
 }
 
 /// Copies the live keys and values of every arena from `from` on (WAL
@@ -1238,6 +1312,47 @@ mod tests {
             "{tried} range counts merged equal to one range and to the model; \
              {compacted} case compacted its sparse arenas"
         );
+    }
+
+    /// Issue: the split keys were quantiles of the largest run even when
+    /// every run was empty (a WAL tail of barriers only, right after a
+    /// checkpoint) and `ranges` came from the base's size: index 0 of an
+    /// empty run.
+    #[test]
+    fn empty_runs_over_a_big_base_split_on_the_base() {
+        let base: BTreeMap<Vec<u8>, Vec<u8>> = (0..5000_u32)
+            .map(|i| (format!("k{i:05}").into_bytes(), b"base".to_vec()))
+            .collect();
+        let mut merged = 0;
+        for ranges in [1_usize, 2, 3, 8] {
+            let empty = vec![run_of(0, &[], FOLD_ROWS), run_of(1, &[], FOLD_ROWS)];
+            let got = merge_runs_in(StateMap::from(base.clone()), empty, ranges);
+            assert_eq!(got, base, "{ranges} ranges, empty runs");
+            // A run smaller than the base: the base still gives the splits.
+            let small = vec![
+                run_of(
+                    0,
+                    &[
+                        (b"k00007".to_vec(), None, 0, 1),
+                        (b"k02500".to_vec(), Some(b"new".to_vec()), 0, 2),
+                        (b"zzz".to_vec(), Some(b"last".to_vec()), 0, 3),
+                    ],
+                    FOLD_ROWS,
+                ),
+                run_of(1, &[], FOLD_ROWS),
+            ];
+            let mut model = base.clone();
+            model.remove(&b"k00007"[..]);
+            model.insert(b"k02500".to_vec(), b"new".to_vec());
+            model.insert(b"zzz".to_vec(), b"last".to_vec());
+            let got = merge_runs_in(StateMap::from(base.clone()), small, ranges);
+            assert_eq!(got, model, "{ranges} ranges, a small run");
+            // Nothing at all.
+            let none = merge_runs_in(StateMap::default(), vec![run_of(0, &[], FOLD_ROWS)], ranges);
+            assert!(none.is_empty());
+            merged += 3;
+        }
+        println!("{merged} merges of empty or small runs over a 5000-key base in 1 to 8 ranges");
     }
 
     #[test]

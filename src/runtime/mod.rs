@@ -896,18 +896,27 @@ impl Ingester {
         if let Some(fs) = b.fs {
             builder = builder.file_system(fs);
         }
-        if let Some(m) = checkpointer.latest().await? {
-            let next: Vec<u64> = (0..s.cores)
-                .map(|core| {
+        let latest = checkpointer.latest().await?;
+        // What the newest checkpoint covers per core (all `None`: there is
+        // none). A log starting after it lost segments: refused at open.
+        let covered: Vec<Option<u64>> = (0..s.cores)
+            .map(|core| {
+                latest.as_ref().and_then(|m| {
                     m.cores
                         .iter()
                         .find(|c| c.core as usize == core)
                         .and_then(|c| c.last_sequence)
-                        .map_or(0, |last| last + 1)
                 })
+            })
+            .collect();
+        if let Some(m) = &latest {
+            let next: Vec<u64> = covered
+                .iter()
+                .map(|c| c.map_or(0, |last| last + 1))
                 .collect();
             builder = builder.resume_at(next, m.epochs.last + 1);
         }
+        builder = builder.covered(covered);
         let mut manager = builder.create()?;
         for r in manager.open_reports() {
             if r.truncated_bytes > 0 {

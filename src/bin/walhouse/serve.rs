@@ -194,6 +194,12 @@ pub(crate) async fn recover(place: &Place, dump: bool) -> CliResult {
         "source offsets {offsets:?}, watermark {:?}",
         s.watermark
     );
+    if s.repairs.is_empty() {
+        summary.push_str("WAL repairs: none\n");
+    }
+    for repair in &s.repairs {
+        let _ = writeln!(summary, "WAL repair: removed {repair}");
+    }
     if !r.wal_present {
         summary.push_str("no local WAL: the state is exactly what the object store holds\n");
     }
