@@ -664,16 +664,15 @@ impl Checkpointer {
             "{{\"checkpoint\":{number},\"started_at\":\"{}\"}}\n",
             chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
         );
+        let path = self.store.path(&rel);
+        let body = bytes::Bytes::from(body);
+        // A plain PUT of the same bytes: safe to retry.
         self.store
-            .object_store()
-            .put(&self.store.path(&rel), body.into_bytes().into())
+            .retrying("put", &rel, || {
+                self.store.object_store().put(&path, body.clone().into())
+            })
             .await
-            .map_err(|source| CheckpointError::Store {
-                store: self.store.name().to_owned(),
-                op: "put",
-                path: rel.clone(),
-                source,
-            })?;
+            .map_err(|e| CheckpointError::store(&self.store, "put", rel.clone(), e))?;
         // Not fsynced: gc on this machine sees it in the page cache, and a
         // marker lost with a crash protects nothing that is still needed
         // (the restarted writer redoes the checkpoint with new objects).
@@ -691,17 +690,12 @@ impl Checkpointer {
 
     /// The in-flight markers and when each was written.
     async fn inflight_markers(&self) -> Result<Vec<(u64, SystemTime)>, CheckpointError> {
-        let metas: Vec<_> = self
+        let metas = self
             .store
-            .object_store()
-            .list(Some(&self.store.path(INFLIGHT_DIR)))
-            .try_collect()
+            .list_all(&self.store.path(INFLIGHT_DIR))
             .await
-            .map_err(|source| CheckpointError::Store {
-                store: self.store.name().to_owned(),
-                op: "list",
-                path: format!("{INFLIGHT_DIR}/"),
-                source,
+            .map_err(|e| {
+                CheckpointError::store(&self.store, "list", format!("{INFLIGHT_DIR}/"), e)
             })?;
         Ok(metas
             .into_iter()

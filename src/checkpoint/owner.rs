@@ -54,10 +54,12 @@ impl TableOwner {
     /// Reads the owner of the table at `store` (`None`: nobody claimed it).
     pub async fn read(store: &Store) -> Result<Option<Self>, CheckpointError> {
         let path = store.path(OWNER_PATH);
-        let bytes = match store.object_store().get(&path).await {
-            Ok(r) => r.bytes().await.map_err(|e| store_err(store, "get", e))?,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(store_err(store, "get", e)),
+        let bytes = match store.get_all(&path).await {
+            Ok(bytes) => bytes,
+            Err(failed) if matches!(failed.source, object_store::Error::NotFound { .. }) => {
+                return Ok(None)
+            }
+            Err(failed) => return Err(CheckpointError::store(store, "get", OWNER_PATH, failed)),
         };
         let owner: Self =
             serde_json::from_slice(&bytes).map_err(|e| CheckpointError::CorruptObject {
