@@ -14,13 +14,17 @@
 #                        CLEAR_GAP_MS more, then kill it (NOT a power loss: it
 #                        shows what a harness with that order reports)
 #   CLEAR_GAP_MS=500
-#   CORES=2 CHECKPOINT_MS=200 VALUE_BYTES=64
+#   CORES=2 CHECKPOINT_MS=200 VALUE_BYTES=100
+#   UPLOAD_PART_BYTES=5242880  (the smallest allowed: state snapshots past it
+#                        are multipart uploads, with O_DIRECT writes)
 #   RATE=20000           lines per second fed to ingest (0: unlimited; then
 #                        on this 2-core machine no checkpoint finishes
 #                        before the crash)
 #   CRASH_MIN_MS=300 CRASH_MAX_MS=4000   the crash moment, uniform, per round
 #   SEED=<random>        seeds the crash moments (printed)
 #   REMOUNT=1            unmount and remount LazyFS after each crash
+#   MANIFEST_TEST=0      1: first run `cargo test --test manifest_durable` on
+#                        the mount (a manifest PUT, then a power loss)
 #   KEEP_GOING=0         1: after a failed recovery, keep its data dir and
 #                        start the next round on a fresh one
 set -euo pipefail
@@ -37,13 +41,15 @@ ORDER=${ORDER:-kill-first}
 CLEAR_GAP_MS=${CLEAR_GAP_MS:-500}
 CORES=${CORES:-2}
 CHECKPOINT_MS=${CHECKPOINT_MS:-200}
-VALUE_BYTES=${VALUE_BYTES:-64}
+VALUE_BYTES=${VALUE_BYTES:-100}
+UPLOAD_PART_BYTES=${UPLOAD_PART_BYTES:-5242880}
 RATE=${RATE:-20000}
 CRASH_MIN_MS=${CRASH_MIN_MS:-300}
 CRASH_MAX_MS=${CRASH_MAX_MS:-4000}
 SEED=${SEED:-$((RANDOM * 32768 + RANDOM))}
 REMOUNT=${REMOUNT:-1}
 KEEP_GOING=${KEEP_GOING:-0}
+MANIFEST_TEST=${MANIFEST_TEST:-0}
 
 log() { printf '%s\n' "$*" >&2; }
 die() { log "powerloss: $*"; exit 2; }
@@ -156,6 +162,19 @@ else
     base=$WORK/plain
 fi
 data=$base/d
+if [[ $FS == lazyfs && $MANIFEST_TEST == 1 ]]; then
+    log "powerloss: cargo test --test manifest_durable on $mnt"
+    (cd "$repo" && WALHOUSE_LAZYFS_DIR=$mnt WALHOUSE_LAZYFS_FIFO=$fifo \
+        WALHOUSE_LAZYFS_DONE_FIFO=$done_fifo \
+        cargo test --test manifest_durable -- --nocapture) >"$WORK/manifest_test.log" 2>&1 \
+        && echo "manifest_durable on LazyFS: ok" \
+        || { echo "manifest_durable on LazyFS: FAILED (see $WORK/manifest_test.log)"; exit 1; }
+    grep -E 'after the power loss' "$WORK/manifest_test.log" | cut -c1-160 >&2 || true
+fi
+cat >"$WORK/walhouse.toml" <<EOF
+[ingest.checkpoint]
+upload_part_bytes = $UPLOAD_PART_BYTES
+EOF
 acked_file=$WORK/acked
 : >"$acked_file"
 RANDOM=$((SEED % 32768))
@@ -167,7 +186,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     rdir=$WORK/rounds/$r
     mkdir -p "$rdir"
     ms=$((CRASH_MIN_MS + RANDOM % (CRASH_MAX_MS - CRASH_MIN_MS + 1)))
-    WALHOUSE_LOG=${WALHOUSE_LOG:-warn,walhouse=info} NO_COLOR=1 "$WALHOUSE" ingest --data-dir "$data" --cores "$CORES" --no-pin \
+    WALHOUSE_LOG=${WALHOUSE_LOG:-warn,walhouse=info} NO_COLOR=1 "$WALHOUSE" ingest --config "$WORK/walhouse.toml" --data-dir "$data" --cores "$CORES" --no-pin \
         --checkpoint-interval-ms "$CHECKPOINT_MS" \
         < <(exec python3 "$here/gen.py" "$r" "$VALUE_BYTES" "$RATE") \
         >"$rdir/acks" 2>"$rdir/ingest.err" &
