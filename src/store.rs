@@ -542,6 +542,62 @@ impl Store {
         .map_err(std::io::Error::other)?
     }
 
+    /// Creates `relative` (a path under the table root) with `bytes` unless
+    /// it exists: a create-only PUT whose object is durable on `Ok`. On a
+    /// local store the bytes go to a staging file that is fsynced *before*
+    /// the object's name appears (a hard link, which fails if the name
+    /// exists), then the directories up to the root are fsynced: a crash at
+    /// any point leaves no object or all of it. (`object_store`'s own
+    /// create-only PUT links its staging file without an fsync, so a power
+    /// loss after the link became durable, which on ext4 or XFS any later
+    /// fsync on the same file system can do, left an empty object.) Other
+    /// stores: a PUT with [`PutMode::Create`], durable when it returns.
+    ///
+    /// # Errors
+    ///
+    /// [`object_store::Error::AlreadyExists`] if the object exists; the
+    /// store's or the file system's error otherwise.
+    pub async fn put_create_durable(
+        &self,
+        relative: &str,
+        bytes: PutPayload,
+    ) -> object_store::Result<()> {
+        let Some(root) = self.local.clone() else {
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                ..PutOptions::default()
+            };
+            return self
+                .inner
+                .put_opts(&self.path(relative), bytes, opts)
+                .await
+                .map(|_| ());
+        };
+        let dest = root.join(relative);
+        let path = relative.to_owned();
+        tokio::task::spawn_blocking(move || match create_durable(&root, &dest, &bytes) {
+            Ok(()) => Ok(()),
+            Err(source) if source.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(object_store::Error::AlreadyExists {
+                    path,
+                    source: Box::new(source),
+                })
+            }
+            Err(source) => Err(object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: Box::new(std::io::Error::new(
+                    source.kind(),
+                    format!("create-only put of {}: {source}", dest.display()),
+                )),
+            }),
+        })
+        .await
+        .map_err(|e| object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(e),
+        })?
+    }
+
     /// Makes objects durable. For a local store: fsync of each file and of
     /// every directory from it up to the store's root (`object_store` writes
     /// without fsync). Other stores are durable when a PUT returns.
@@ -742,6 +798,43 @@ enum ProbeStep {
     Done,
     /// The store cannot be used for commits (no retry helps).
     Refused(StoreError),
+}
+
+/// [`Store::put_create_durable`] on a local store: staging file, fsync,
+/// hard link to `dest` (`AlreadyExists` if it exists), then the directories
+/// up to `root` are fsynced. The staging file (`<name>#<digits>`, a name
+/// listing never shows) is removed whatever happens.
+fn create_durable(root: &FsPath, dest: &FsPath, bytes: &PutPayload) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"))?;
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let (staging, mut file) = loop {
+        let digits = uuid::Uuid::new_v4().as_u64_pair().0;
+        let staging = dest.with_file_name(format!("{name}#{digits}"));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&staging)
+        {
+            Ok(file) => break (staging, file),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    };
+    let written = bytes
+        .iter()
+        .try_for_each(|chunk| file.write_all(chunk))
+        .and_then(|()| file.sync_all());
+    drop(file);
+    let linked = written.and_then(|()| std::fs::hard_link(&staging, dest));
+    let _ = std::fs::remove_file(&staging);
+    linked?;
+    sync_files_and_dirs(root, &[dest.to_path_buf()])
 }
 
 fn sync_files_and_dirs(root: &FsPath, files: &[PathBuf]) -> std::io::Result<()> {

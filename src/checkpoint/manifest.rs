@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use object_store::{PutMode, PutOptions, PutPayload};
+use object_store::PutPayload;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -208,7 +208,9 @@ pub async fn latest_manifest(store: &Store) -> Result<Option<Manifest>, Checkpoi
     }
 }
 
-/// Commits `manifest` with a create-only PUT.
+/// Commits `manifest` with a create-only PUT ([`Store::put_create_durable`]:
+/// on a local store the manifest is durable, and whole, before its name
+/// appears).
 ///
 /// A conflict (the object exists) means another writer won:
 /// [`CheckpointError::ManifestConflict`]. An ambiguous outcome (an error
@@ -220,21 +222,19 @@ pub async fn commit_manifest(store: &Store, manifest: &Manifest) -> Result<(), C
     let path = store.path(&rel);
     let body = serde_json::to_vec_pretty(manifest)
         .map_err(|e| CheckpointError::Task(format!("cannot encode manifest: {e}")))?;
-    let opts = PutOptions {
-        mode: PutMode::Create,
-        ..PutOptions::default()
-    };
     let conflict = || CheckpointError::ManifestConflict {
         store: store.name().to_owned(),
         path: rel.clone(),
         checkpoint: manifest.checkpoint,
     };
+    // Durable before its name appears (on a local store): a crash between
+    // the PUT and `Store::make_durable` must not leave an empty newest
+    // manifest, which recovery refuses.
     match store
-        .object_store()
-        .put_opts(&path, PutPayload::from(body.clone()), opts)
+        .put_create_durable(&rel, PutPayload::from(body.clone()))
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(()) => Ok(()),
         Err(object_store::Error::AlreadyExists { .. }) => {
             // A retried PUT of ours may also land here: compare.
             match read_back(store, &path).await {

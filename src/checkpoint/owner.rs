@@ -11,7 +11,7 @@
 //! becomes the Delta Lake table property `walhouse.ownerId` once the tables
 //! are Delta tables, with the same meaning.
 
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use super::error::CheckpointError;
@@ -74,16 +74,10 @@ impl TableOwner {
     /// owner afterwards: `self` if the claim won, or whoever claimed the
     /// table first.
     pub async fn claim(&self, store: &Store) -> Result<Self, CheckpointError> {
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..PutOptions::default()
-        };
-        match store
-            .object_store()
-            .put_opts(&store.path(OWNER_PATH), self.payload()?, opts)
-            .await
-        {
-            Ok(_) => Ok(self.clone()),
+        // Durable before its name appears (on a local store): an empty
+        // owner object after a power loss would lock every writer out.
+        match store.put_create_durable(OWNER_PATH, self.payload()?).await {
+            Ok(()) => Ok(self.clone()),
             Err(e) => {
                 // Taken first, or an ambiguous outcome of our own PUT: the
                 // object says which.
@@ -105,7 +99,17 @@ impl TableOwner {
             .put(&store.path(OWNER_PATH), self.payload()?)
             .await
             .map_err(|e| store_err(store, "put", e))?;
-        Ok(())
+        store
+            .make_durable(&[OWNER_PATH.to_owned()])
+            .await
+            .map_err(|source| CheckpointError::Io {
+                op: "fsync the owner object",
+                path: store
+                    .local_dir()
+                    .map(|d| d.join(OWNER_PATH))
+                    .unwrap_or_default(),
+                source,
+            })
     }
 
     fn payload(&self) -> Result<PutPayload, CheckpointError> {
