@@ -32,6 +32,17 @@ pub struct Repair {
     pub reason: String,
 }
 
+impl Repair {
+    /// Logs the repair as a warning (shown by default): what was done
+    /// (`what`), the file, the byte range and why.
+    fn warn(&self, what: &'static str) {
+        tracing::warn!(
+            core = self.core_id, path = %self.path.display(), from = self.from, to = self.to,
+            reason = %self.reason, "WAL repair: {what}"
+        );
+    }
+}
+
 impl std::fmt::Display for Repair {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -206,10 +217,7 @@ pub(crate) fn scan_core(
             to: file_end,
             reason: format!("{tail_reason}; truncated"),
         };
-        tracing::warn!(
-            core = core_id, path = %cut.path.display(), from = cut.from, to = cut.to,
-            reason = %cut.reason, "WAL repair: cut the tail of the newest segment"
-        );
+        cut.warn("cut the tail of the newest segment");
         repairs.push(cut);
     }
     let header = *cursor.header();
@@ -320,10 +328,7 @@ fn drop_unfinished_newest(
                     to: len,
                     reason: format!("segment header never became durable ({reason}); file removed"),
                 };
-                tracing::warn!(
-                    core = core_id, path = %gone.path.display(), from = gone.from, to = gone.to,
-                    reason = %gone.reason, "WAL repair: removed the newest segment"
-                );
+                gone.warn("removed the newest segment");
                 removed.push(gone);
                 segments.pop();
             }
