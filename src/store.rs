@@ -622,21 +622,18 @@ impl Store {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = object_store::Result<T>>,
     {
-        let mut backoff = RETRY_FIRST_BACKOFF;
-        let mut attempts = 0;
+        let mut backoff = Backoff::new();
         loop {
-            attempts += 1;
             match call().await {
                 Ok(v) => return Ok(v),
-                Err(e) if attempts < RETRY_ATTEMPTS && is_transient(&e) => {
-                    tracing::warn!(
-                        store = %self.name, op, object = what, attempt = attempts,
-                        error = %e, "transient store error; retrying in {backoff:?}"
-                    );
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
+                Err(e) => {
+                    if !backoff.again(&self.name, op, what, &e).await {
+                        return Err(Retried {
+                            attempts: backoff.attempts,
+                            source: e,
+                        });
+                    }
                 }
-                Err(source) => return Err(Retried { attempts, source }),
             }
         }
     }
@@ -701,10 +698,8 @@ impl Store {
                 mode,
             });
         }
-        let mut backoff = RETRY_FIRST_BACKOFF;
-        let mut attempts = 0;
+        let mut backoff = Backoff::new();
         loop {
-            attempts += 1;
             // A new object per attempt: an attempt whose PUT landed although
             // its response was lost cannot be mistaken for the store
             // honouring (or ignoring) the create-only mode.
@@ -725,22 +720,19 @@ impl Store {
                 Ok(ProbeStep::Refused(e)) => return Err(e),
                 Err(failed) => failed,
             };
-            if attempts < RETRY_ATTEMPTS && is_transient(&source) {
-                tracing::warn!(
-                    store = %self.name, op, object = %object, attempt = attempts,
-                    error = %source, "transient store error in the probe; retrying in {backoff:?}"
-                );
+            if backoff
+                .again(&self.name, op, object.as_ref(), &source)
+                .await
+            {
                 // Best effort: the object may exist if a PUT landed.
                 let _ = self.inner.delete(&object).await;
-                tokio::time::sleep(backoff).await;
-                backoff *= 2;
                 continue;
             }
             return Err(StoreError::Probe {
                 store: self.name.clone(),
                 object: object.to_string(),
                 op,
-                attempts,
+                attempts: backoff.attempts,
                 source,
             });
         }
@@ -789,6 +781,40 @@ impl Store {
         }
         deleted.map_err(|e| ("delete", e))?;
         Ok(ProbeStep::Done)
+    }
+}
+
+/// The attempts of one retried store call ([`Store::retrying`], the probe).
+struct Backoff {
+    /// Attempts made so far (the first included).
+    attempts: u32,
+    /// The wait before the next attempt.
+    delay: Duration,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Self {
+            attempts: 1,
+            delay: RETRY_FIRST_BACKOFF,
+        }
+    }
+
+    /// Whether the call that failed with `e` is tried again: a transient
+    /// error with attempts left. Then logs a warning, waits, and counts the
+    /// next attempt.
+    async fn again(&mut self, store: &str, op: &str, what: &str, e: &object_store::Error) -> bool {
+        if self.attempts >= RETRY_ATTEMPTS || !is_transient(e) {
+            return false;
+        }
+        tracing::warn!(
+            store, op, object = what, attempt = self.attempts, error = %e,
+            "transient store error; retrying in {:?}", self.delay
+        );
+        tokio::time::sleep(self.delay).await;
+        self.delay *= 2;
+        self.attempts += 1;
+        true
     }
 }
 

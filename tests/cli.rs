@@ -2,9 +2,13 @@
 //! line, a checkpoint asked of a running ingest, recover --dump, the lock.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+
+use common::{output_with_input, text};
 
 fn walhouse(args: &[&str], dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_walhouse"));
@@ -18,23 +22,7 @@ fn walhouse(args: &[&str], dir: &Path) -> Command {
 }
 
 fn run_with_input(args: &[&str], dir: &Path, input: &str) -> Output {
-    let mut child = walhouse(args, dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    output_with_input(walhouse(args, dir), input)
 }
 
 #[test]

@@ -4,10 +4,13 @@
 //! Each case prints what it proved.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::fmt::Write as _;
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
+
+use common::{output_with_input, text};
 
 fn walhouse(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_walhouse"));
@@ -25,23 +28,7 @@ fn run(args: &[&str]) -> Output {
 }
 
 fn run_with_input(args: &[&str], input: &str) -> Output {
-    let mut child = walhouse(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    output_with_input(walhouse(args), input)
 }
 
 fn last_ack(out: &Output) -> Option<u64> {

@@ -208,16 +208,9 @@ impl Checkpointer {
         // A crash after the previous commit may have left covered segments;
         // their entries are skipped by sequence, and removed with the rest
         // once this checkpoint is committed.
-        let covered = previous.as_ref().map_or_else(Vec::new, |p| {
-            (0..wal.num_cores())
-                .map(|core| {
-                    p.cores
-                        .iter()
-                        .find(|c| c.core as usize == core)
-                        .and_then(|c| c.last_sequence)
-                })
-                .collect()
-        });
+        let covered = previous
+            .as_ref()
+            .map_or_else(Vec::new, |p| p.covered_sequences(wal.num_cores()));
         // The segments are read once, then removed after the commit: their
         // cached pages are dropped as the merge finishes each one, so the
         // removal after the commit has no page cache to free.
@@ -255,8 +248,8 @@ impl Checkpointer {
         if let Some(id) = &self.owner_id {
             check_owner(&self.store, id).await?;
         }
+        // Durable on return (`Store::put_create_durable`).
         commit_manifest(&self.store, &manifest).await?;
-        self.durable(&[manifest_path(number)]).await?;
         let committed = started.elapsed();
         let removed_segments = wal.remove_segments_up_to_epoch(epoch)?;
         let micros = |d: std::time::Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
@@ -759,11 +752,7 @@ fn manifest_for(
                 .get(core)
                 .copied()
                 .flatten()
-                .or_else(|| {
-                    previous
-                        .and_then(|p| p.cores.iter().find(|c| c.core as usize == core))
-                        .and_then(|c| c.last_sequence)
-                }),
+                .or_else(|| previous.and_then(|p| p.covered_sequence(core))),
         })
         .collect();
     let mut source_offsets = previous

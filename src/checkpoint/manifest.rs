@@ -111,6 +111,22 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The last sequence of core `core` that this checkpoint covers (`None`:
+    /// no entry of that core yet).
+    #[must_use]
+    pub fn covered_sequence(&self, core: usize) -> Option<u64> {
+        self.cores
+            .iter()
+            .find(|c| c.core as usize == core)
+            .and_then(|c| c.last_sequence)
+    }
+
+    /// [`Manifest::covered_sequence`] of cores `0..num_cores`.
+    #[must_use]
+    pub fn covered_sequences(&self, num_cores: usize) -> Vec<Option<u64>> {
+        (0..num_cores).map(|c| self.covered_sequence(c)).collect()
+    }
+
     /// Every object the manifest references (changelog, snapshot, deltas).
     #[must_use]
     pub fn referenced_files(&self) -> Vec<&DataFile> {
@@ -210,7 +226,7 @@ pub async fn latest_manifest(store: &Store) -> Result<Option<Manifest>, Checkpoi
 
 /// Commits `manifest` with a create-only PUT ([`Store::put_create_durable`]:
 /// on a local store the manifest is durable, and whole, before its name
-/// appears).
+/// appears). Durable on `Ok`.
 ///
 /// A conflict (the object exists) means another writer won:
 /// [`CheckpointError::ManifestConflict`]. An ambiguous outcome (an error

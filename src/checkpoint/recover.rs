@@ -56,16 +56,9 @@ pub async fn recover(
     wal_config: &PerCoreWalConfig,
 ) -> Result<Recovered, CheckpointError> {
     let manifest = latest_manifest(store).await?;
-    let covered: Vec<Option<u64>> = manifest.as_ref().map_or_else(Vec::new, |m| {
-        (0..wal_config.num_cores)
-            .map(|core| {
-                m.cores
-                    .iter()
-                    .find(|c| c.core as usize == core)
-                    .and_then(|c| c.last_sequence)
-            })
-            .collect()
-    });
+    let covered: Vec<Option<u64>> = manifest
+        .as_ref()
+        .map_or_else(Vec::new, |m| m.covered_sequences(wal_config.num_cores));
     let wal_present = wal_exists(&wal_config.base_dir);
     // The WAL is repaired and replayed on threads of its own while the
     // checkpoint is verified and loaded; it is merged onto the loaded state

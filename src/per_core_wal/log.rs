@@ -77,8 +77,6 @@ pub(crate) struct CoreScan {
     pub(crate) valid_end: u64,
     /// Bytes cut off the newest segment's tail (torn or zero-filled).
     pub(crate) truncated_bytes: u64,
-    /// A newest segment whose header never became durable, removed.
-    pub(crate) removed_empty_segment: bool,
     /// The oldest remaining segment and the sequence its header says it
     /// starts at.
     pub(crate) oldest: (PathBuf, u64),
@@ -146,7 +144,6 @@ pub(crate) fn scan_core(
     repair: bool,
 ) -> Result<ScanOutcome, PerCoreWalError> {
     let mut repairs = drop_unfinished_newest(fs, dir, core_id, &mut segments, repair)?;
-    let removed_empty_segment = !repairs.is_empty();
     let Some(newest) = segments.last().cloned() else {
         return Ok(ScanOutcome {
             scan: None,
@@ -236,7 +233,6 @@ pub(crate) fn scan_core(
         total_bytes,
         valid_end,
         truncated_bytes,
-        removed_empty_segment,
         oldest,
     });
     Ok(ScanOutcome { scan, repairs })

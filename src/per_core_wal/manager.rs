@@ -332,19 +332,12 @@ impl PerCoreWalManager {
                 core_shared
                     .sealed_bytes
                     .store(s.total_bytes, Ordering::Relaxed);
-                if s.truncated_bytes > 0 || s.removed_empty_segment {
-                    tracing::warn!(
-                        core = core_id,
-                        truncated_bytes = s.truncated_bytes,
-                        removed_empty_segment = s.removed_empty_segment,
-                        "repaired the tail of the newest segment"
-                    );
-                }
             }
             reports.push(CoreOpenReport {
                 core_id,
                 segments: scan.as_ref().map_or(0, |s| s.segments.len()),
                 truncated_bytes: scan.as_ref().map_or(0, |s| s.truncated_bytes),
+                // A cut tail starts after the header; a removed segment at 0.
                 removed_empty_segment: repairs.iter().any(|r| r.from == 0),
                 next_sequence,
                 repairs,

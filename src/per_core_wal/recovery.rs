@@ -345,7 +345,7 @@ impl WalReplay {
             base_dir,
             cores,
             covered,
-            repaired,
+            mut repaired,
             done,
         } = self;
         let base_state = std::mem::take(&mut base.state);
@@ -359,7 +359,10 @@ impl WalReplay {
                 .max()
                 .unwrap_or(0)
                 .max(base.final_epoch),
-            repairs: repaired.iter().flat_map(|r| r.repairs.clone()).collect(),
+            repairs: repaired
+                .iter_mut()
+                .flat_map(|r| std::mem::take(&mut r.repairs))
+                .collect(),
             ..base
         };
         let mut first_seen: Vec<Option<u64>> = vec![None; cores];

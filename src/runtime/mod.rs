@@ -883,11 +883,12 @@ impl Ingester {
             .probe()
             .await
             .map_err(|e| IngestError::Store(Arc::new(e)))?;
+        let is_new = recorded.is_none();
         let record =
             recorded.unwrap_or_else(|| datadir::DataDirRecord::new(b.store.name(), s.cores));
         claim_table(&b.store, &record, &b.data_dir, b.ownership).await?;
         // Written once, before anything is acknowledged.
-        if datadir::DataDirRecord::read(&b.data_dir)?.is_none() {
+        if is_new {
             record.write(&b.data_dir)?;
         }
         let checkpointer = Checkpointer::new(b.store, s.checkpoint.clone())?.with_owner(&record.id);
@@ -899,16 +900,9 @@ impl Ingester {
         let latest = checkpointer.latest().await?;
         // What the newest checkpoint covers per core (all `None`: there is
         // none). A log starting after it lost segments: refused at open.
-        let covered: Vec<Option<u64>> = (0..s.cores)
-            .map(|core| {
-                latest.as_ref().and_then(|m| {
-                    m.cores
-                        .iter()
-                        .find(|c| c.core as usize == core)
-                        .and_then(|c| c.last_sequence)
-                })
-            })
-            .collect();
+        let covered: Vec<Option<u64>> = latest
+            .as_ref()
+            .map_or_else(|| vec![None; s.cores], |m| m.covered_sequences(s.cores));
         if let Some(m) = &latest {
             let next: Vec<u64> = covered
                 .iter()
@@ -917,16 +911,9 @@ impl Ingester {
             builder = builder.resume_at(next, m.epochs.last + 1);
         }
         builder = builder.covered(covered);
+        // Every repair of the open (a cut tail, a removed segment) was
+        // logged as a warning by the WAL.
         let mut manager = builder.create()?;
-        for r in manager.open_reports() {
-            if r.truncated_bytes > 0 {
-                tracing::warn!(
-                    core = r.core_id,
-                    bytes = r.truncated_bytes,
-                    "cut a torn WAL tail"
-                );
-            }
-        }
         let counters = Arc::new(Counters::default());
         let (senders, threads) = spawn_cores(&s, &mut manager, &counters, &wal_dir)?;
         let max_op_bytes = (config.max_record_bytes as usize).saturating_sub(64);

@@ -85,3 +85,28 @@ pub fn small_manager(dir: &Path, cores: usize, segment_bytes: u64) -> PerCoreWal
     PerCoreWalManager::new(PerCoreWalConfig::new(dir, cores).with_segment_bytes(segment_bytes))
         .unwrap()
 }
+
+/// Runs `cmd` with `input` on its standard input and waits for it; its
+/// standard output and error are captured.
+pub fn output_with_input(mut cmd: std::process::Command, input: &str) -> std::process::Output {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// What a command printed, as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}

@@ -19,7 +19,7 @@ use walhouse::checkpoint::{
     changelog_schema, load_manifest, manifest_json_schema, state_schema, CheckpointReader,
     CheckpointSettings, GraceCheck, LookupSettings,
 };
-use walhouse::checkpoint::{Checkpointer, TableOwner};
+use walhouse::checkpoint::{list_manifests, Checkpointer, TableOwner};
 use walhouse::per_core_wal::{PerCoreRecoveryManager, PerCoreWalConfig};
 use walhouse::runtime::{wal_cores, Ownership};
 
@@ -467,7 +467,9 @@ fn list(numbers: &[u64]) -> String {
 /// Refuses a store that holds no table (no manifest and no owner object):
 /// the commands that read a table say so instead of reporting on nothing.
 async fn existing_table(cp: &Checkpointer) -> CliResult {
-    if cp.latest().await?.is_some() || TableOwner::read(cp.store()).await?.is_some() {
+    if !list_manifests(cp.store()).await?.is_empty()
+        || TableOwner::read(cp.store()).await?.is_some()
+    {
         return Ok(());
     }
     Err(format!(
