@@ -213,7 +213,7 @@ fn a_data_directory_remembers_its_store_and_cores() {
     let out = run(&["checkpoint", "--data-dir", p(&d)]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        store.join("manifests").is_dir(),
+        store.join("changelog").join("_delta_log").is_dir(),
         "checkpoint without --store must go to the recorded store"
     );
     assert!(!d.join("table").exists(), "a default table was created");

@@ -52,7 +52,9 @@ impl ObjectStore for PauseStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
-        if location.as_ref().starts_with("manifests/") && matches!(opts.mode, PutMode::Create) {
+        if location.as_ref().starts_with("changelog/_delta_log/")
+            && matches!(opts.mode, PutMode::Create)
+        {
             if let Some(tx) = self.reached.lock().await.take() {
                 let _ = tx.send(());
                 let rx = self.release.lock().await.take().unwrap();

@@ -80,7 +80,7 @@ async fn a_manifest_is_absent_or_whole_after_a_power_loss_right_after_its_put() 
         commit_manifest(&store, &other).await,
         Err(CheckpointError::ManifestConflict { .. })
     ));
-    let staging: Vec<_> = std::fs::read_dir(dir.join("manifests"))
+    let staging: Vec<_> = std::fs::read_dir(dir.join("changelog").join("_delta_log"))
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .filter(|n| n.to_string_lossy().contains('#'))
@@ -97,7 +97,8 @@ async fn a_manifest_is_absent_or_whole_after_a_power_loss_right_after_its_put() 
     power_loss(&fifo, &done);
     let after = latest_manifest(&store).await;
     let len = std::fs::metadata(
-        dir.join("manifests")
+        dir.join("changelog")
+            .join("_delta_log")
             .join(format!("{:020}.json", manifest.checkpoint)),
     )
     .map(|m| m.len());

@@ -498,7 +498,7 @@ async fn setup(tmp: &tempfile::TempDir, round: u64) -> Setup {
 async fn an_ambiguous_manifest_put_is_resolved_by_reading_it_back() {
     let tmp = tempfile::tempdir().unwrap();
     let (inner, faulty, mut m, model) = setup(&tmp, 0).await;
-    *faulty.ambiguous_prefix.lock().unwrap() = Some("manifests/".into());
+    *faulty.ambiguous_prefix.lock().unwrap() = Some("changelog/_delta_log/".into());
     let cp = Checkpointer::new(
         Store::with_object_store("faulty://", faulty.clone(), ""),
         settings(),
@@ -576,7 +576,7 @@ async fn a_list_that_always_fails_names_the_operation_and_the_attempts() {
         "{err:?}"
     );
     for part in [
-        "list of manifests/",
+        "list of changelog/_delta_log/",
         "faulty://",
         "after 5 attempts",
         "connection reset",

@@ -127,7 +127,7 @@ impl ObjectStore for Instrumented {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
-        if location.as_ref().contains("manifests/") {
+        if location.as_ref().contains("changelog/_delta_log/") {
             if let Some(barrier) = &self.manifest_barrier {
                 // A guard, not a timing assertion: a writer that never comes
                 // must not hang the test.
@@ -310,7 +310,7 @@ async fn checkpoint_list_recover_verify_and_gc_on_s3() {
     .unwrap();
     let gc = keep_one.gc().await.unwrap();
     assert_eq!(gc.retained, vec![2]);
-    assert_eq!(gc.manifests_removed, vec![1]);
+    assert_eq!(gc.versions_expired, vec![1]);
     assert!(gc
         .objects_removed
         .contains(&"changelog/epoch=99/part-orphan.parquet".to_owned()));
@@ -321,9 +321,20 @@ async fn checkpoint_list_recover_verify_and_gc_on_s3() {
         .into_iter()
         .map(|f| f.path.clone())
         .collect();
-    referenced.push("manifests/00000000000000000002.json".to_owned());
+    // The changelog table is append-only: checkpoint 1's changelog stays;
+    // so do both tables' log entries.
+    referenced.extend(first.manifest.changelog.iter().map(|f| f.path.clone()));
+    for table in ["changelog", "state"] {
+        for version in 0..=2 {
+            referenced.push(format!("{table}/_delta_log/{version:020}.json"));
+        }
+    }
     referenced.sort();
-    assert_eq!(after, referenced, "exactly what checkpoint 2 needs is left");
+    referenced.dedup();
+    assert_eq!(
+        after, referenced,
+        "exactly what version 2 and the changelog need is left"
+    );
     assert!(keep_one.verify(None).await.unwrap().is_ok());
     let again = recover(&store, &PerCoreWalConfig::new(&empty.path().join("wal"), 2))
         .await
@@ -332,14 +343,14 @@ async fn checkpoint_list_recover_verify_and_gc_on_s3() {
     println!(
         "s3 cycle on {}: probe {:?}; checkpoints {listed:?} ({} + {} entries), verified; \
          recovered {} keys (= model) from checkpoint 2 + WAL tail; GC: {} objects before, \
-         removed manifest {:?} and {} objects (1 orphan), {} left = exactly checkpoint 2's",
+         expired version {:?}, removed {} objects (1 orphan), {} left = exactly checkpoint 2's",
         store.name(),
         probe.mode,
         first.manifest.stats.entries,
         second.manifest.stats.entries,
         recovered.state.state.len(),
         before.len(),
-        gc.manifests_removed,
+        gc.versions_expired,
         gc.objects_removed.len(),
         after.len()
     );

@@ -7,16 +7,16 @@ use std::time::{Duration, Instant, SystemTime};
 use object_store::ObjectStoreExt;
 use tokio::sync::mpsc;
 
+use super::delta::{complete_state_version, ensure_state_version, mark_replaced};
 use super::error::CheckpointError;
 use super::manifest::{
-    commit_manifest, latest_manifest, list_manifests, load_manifest, manifest_path,
-    CheckpointStats, CoreCoverage, DataFile, EpochRange, Manifest, StateRef,
-    MANIFEST_FORMAT_VERSION,
+    commit_manifest, latest_manifest, list_manifests, load_manifest, CheckpointStats, CoreCoverage,
+    DataFile, EpochRange, Manifest, StateFile, StateRef, MANIFEST_FORMAT_VERSION,
 };
 use super::owner::check_owner;
-use super::parquet::{file_crc32c, write_changelog, write_changelog_tee, ChangelogSummary};
+use super::parquet::{file_crc32c, write_changelog_tee, ChangelogSummary};
 use super::schema::SCHEMA_VERSION;
-use super::state::{build_snapshot, build_snapshot_fed, SnapshotSummary};
+use super::state::{build_snapshot, build_snapshot_fed, Build, SnapshotSummary};
 use super::{CheckpointSettings, GraceCheck};
 use crate::per_core_wal::{MergeStream, PerCoreWalManager};
 use crate::store::Store;
@@ -63,10 +63,14 @@ impl VerifyReport {
 /// What [`Checkpointer::gc`] removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GcReport {
-    /// Manifests kept.
+    /// Checkpoints (Delta versions) whose files are kept, so that time
+    /// travel to them works.
     pub retained: Vec<u64>,
-    /// Manifests removed by retention.
-    pub manifests_removed: Vec<u64>,
+    /// Older checkpoints: their log entries stay (the Delta log is only
+    /// cleaned up behind a Delta log checkpoint), but the state files only
+    /// they referenced are removed, so reading the state table as of them
+    /// fails.
+    pub versions_expired: Vec<u64>,
     /// Data objects removed (unreferenced and older than the grace period).
     pub objects_removed: Vec<String>,
     /// Unreferenced objects (and staging files) kept because they are
@@ -183,6 +187,11 @@ impl Checkpointer {
             }
         }
         let number = previous.as_ref().map_or(1, |m| m.checkpoint + 1);
+        // A crash between the previous commit and its `state` entry left
+        // that entry to complete (the same bytes as it would have had).
+        if let Some(prev) = &previous {
+            ensure_state_version(&self.store, prev).await?;
+        }
         // Garbage collection keeps every object of an in-flight checkpoint:
         // the marker is written before the first object and removed after
         // the commit (or the failure), see `Checkpointer::gc`.
@@ -218,16 +227,16 @@ impl Checkpointer {
             .merge_sealed(epoch)?
             .skip_covered(covered)
             .drop_cache_after_read();
-        let (changelog, early_snapshot) = self
-            .write_changelog_and_due_snapshot(number, previous.as_ref(), stream, wal.num_cores())
+        let (changelog, built, build) = self
+            .write_changelog_and_state(number, previous.as_ref(), stream, wal.num_cores())
             .await?;
 
-        let (state, snapshot) = self
-            .next_state(number, previous.as_ref(), &changelog.files, early_snapshot)
+        let (state, snapshot, mut state_files) = self
+            .next_state(number, previous.as_ref(), &changelog.files, built, build)
             .await?;
         let snapshot_written = snapshot.is_some();
         let mut new_files: Vec<DataFile> = changelog.files.clone();
-        new_files.extend(snapshot.iter().flat_map(|s| s.files.iter().cloned()));
+        new_files.append(&mut state_files);
         let manifest = manifest_for(
             number,
             EpochRange {
@@ -248,9 +257,20 @@ impl Checkpointer {
         if let Some(id) = &self.owner_id {
             check_owner(&self.store, id).await?;
         }
-        // Durable on return (`Store::put_create_durable`).
+        // Durable on return (`Store::put_create_durable`): the commit point.
         commit_manifest(&self.store, &manifest).await?;
         let committed = started.elapsed();
+        // The `state` table's entry of this version follows from the
+        // manifests alone: if it fails here, the next checkpoint or
+        // recovery writes it (the same bytes).
+        if let Err(e) = complete_state_version(&self.store, &manifest, previous.as_ref()).await {
+            tracing::warn!(
+                checkpoint = number,
+                error = %e,
+                "checkpoint committed, but the state table's entry of this version is not \
+                 written yet; the next checkpoint or recovery writes it"
+            );
+        }
         let removed_segments = wal.remove_segments_up_to_epoch(epoch)?;
         let micros = |d: std::time::Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         tracing::info!(
@@ -274,20 +294,24 @@ impl Checkpointer {
         })
     }
 
-    /// The state of checkpoint `number`: a new full snapshot when due (the
-    /// first checkpoint, every `snapshot_every`, or past
-    /// `snapshot_delta_bytes` of changelog), else the previous snapshot plus
-    /// the changelog deltas after it.
+    /// The state of checkpoint `number`, and the new files it wrote for it:
+    /// a new full snapshot when due (the first checkpoint, every
+    /// `snapshot_every`, past `snapshot_delta_bytes` of changelog, or when
+    /// the state table's files or deleted rows pass their limits), else the
+    /// previous snapshot plus the changelog deltas after it, and in the
+    /// `state` table the changes `built` alongside the changelog with
+    /// deletion vectors over the older files.
     ///
-    /// `built` is the snapshot already built alongside the changelog (when
-    /// [`Checkpointer::snapshot_due_before`] said so).
+    /// `built` is what [`Checkpointer::write_changelog_and_state`] built
+    /// alongside the changelog, a snapshot or only the changes (`build`).
     async fn next_state(
         &self,
         number: u64,
         previous: Option<&Manifest>,
         changelog: &[DataFile],
-        built: Option<SnapshotSummary>,
-    ) -> Result<(StateRef, Option<SnapshotSummary>), CheckpointError> {
+        built: SnapshotSummary,
+        build: Build,
+    ) -> Result<(StateRef, Option<SnapshotSummary>, Vec<DataFile>), CheckpointError> {
         let (base_checkpoint, base, mut deltas, mut delta_bytes) = match previous {
             Some(p) => (
                 p.state.snapshot_checkpoint,
@@ -299,108 +323,142 @@ impl Checkpointer {
         };
         deltas.extend(changelog.iter().cloned());
         delta_bytes += changelog.iter().map(|f| f.size).sum::<u64>();
-        let due = built.is_some()
-            || previous.is_none()
-            || number - base_checkpoint >= self.settings.snapshot_every
-            || delta_bytes > self.settings.snapshot_delta_bytes;
-        if !due {
+        let snapshot = |snap: SnapshotSummary| {
             let state = StateRef {
-                snapshot_checkpoint: base_checkpoint,
-                snapshot: base,
-                deltas,
-                delta_bytes,
+                snapshot_checkpoint: number,
+                snapshot: snap.files.clone(),
+                deltas: Vec::new(),
+                delta_bytes: 0,
+                table: snap
+                    .files
+                    .iter()
+                    .map(|f| StateFile {
+                        file: f.clone(),
+                        deletion_vector: None,
+                    })
+                    .collect(),
             };
-            return Ok((state, None));
+            let files = snap.files.clone();
+            (state, Some(snap), files)
+        };
+        if build == Build::Snapshot {
+            return Ok(snapshot(built));
         }
-        let snap = match built {
-            Some(snap) => snap,
-            None => build_snapshot(&self.store, number, &base, &deltas, &self.settings).await?,
+        if delta_bytes > self.settings.snapshot_delta_bytes {
+            // Due only now that the changelog's size is known: the changes
+            // built alongside are not needed.
+            self.remove_unreferenced(&built.files).await;
+            let snap = build_snapshot(&self.store, number, &base, &deltas, &self.settings).await?;
+            return Ok(snapshot(snap));
+        }
+        let live = previous.map_or(&[][..], |p| p.state.table.as_slice());
+        let touched = built.touched.unwrap_or_default();
+        let marked = match mark_replaced(&self.store, number, live, &touched).await {
+            Ok(marked) => marked,
+            Err(e) => {
+                self.remove_unreferenced(&built.files).await;
+                return Err(e);
+            }
         };
+        let mut table = marked.table;
+        table.extend(built.files.iter().map(|f| StateFile {
+            file: f.clone(),
+            deletion_vector: None,
+        }));
+        let mut files = built.files;
+        files.extend(marked.dv_file);
         let state = StateRef {
-            snapshot_checkpoint: number,
-            snapshot: snap.files.clone(),
-            deltas: Vec::new(),
-            delta_bytes: 0,
+            snapshot_checkpoint: base_checkpoint,
+            snapshot: base,
+            deltas,
+            delta_bytes,
+            table,
         };
-        Ok((state, Some(snap)))
+        Ok((state, None, files))
     }
 
-    /// Writes the changelog of checkpoint `number`; when a snapshot is due
-    /// whatever the changelog holds, builds it at the same time on another
-    /// task, from the changelog's batches (no files read back).
-    async fn write_changelog_and_due_snapshot(
+    /// Writes the changelog of checkpoint `number` and, at the same time on
+    /// another task, from the changelog's batches (no files read back), the
+    /// state: a full snapshot when one is due whatever the changelog holds,
+    /// else only the changes (live puts as files, touched keys kept).
+    async fn write_changelog_and_state(
         &self,
         number: u64,
         previous: Option<&Manifest>,
         stream: MergeStream,
         num_cores: usize,
-    ) -> Result<(ChangelogSummary, Option<SnapshotSummary>), CheckpointError> {
-        if self.snapshot_due_before(number, previous) {
-            // The snapshot sorts the changelog's batches while they are
-            // encoded (on another worker), instead of reading the files back.
-            let (tee, current) = mpsc::channel(TEE_BATCHES);
-            let (store, settings) = (self.store.clone(), self.settings.clone());
-            let (base, deltas) = previous.map_or_else(Default::default, |p| {
-                (p.state.snapshot.clone(), p.state.deltas.clone())
-            });
-            let snapshot = tokio::spawn(async move {
-                build_snapshot_fed(&store, number, &base, &deltas, Some(current), &settings).await
-            });
-            let changelog = write_changelog_tee(
-                &self.store,
-                number,
-                stream,
-                num_cores,
-                &self.settings,
-                Some(tee),
-            )
-            .await;
-            // The snapshot usually runs on after the changelog is written
-            // (its final merge and its own file): the changelog's files are
-            // fsynced meanwhile instead of after it. `checkpoint_sealed`
-            // still makes every new file durable before the manifest (a
-            // no-op for these by then).
-            let early_sync = async {
-                match &changelog {
-                    Ok(c) => {
-                        let paths: Vec<String> = c.files.iter().map(|f| f.path.clone()).collect();
-                        self.durable(&paths).await
-                    }
-                    Err(_) => Ok(()),
-                }
-            };
-            let (synced, snapshot) = tokio::join!(early_sync, snapshot);
-            let snapshot = snapshot.map_err(|e| {
-                CheckpointError::Task(format!("snapshot task of checkpoint {number}: {e}"))
-            });
-            let snapshot = snapshot.and_then(|r| r);
-            let changelog = changelog.and_then(|c| synced.map(|()| c));
-            let changelog = match (changelog, snapshot) {
-                (Ok(changelog), snapshot) => (changelog, snapshot),
-                (Err(e), Ok(snap)) => {
-                    self.remove_unreferenced(&snap.files).await;
-                    return Err(e);
-                }
-                // When both failed, one only saw the other stop (a `Task`
-                // error): the other's error is the cause.
-                (Err(e), Err(s)) => {
-                    let cause = match (&e, &s) {
-                        (CheckpointError::Task(_), other)
-                            if !matches!(other, CheckpointError::Task(_)) =>
-                        {
-                            s
-                        }
-                        _ => e,
-                    };
-                    return Err(cause);
-                }
-            };
-            let (changelog, snapshot) = changelog;
-            Ok((changelog, Some(snapshot?)))
+    ) -> Result<(ChangelogSummary, SnapshotSummary, Build), CheckpointError> {
+        let build = if self.snapshot_due_before(number, previous) {
+            Build::Snapshot
         } else {
-            let changelog =
-                write_changelog(&self.store, number, stream, num_cores, &self.settings).await?;
-            Ok((changelog, None))
+            Build::Changes
+        };
+        // The state build sorts the changelog's batches while they are
+        // encoded (on another worker), instead of reading the files back.
+        let (tee, current) = mpsc::channel(TEE_BATCHES);
+        let (store, settings) = (self.store.clone(), self.settings.clone());
+        let (base, deltas) = match (build, previous) {
+            (Build::Snapshot, Some(p)) => (p.state.snapshot.clone(), p.state.deltas.clone()),
+            _ => Default::default(),
+        };
+        let state = tokio::spawn(async move {
+            build_snapshot_fed(
+                &store,
+                number,
+                &base,
+                &deltas,
+                Some(current),
+                &settings,
+                build,
+            )
+            .await
+        });
+        let changelog = write_changelog_tee(
+            &self.store,
+            number,
+            stream,
+            num_cores,
+            &self.settings,
+            Some(tee),
+        )
+        .await;
+        // The state build usually runs on after the changelog is written
+        // (its final merge and its own file): the changelog's files are
+        // fsynced meanwhile instead of after it. `checkpoint_sealed` still
+        // makes every new file durable before the commit (a no-op for these
+        // by then).
+        let early_sync = async {
+            match &changelog {
+                Ok(c) => {
+                    let paths: Vec<String> = c.files.iter().map(|f| f.path.clone()).collect();
+                    self.durable(&paths).await
+                }
+                Err(_) => Ok(()),
+            }
+        };
+        let (synced, state) = tokio::join!(early_sync, state);
+        let state = state
+            .map_err(|e| CheckpointError::Task(format!("state task of checkpoint {number}: {e}")));
+        let state = state.and_then(|r| r);
+        let changelog = changelog.and_then(|c| synced.map(|()| c));
+        match (changelog, state) {
+            (Ok(changelog), Ok(state)) => Ok((changelog, state, build)),
+            (Ok(changelog), Err(e)) => {
+                self.remove_unreferenced(&changelog.files).await;
+                Err(e)
+            }
+            (Err(e), Ok(state)) => {
+                self.remove_unreferenced(&state.files).await;
+                Err(e)
+            }
+            // When both failed, one only saw the other stop (a `Task`
+            // error): the other's error is the cause.
+            (Err(e), Err(s)) => Err(match (&e, &s) {
+                (CheckpointError::Task(_), other) if !matches!(other, CheckpointError::Task(_)) => {
+                    s
+                }
+                _ => e,
+            }),
         }
     }
 
@@ -411,8 +469,13 @@ impl Checkpointer {
     /// reads the changelog files back instead.
     fn snapshot_due_before(&self, number: u64, previous: Option<&Manifest>) -> bool {
         previous.is_none_or(|p| {
+            let table = &p.state.table;
+            let rows: u64 = table.iter().map(|f| f.file.rows).sum();
+            let deleted: u64 = table.iter().map(StateFile::deleted_rows).sum();
             number - p.state.snapshot_checkpoint >= self.settings.snapshot_every
                 || p.state.delta_bytes > self.settings.snapshot_delta_bytes
+                || table.len() > self.settings.state_max_files
+                || deleted * 100 > rows * u64::from(self.settings.state_max_deleted_percent)
         })
     }
 
@@ -502,15 +565,17 @@ impl Checkpointer {
     }
 
     /// Retention, then garbage collection, with Delta VACUUM's rule: an
-    /// object is removed only when no kept manifest references it, no
+    /// object is removed only when no retained version references it, no
     /// in-flight checkpoint will reference it, and it is older than
     /// `gc_grace_secs`.
     ///
-    /// Keeps the newest `retain_checkpoints` manifests and removes older
-    /// ones; then removes every object under `changelog/` and `state/` that
-    /// is unreferenced and older than the grace period (orphans of failed
-    /// checkpoints, files only old checkpoints used), and the staging files
-    /// of interrupted local uploads.
+    /// The newest `retain_checkpoints` versions stay readable (time travel);
+    /// the changelog table is append-only, so every changelog file any
+    /// version added stays. Removes every other object under `changelog/`
+    /// and `state/` that is older than the grace period (orphans of failed
+    /// checkpoints, state files and deletion vectors only expired versions
+    /// used), and the staging files of interrupted local uploads. Log
+    /// entries (`_delta_log/`) are never removed.
     ///
     /// Safe beside a running checkpoint of the table's writer, whatever the
     /// grace: the objects are listed first, then the in-flight markers
@@ -558,30 +623,28 @@ impl Checkpointer {
                 inflight.insert(number);
             }
         }
-        // 3. The manifests, read last.
+        // 3. The manifests, read last. The changelog table is append-only:
+        // every version's files stay in its latest version. The state
+        // table's files stay while a retained version references them.
         let numbers = list_manifests(&self.store).await?;
         let keep = self.settings.retain_checkpoints.max(1);
         let split = numbers.len().saturating_sub(keep);
         let (old, retained) = numbers.split_at(split);
         let mut referenced = BTreeSet::new();
-        for &n in retained {
+        for &n in &numbers {
             let manifest = load_manifest(&self.store, n).await?;
-            referenced.extend(
-                manifest
-                    .referenced_files()
-                    .into_iter()
-                    .map(|f| f.path.clone()),
-            );
+            let files = if retained.contains(&n) {
+                manifest.referenced_files()
+            } else {
+                manifest.changelog.iter().collect()
+            };
+            referenced.extend(files.into_iter().map(|f| f.path.clone()));
         }
         let mut report = GcReport {
             retained: retained.to_vec(),
+            versions_expired: old.to_vec(),
             ..GcReport::default()
         };
-        for &n in old {
-            let rel = manifest_path(n);
-            self.delete(&rel).await?;
-            report.manifests_removed.push(n);
-        }
         let protected = |rel: &str| {
             referenced.contains(rel)
                 || object_checkpoint(rel).is_some_and(|n| inflight.contains(&n))
@@ -638,6 +701,10 @@ impl Checkpointer {
                 })?;
             for meta in metas {
                 if let Some(rel) = self.store.relative(&meta.location) {
+                    // The Delta logs are never garbage.
+                    if rel.contains("/_delta_log/") {
+                        continue;
+                    }
                     objects.push((rel.to_owned(), SystemTime::from(meta.last_modified)));
                 }
             }
@@ -811,6 +878,15 @@ fn validate(s: &CheckpointSettings) -> Result<(), CheckpointError> {
             format!("{} is below the minimum of 64 KiB", s.sort_memory_bytes),
         );
     }
+    if s.state_max_files == 0 {
+        return bad("state_max_files", "must be at least 1".into());
+    }
+    if s.state_max_deleted_percent > 100 {
+        return bad(
+            "state_max_deleted_percent",
+            format!("{} is above 100", s.state_max_deleted_percent),
+        );
+    }
     if s.retain_checkpoints == 0 {
         return bad("retain_checkpoints", "must keep at least 1".into());
     }
@@ -838,10 +914,13 @@ fn inflight_path(checkpoint: u64) -> String {
 }
 
 /// The checkpoint that wrote a data object, from its name:
-/// `changelog/epoch=E/part-<checkpoint, 20 digits>-...` or
-/// `state/checkpoint=N/...`.
+/// `changelog/epoch=E/part-<checkpoint, 20 digits>-...`,
+/// `state/checkpoint=N/...` or `state/dv-<N, 20 digits>/...`.
 fn object_checkpoint(relative: &str) -> Option<u64> {
     if let Some(rest) = relative.strip_prefix("state/checkpoint=") {
+        return rest.split('/').next()?.parse().ok();
+    }
+    if let Some(rest) = relative.strip_prefix("state/dv-") {
         return rest.split('/').next()?.parse().ok();
     }
     let rest = relative.strip_prefix("changelog/")?;

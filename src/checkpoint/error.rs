@@ -36,6 +36,19 @@ pub enum CheckpointError {
         /// The checkpoint number both wanted.
         checkpoint: u64,
     },
+    /// The table root holds checkpoints of the layout before Delta Lake
+    /// (`manifests/<N>.json`), which this build neither reads nor extends.
+    #[error(
+        "the table at {store} is in walhouse's old layout ({manifests} manifest(s) under \
+         manifests/, no changelog/_delta_log/): this build reads and writes only Delta Lake \
+         tables; recover it with the walhouse release that wrote it, or start a new table root"
+    )]
+    OldLayout {
+        /// The store's name.
+        store: String,
+        /// Objects found under `manifests/`.
+        manifests: usize,
+    },
     /// The table is owned by another data directory (or its owner object
     /// is gone): this writer must not commit. Nothing was committed; the WAL
     /// is kept.

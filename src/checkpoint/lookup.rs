@@ -40,7 +40,8 @@
 //!   verification by crc32c in recovery accepts.) When the footer is first
 //!   read, a HEAD checks that the object's size is the manifest's.
 //!
-//! Which checkpoint is the newest is found by a LIST of `manifests/`, done
+//! Which checkpoint is the newest is found by a LIST of
+//! `changelog/_delta_log/`, done
 //! again when it is older than [`LookupSettings::relist_after_ms`]; between
 //! LISTs, lookups answer as of the checkpoint last found (a consistent,
 //! possibly older, checkpoint — never a mix). [`CheckpointReader::refresh`]
@@ -67,6 +68,7 @@ use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use serde::{Deserialize, Serialize};
 
 use super::error::CheckpointError;
+use super::delta::{log_dir, parse_log_path, CHANGELOG_TABLE};
 use super::manifest::{load_manifest, DataFile, Manifest};
 use super::parquet::read_error;
 use crate::store::Store;
@@ -100,7 +102,7 @@ impl Default for LookupSettings {
 pub struct LookupStats {
     /// Lookups answered.
     pub lookups: u64,
-    /// LIST requests of `manifests/`.
+    /// LIST requests of `changelog/_delta_log/`.
     pub lists: u64,
     /// Manifests read from the store (cache misses).
     pub manifests_loaded: u64,
@@ -323,7 +325,7 @@ impl CheckpointReader {
         self.refresh().await
     }
 
-    /// Lists `manifests/` now and pins the newest one for later lookups.
+    /// Lists `changelog/_delta_log/` now and pins the newest one for later lookups.
     pub async fn refresh(&self) -> Result<Option<Arc<Manifest>>, CheckpointError> {
         let at = Instant::now();
         let manifest = match self.list_newest().await? {
@@ -375,19 +377,18 @@ impl CheckpointReader {
 
     async fn list_newest(&self) -> Result<Option<(u64, ObjectMeta)>, CheckpointError> {
         bump(&self.counters.lists, 1);
-        let prefix = self.store.path("manifests");
+        let dir = log_dir(CHANGELOG_TABLE);
         let metas: Vec<ObjectMeta> = self
             .store
-            .list_all(&prefix)
+            .list_all(&self.store.path(&dir))
             .await
-            .map_err(|e| CheckpointError::store(&self.store, "list", "manifests/", e))?;
+            .map_err(|e| CheckpointError::store(&self.store, "list", format!("{dir}/"), e))?;
+        // Version 0 creates the table; checkpoints are versions from 1.
         Ok(metas
             .into_iter()
             .filter_map(|m| {
-                let n = self
-                    .store
-                    .relative(&m.location)
-                    .and_then(parse_manifest_name)?;
+                let rel = self.store.relative(&m.location)?;
+                let n = parse_log_path(CHANGELOG_TABLE, rel).filter(|&n| n > 0)?;
                 Some((n, m))
             })
             .max_by_key(|(n, _)| *n))
@@ -707,15 +708,6 @@ fn page_selection(
     ))
 }
 
-/// Parses `manifests/<digits>.json` into its number.
-fn parse_manifest_name(relative: &str) -> Option<u64> {
-    let name = relative.strip_prefix("manifests/")?.strip_suffix(".json")?;
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    name.parse().ok()
-}
-
 /// An [`AsyncFileReader`] over one data file that serves byte ranges from
 /// the cache when it may (`cache` set) and counts what it fetches.
 struct CachedReader {
@@ -798,20 +790,5 @@ impl AsyncFileReader for CachedReader {
             Ok(Arc::new(metadata))
         }
         .boxed()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn manifest_names_parse() {
-        assert_eq!(
-            parse_manifest_name("manifests/00000000000000000007.json"),
-            Some(7)
-        );
-        assert_eq!(parse_manifest_name("manifests/x.json"), None);
-        assert_eq!(parse_manifest_name("manifests/.json"), None);
     }
 }

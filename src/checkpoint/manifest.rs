@@ -1,19 +1,25 @@
-//! The manifest: the single commit point of a checkpoint, written last with a
-//! create-only PUT at `manifests/<N, 20 digits>.json`. There is no "latest"
-//! pointer; the newest checkpoint is found by listing `manifests/`. Its JSON
-//! Schema is `schemas/manifest.schema.json` (a test proves it matches).
+//! The manifest: what walhouse records of a checkpoint. It travels inside
+//! the checkpoint's Delta log entry of the `changelog` table
+//! (`changelog/_delta_log/<N, 20 digits>.json`, field `walhouse` of its
+//! `commitInfo` action), which is the single commit point, written last with
+//! a create-only PUT. There is no "latest" pointer; the newest checkpoint is
+//! found by listing `changelog/_delta_log/`. Its JSON Schema is
+//! `schemas/manifest.schema.json` (a test proves it matches).
 
 use std::collections::BTreeMap;
 
-use object_store::PutPayload;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::delta::{
+    changelog_entry, create_entry, decode_entry, ensure_tables, list_versions, log_path, Created,
+    DeletionVectorDescriptor, CHANGELOG_TABLE,
+};
 use super::error::CheckpointError;
 use crate::store::Store;
 
 /// The manifest format this build writes and reads.
-pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+pub const MANIFEST_FORMAT_VERSION: u32 = 2;
 
 /// One data file of a checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -64,6 +70,41 @@ pub struct StateRef {
     pub deltas: Vec<DataFile>,
     /// Bytes of `deltas`.
     pub delta_bytes: u64,
+    /// The files of the `state` Delta table at this checkpoint (version N),
+    /// each with the deletion vector that marks its replaced and deleted
+    /// rows: their live rows are the state, one row per live key.
+    pub table: Vec<StateFile>,
+}
+
+/// A file of the `state` Delta table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StateFile {
+    /// The Parquet file (sorted by key).
+    pub file: DataFile,
+    /// Its deletion vector, if any row of it is no longer live.
+    pub deletion_vector: Option<StateDv>,
+}
+
+impl StateFile {
+    /// Rows of the file the deletion vector marks deleted.
+    #[must_use]
+    pub fn deleted_rows(&self) -> u64 {
+        self.deletion_vector.as_ref().map_or(0, |dv| {
+            u64::try_from(dv.descriptor.cardinality).unwrap_or(0)
+        })
+    }
+}
+
+/// A deletion vector of a state file: the Delta descriptor and the file that
+/// holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StateDv {
+    /// As the Delta `add` action carries it.
+    pub descriptor: DeletionVectorDescriptor,
+    /// The `deletion_vector_<uuid>.bin` file (rows: 0).
+    pub file: DataFile,
 }
 
 /// Counts of what a checkpoint holds.
@@ -127,7 +168,8 @@ impl Manifest {
         (0..num_cores).map(|c| self.covered_sequence(c)).collect()
     }
 
-    /// Every object the manifest references (changelog, snapshot, deltas).
+    /// Every object the manifest references (changelog, snapshot, deltas,
+    /// the state table's files and deletion vectors).
     #[must_use]
     pub fn referenced_files(&self) -> Vec<&DataFile> {
         let mut files: Vec<&DataFile> = self
@@ -135,6 +177,13 @@ impl Manifest {
             .iter()
             .chain(&self.state.snapshot)
             .chain(&self.state.deltas)
+            .chain(self.state.table.iter().map(|f| &f.file))
+            .chain(
+                self.state
+                    .table
+                    .iter()
+                    .filter_map(|f| f.deletion_vector.as_ref().map(|dv| &dv.file)),
+            )
             .collect();
         files.sort_by(|a, b| a.path.cmp(&b.path));
         files.dedup_by(|a, b| a.path == b.path);
@@ -142,51 +191,46 @@ impl Manifest {
     }
 }
 
-/// Path of manifest `checkpoint` under the table root.
+/// Path of manifest `checkpoint` under the table root: the `changelog`
+/// table's Delta log entry of version `checkpoint`.
 #[must_use]
 pub fn manifest_path(checkpoint: u64) -> String {
-    format!("manifests/{checkpoint:020}.json")
+    log_path(CHANGELOG_TABLE, checkpoint)
 }
 
-/// Parses a manifest path back into its number.
-fn parse_manifest_name(relative: &str) -> Option<u64> {
-    let name = relative.strip_prefix("manifests/")?.strip_suffix(".json")?;
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    name.parse().ok()
-}
-
-fn store_err(
-    store: &Store,
-    op: &'static str,
-    path: &str,
-    source: object_store::Error,
-) -> CheckpointError {
-    CheckpointError::Store {
-        store: store.name().to_owned(),
-        op,
-        path: path.to_owned(),
-        source,
-    }
-}
-
-/// Numbers of every manifest in the store, ascending.
+/// Numbers of every committed checkpoint, ascending (the `changelog`
+/// table's versions from 1; version 0 creates the table).
+///
+/// A table root in the layout before Delta Lake (`manifests/`) is
+/// [`CheckpointError::OldLayout`].
 pub async fn list_manifests(store: &Store) -> Result<Vec<u64>, CheckpointError> {
-    let prefix = store.path("manifests");
-    let metas = store
-        .list_all(&prefix)
-        .await
-        .map_err(|e| CheckpointError::store(store, "list", "manifests/", e))?;
-    let mut numbers: Vec<u64> = metas
-        .iter()
-        .filter_map(|m| store.relative(&m.location).and_then(parse_manifest_name))
-        .collect();
-    numbers.sort_unstable();
+    let mut numbers = list_versions(store, CHANGELOG_TABLE).await?;
+    numbers.retain(|&n| n > 0);
+    if numbers.is_empty() {
+        refuse_old_layout(store).await?;
+    }
     Ok(numbers)
 }
 
-/// Reads and parses manifest `checkpoint`. Unreadable JSON, or a manifest
+/// An error if the table root holds manifests of the layout before Delta
+/// Lake, which this build does not read.
+pub(crate) async fn refuse_old_layout(store: &Store) -> Result<(), CheckpointError> {
+    let old = store
+        .list_all(&store.path("manifests"))
+        .await
+        .map_err(|e| CheckpointError::store(store, "list", "manifests/", e))?;
+    if old.is_empty() {
+        Ok(())
+    } else {
+        Err(CheckpointError::OldLayout {
+            store: store.name().to_owned(),
+            manifests: old.len(),
+        })
+    }
+}
+
+/// Reads and parses manifest `checkpoint` from its Delta log entry.
+/// Unreadable JSON, an entry without walhouse's manifest, or a manifest
 /// whose number or format does not match, is an error naming the object.
 pub async fn load_manifest(store: &Store, checkpoint: u64) -> Result<Manifest, CheckpointError> {
     let rel = manifest_path(checkpoint);
@@ -194,13 +238,32 @@ pub async fn load_manifest(store: &Store, checkpoint: u64) -> Result<Manifest, C
         .get_all(&store.path(&rel))
         .await
         .map_err(|e| CheckpointError::store(store, "get", &rel, e))?;
+    parse_manifest(store, &rel, checkpoint, &bytes)
+}
+
+/// The manifest inside log entry `rel` of checkpoint `checkpoint`.
+pub(crate) fn parse_manifest(
+    store: &Store,
+    rel: &str,
+    checkpoint: u64,
+    bytes: &[u8],
+) -> Result<Manifest, CheckpointError> {
     let corrupt = |reason: String| CheckpointError::CorruptObject {
         store: store.name().to_owned(),
-        path: rel.clone(),
+        path: rel.to_owned(),
         reason,
     };
-    let manifest: Manifest = serde_json::from_slice(&bytes)
-        .map_err(|e| corrupt(format!("invalid manifest JSON: {e}")))?;
+    let lines =
+        decode_entry(bytes).map_err(|e| corrupt(format!("invalid Delta log entry: {e}")))?;
+    let info = lines
+        .into_iter()
+        .find_map(|mut line| line.get_mut("commitInfo").map(serde_json::Value::take))
+        .ok_or_else(|| corrupt("no commitInfo action".into()))?;
+    let walhouse = info.get("walhouse").cloned().ok_or_else(|| {
+        corrupt("commitInfo has no walhouse manifest: not written by walhouse".into())
+    })?;
+    let manifest: Manifest = serde_json::from_value(walhouse)
+        .map_err(|e| corrupt(format!("invalid manifest in commitInfo.walhouse: {e}")))?;
     if manifest.format_version != MANIFEST_FORMAT_VERSION {
         return Err(corrupt(format!(
             "manifest format {} (this build reads {MANIFEST_FORMAT_VERSION})",
@@ -224,56 +287,36 @@ pub async fn latest_manifest(store: &Store) -> Result<Option<Manifest>, Checkpoi
     }
 }
 
-/// Commits `manifest` with a create-only PUT ([`Store::put_create_durable`]:
-/// on a local store the manifest is durable, and whole, before its name
-/// appears). Durable on `Ok`.
+/// Commits `manifest`: one create-only PUT of the `changelog` table's log
+/// entry of version `manifest.checkpoint` (its changelog files as `add`
+/// actions, each source's offset as a `txn` action, the manifest in
+/// `commitInfo.walhouse`), durable on `Ok` ([`Store::put_create_durable`]).
+/// Before checkpoint 1, version 0 of both tables is created (an existing
+/// one is kept if it is walhouse's).
 ///
-/// A conflict (the object exists) means another writer won:
-/// [`CheckpointError::ManifestConflict`]. An ambiguous outcome (an error
-/// after which the PUT may have happened, such as a timeout) is resolved by
-/// reading the object back: ours if the bytes are the same, a conflict if
-/// they differ, the original error if it is absent.
+/// The `state` table's entry of the same version is not written here: see
+/// [`Checkpointer`](super::Checkpointer), which completes it right after,
+/// and again before the next checkpoint or at recovery if a crash came
+/// between.
+///
+/// A conflict (another entry of this version exists) means another writer
+/// won: [`CheckpointError::ManifestConflict`]. An ambiguous outcome (an
+/// error after which the PUT may have happened, such as a timeout) is
+/// resolved by reading the object back: ours if the bytes are the same, a
+/// conflict if they differ, the original error if it is absent.
 pub async fn commit_manifest(store: &Store, manifest: &Manifest) -> Result<(), CheckpointError> {
-    let rel = manifest_path(manifest.checkpoint);
-    let path = store.path(&rel);
-    let body = serde_json::to_vec_pretty(manifest)
-        .map_err(|e| CheckpointError::Task(format!("cannot encode manifest: {e}")))?;
-    let conflict = || CheckpointError::ManifestConflict {
-        store: store.name().to_owned(),
-        path: rel.clone(),
-        checkpoint: manifest.checkpoint,
-    };
-    // Durable before its name appears (on a local store): a crash between
-    // the PUT and `Store::make_durable` must not leave an empty newest
-    // manifest, which recovery refuses.
-    match store
-        .put_create_durable(&rel, PutPayload::from(body.clone()))
-        .await
-    {
-        Ok(()) => Ok(()),
-        Err(object_store::Error::AlreadyExists { .. }) => {
-            // A retried PUT of ours may also land here: compare.
-            match read_back(store, &path).await {
-                Ok(Some(existing)) if existing == body => Ok(()),
-                _ => Err(conflict()),
-            }
-        }
-        Err(e) => match read_back(store, &path).await {
-            Ok(Some(existing)) if existing == body => Ok(()),
-            Ok(Some(_)) => Err(conflict()),
-            _ => Err(store_err(store, "create-only put", &rel, e)),
-        },
+    if manifest.checkpoint == 1 {
+        ensure_tables(store).await?;
     }
-}
-
-async fn read_back(
-    store: &Store,
-    path: &object_store::path::Path,
-) -> Result<Option<Vec<u8>>, object_store::Error> {
-    match store.get_all(path).await {
-        Ok(got) => Ok(Some(got.to_vec())),
-        Err(e) if matches!(e.source, object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(e.source),
+    let rel = manifest_path(manifest.checkpoint);
+    let body = changelog_entry(manifest)?;
+    match create_entry(store, &rel, body).await? {
+        Created::Ours => Ok(()),
+        Created::Theirs(_) => Err(CheckpointError::ManifestConflict {
+            store: store.name().to_owned(),
+            path: rel,
+            checkpoint: manifest.checkpoint,
+        }),
     }
 }
 
@@ -288,14 +331,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn manifest_names_sort_and_parse() {
-        assert_eq!(manifest_path(7), "manifests/00000000000000000007.json");
+    fn a_manifest_is_the_changelog_tables_log_entry() {
         assert_eq!(
-            parse_manifest_name(&manifest_path(u64::MAX)),
-            Some(u64::MAX)
+            manifest_path(7),
+            "changelog/_delta_log/00000000000000000007.json"
         );
-        assert_eq!(parse_manifest_name("manifests/x.json"), None);
-        assert_eq!(parse_manifest_name("manifests/.json"), None);
     }
 
     #[test]

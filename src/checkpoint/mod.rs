@@ -1,18 +1,22 @@
-//! Lakehouse checkpoints: sealed WAL epochs become Parquet tables on an
-//! object store, committed by a manifest written last with a create-only PUT.
+//! Lakehouse checkpoints: sealed WAL epochs become two Delta Lake tables on
+//! an object store; checkpoint N is Delta version N of both, committed by
+//! one create-only PUT of the `changelog` table's log entry.
 //!
 //! Layout under the table root (see `../shared/DESIGN.md`):
 //!
 //! ```text
-//! changelog/epoch=<E>/part-<checkpoint>-<n>-<unique>.parquet   every operation of epoch E
-//! state/checkpoint=<N>/part-<n>-<unique>.parquet               snapshot: latest value per key, sorted by key
-//! manifests/<N, 20 digits>.json                                commit point
+//! changelog/_delta_log/<N, 20 digits>.json                     commit point of checkpoint N (manifest in commitInfo.walhouse)
+//! changelog/epoch=<E>/part-<checkpoint>-<n>-<unique>.parquet   every operation of epoch E (partition `epoch`)
+//! state/_delta_log/<N, 20 digits>.json                         the state table's version N (follows from the manifests)
+//! state/checkpoint=<N>/part-<n>-<unique>.parquet               a snapshot (all live keys) or the changes of checkpoint N, sorted by key
+//! state/dv-<N, 20 digits>/deletion_vector_<uuid>.bin         rows of older state files that checkpoint N replaced or deleted
 //! _walhouse/inflight/<N, 20 digits>.json                       checkpoint N is running (gc keeps its objects)
 //! _walhouse/owner.json                                         the data directory that owns the table
 //! ```
 
 mod commit;
 mod coordinator;
+mod delta;
 mod error;
 mod lookup;
 mod manifest;
@@ -26,12 +30,13 @@ pub use commit::{
     CheckpointOutcome, Checkpointer, GcReport, VerifyReport, MIN_GC_GRACE_SECS, STALE_MARKER_SECS,
 };
 pub use coordinator::PerCoreCheckpointCoordinator;
+pub use delta::{DeletionVectorDescriptor, CHANGELOG_TABLE, EPOCH_PARTITION, STATE_TABLE};
 pub use error::CheckpointError;
 pub use lookup::{CheckpointReader, LookupSettings, LookupStats};
 pub use manifest::{
     commit_manifest, latest_manifest, list_manifests, load_manifest, manifest_json_schema,
-    manifest_path, CheckpointStats, CoreCoverage, DataFile, EpochRange, Manifest, StateRef,
-    MANIFEST_FORMAT_VERSION,
+    manifest_path, CheckpointStats, CoreCoverage, DataFile, EpochRange, Manifest, StateDv,
+    StateFile, StateRef, MANIFEST_FORMAT_VERSION,
 };
 pub use owner::{TableOwner, OWNER_FORMAT_VERSION, OWNER_PATH};
 pub use recover::{recover, Recovered};
@@ -58,6 +63,13 @@ pub struct CheckpointSettings {
     /// A full state snapshot once the changelog since the last one passes
     /// this many bytes. Default: 1 GiB.
     pub snapshot_delta_bytes: u64,
+    /// The `state` table is compacted (the next checkpoint writes a full
+    /// snapshot) once it holds more files than this. Default: 16.
+    pub state_max_files: usize,
+    /// The `state` table is compacted once more than this percentage of
+    /// the rows of its files are marked deleted by deletion vectors
+    /// (replaced or deleted keys), which readers read and skip. Default: 30.
+    pub state_max_deleted_percent: u32,
     /// Memory for sorting the delta when building a snapshot; beyond it,
     /// sorted runs spill to local temporary files. Default: 64 MiB.
     pub sort_memory_bytes: usize,
@@ -129,6 +141,8 @@ impl Default for CheckpointSettings {
             upload_part_bytes: 8 << 20,
             snapshot_every: 8,
             snapshot_delta_bytes: 1 << 30,
+            state_max_files: 16,
+            state_max_deleted_percent: 30,
             sort_memory_bytes: 64 << 20,
             retain_checkpoints: 3,
             gc_grace_secs: 3600,

@@ -30,7 +30,7 @@ use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutOptions, Put
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnWriter, ArrowLeafColumn};
 use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStream};
-use parquet::arrow::{ArrowWriter, ParquetRecordBatchStreamBuilder};
+use parquet::arrow::{ArrowWriter, ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
@@ -49,9 +49,9 @@ mod compression;
 
 use compression::Factories;
 
-pub(crate) use changelog::{
-    write_changelog, write_changelog_tee, ChangelogBatch, ChangelogSummary,
-};
+#[cfg(test)]
+pub(crate) use changelog::write_changelog;
+pub(crate) use changelog::{write_changelog_tee, ChangelogBatch, ChangelogSummary};
 
 /// Multipart parts uploading at once per file; with the part being filled,
 /// an upload holds at most this many + 1 parts of `upload_part_bytes`.
@@ -855,6 +855,17 @@ pub(crate) async fn open_parquet_stream(
     store: &Store,
     file: &DataFile,
 ) -> Result<ParquetRecordBatchStream<StoreReader>, CheckpointError> {
+    open_parquet_columns(store, file, None).await
+}
+
+/// [`open_parquet_stream`] of only the top-level columns `columns` (all
+/// when `None`); a column the file lacks is
+/// [`CheckpointError::CorruptObject`].
+pub(crate) async fn open_parquet_columns(
+    store: &Store,
+    file: &DataFile,
+    columns: Option<&[&str]>,
+) -> Result<ParquetRecordBatchStream<StoreReader>, CheckpointError> {
     let path = store.path(&file.path);
     let meta = store
         .head(&path)
@@ -875,9 +886,29 @@ pub(crate) async fn open_parquet_stream(
         path,
         size: file.size,
     };
-    ParquetRecordBatchStreamBuilder::new(reader)
+    let builder = ParquetRecordBatchStreamBuilder::new(reader)
         .await
-        .and_then(ParquetRecordBatchStreamBuilder::build)
+        .map_err(|e| read_error(store, &file.path, e))?;
+    let builder = match columns {
+        None => builder,
+        Some(names) => {
+            let mut roots = Vec::with_capacity(names.len());
+            for name in names {
+                let index = builder.schema().index_of(name).map_err(|_| {
+                    CheckpointError::CorruptObject {
+                        store: store.name().to_owned(),
+                        path: file.path.clone(),
+                        reason: format!("no column `{name}`"),
+                    }
+                })?;
+                roots.push(index);
+            }
+            let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+            builder.with_projection(mask)
+        }
+    };
+    builder
+        .build()
         .map_err(|e| read_error(store, &file.path, e))
 }
 

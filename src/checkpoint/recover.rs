@@ -1,16 +1,19 @@
-//! Recovery: the newest checkpoint from the store, then the local WAL tail.
+//! Recovery: the newest checkpoint from the store (the `state` Delta table
+//! at its version, deletion vectors applied), then the local WAL tail.
 //!
 //! The newest manifest is the only one used: if it cannot be (unreadable
 //! JSON, a referenced object missing or not matching its size and crc32c),
 //! recovery fails naming the object. It never falls back to an older
 //! checkpoint, which would lack acknowledged data.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path as FsPath;
 
-use arrow_array::{Array, BinaryArray, RecordBatch, StringArray};
+use arrow_array::{BinaryArray, RecordBatch};
 use futures::TryStreamExt;
+use roaring::RoaringTreemap;
 
+use super::delta::{ensure_state_version, read_existing};
 use super::error::CheckpointError;
 use super::manifest::{latest_manifest, DataFile, Manifest};
 use super::parquet::{file_crc32c, open_parquet_stream, read_error};
@@ -75,6 +78,9 @@ pub async fn recover(
     let mut objects_verified = 0;
     let loaded = async {
         if let Some(m) = &manifest {
+            // A crash between the commit and the state table's entry left
+            // it to write: readers of the state table see this version too.
+            ensure_state_version(store, m).await?;
             objects_verified = verify_all(store, m).await?;
             load_state(store, m, &mut base).await?;
             base.source_offsets = m.source_offsets.clone().into_iter().collect();
@@ -127,10 +133,18 @@ fn wal_exists(dir: &FsPath) -> bool {
     std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some())
 }
 
-/// Checks every referenced object's size and crc32c; the first mismatch or
-/// missing object is an error naming it.
+/// Checks the size and crc32c of every object recovery reads (the state
+/// table's files and deletion vectors); the first mismatch or missing
+/// object is an error naming it.
 async fn verify_all(store: &Store, manifest: &Manifest) -> Result<usize, CheckpointError> {
-    let files = manifest.referenced_files();
+    let mut files: Vec<&DataFile> = manifest
+        .state
+        .table
+        .iter()
+        .flat_map(|f| std::iter::once(&f.file).chain(f.deletion_vector.as_ref().map(|d| &d.file)))
+        .collect();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    files.dedup_by(|a, b| a.path == b.path);
     for file in &files {
         let (size, crc) = file_crc32c(store, &file.path).await?;
         if size != file.size || crc != file.crc32c {
@@ -147,59 +161,46 @@ async fn verify_all(store: &Store, manifest: &Manifest) -> Result<usize, Checkpo
     Ok(files.len())
 }
 
-/// The snapshot, then the deltas in order.
+/// The state table at the manifest's version: the live rows (those no
+/// deletion vector marks) of every file. The snapshot's files are sorted
+/// and disjoint, so their rows go to one arena in order; the rows of the
+/// files of later checkpoints (their changes) are applied over it.
 async fn load_state(
     store: &Store,
     manifest: &Manifest,
     out: &mut PerCoreRecoveredState,
 ) -> Result<(), CheckpointError> {
-    // The snapshot is sorted by key: its pairs go to one arena, in order.
     let mut snapshot = StateMapBuilder::new();
-    for file in &manifest.state.snapshot {
+    let mut changes: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+    let mut vectors = HashMap::new();
+    for entry in &manifest.state.table {
+        let file = &entry.file;
+        let deleted = match &entry.deletion_vector {
+            Some(dv) => read_existing(store, dv, &mut vectors).await?,
+            None => RoaringTreemap::new(),
+        };
+        let in_snapshot = manifest.state.snapshot.iter().any(|f| f.path == file.path);
+        let mut row = 0_u64;
         for_each_batch(store, file, |batch| {
             let (keys, values) = (
                 binary(store, file, batch, "key")?,
                 binary(store, file, batch, "value")?,
             );
-            snapshot.reserve(
-                batch.num_rows(),
-                keys.value_data().len() + values.value_data().len(),
-            );
-            for r in 0..batch.num_rows() {
-                snapshot.push(keys.value(r), values.value(r));
+            if in_snapshot {
+                snapshot.reserve(
+                    batch.num_rows(),
+                    keys.value_data().len() + values.value_data().len(),
+                );
             }
-            Ok(())
-        })
-        .await?;
-    }
-    // The deltas, in order (the last change of a key wins), then applied
-    // to the snapshot in one merge.
-    let mut changes: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-    for file in &manifest.state.deltas {
-        for_each_batch(store, file, |batch| {
-            let keys = binary(store, file, batch, "key")?;
-            let values = binary(store, file, batch, "value")?;
-            let ops = batch
-                .column_by_name("op")
-                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-                .ok_or_else(|| corrupt(store, file, "no utf8 column `op`".into()))?;
             for r in 0..batch.num_rows() {
-                match ops.value(r) {
-                    "put" if !keys.is_null(r) && !values.is_null(r) => {
+                if !deleted.contains(row) {
+                    if in_snapshot {
+                        snapshot.push(keys.value(r), values.value(r));
+                    } else {
                         changes.insert(keys.value(r).to_vec(), Some(values.value(r).to_vec()));
                     }
-                    "delete" if !keys.is_null(r) => {
-                        changes.insert(keys.value(r).to_vec(), None);
-                    }
-                    "put" | "delete" => {
-                        return Err(corrupt(
-                            store,
-                            file,
-                            format!("{} row {r} lacks a key or value", ops.value(r)),
-                        ))
-                    }
-                    _ => {}
                 }
+                row += 1;
             }
             Ok(())
         })

@@ -82,6 +82,59 @@ pub(crate) struct SnapshotSummary {
     pub(crate) keys: u64,
     /// Figures of the external sort (runs spilled, memory high-water mark).
     pub(crate) sort: SortStats,
+    /// Every key the deltas put or deleted, in key order, when asked for
+    /// ([`Build::Changes`]).
+    pub(crate) touched: Option<TouchedKeys>,
+}
+
+/// What a state build writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Build {
+    /// The full state: base and deltas merged.
+    Snapshot,
+    /// Only what the deltas changed (the base is empty): their live puts as
+    /// files, and every key they touched in [`SnapshotSummary::touched`].
+    Changes,
+}
+
+/// Keys in increasing order, in one arena.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct TouchedKeys {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl TouchedKeys {
+    /// Appends `key`, which must follow every key pushed before.
+    pub(crate) fn push(&mut self, key: &[u8]) {
+        self.bytes.extend_from_slice(key);
+        self.ends.push(self.bytes.len());
+    }
+
+    /// Number of keys.
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Key `i` (`i < len()`).
+    pub(crate) fn get(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+
+    /// The first index whose key is not less than `key`, from `from` on.
+    pub(crate) fn seek(&self, from: usize, key: &[u8]) -> usize {
+        let (mut lo, mut hi) = (from, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.get(mid) < key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
 }
 
 /// Builds the full snapshot of checkpoint `checkpoint` from the previous
@@ -111,7 +164,16 @@ pub(crate) async fn build_snapshot(
     deltas: &[DataFile],
     settings: &CheckpointSettings,
 ) -> Result<SnapshotSummary, CheckpointError> {
-    build_snapshot_fed(store, checkpoint, base, deltas, None, settings).await
+    build_snapshot_fed(
+        store,
+        checkpoint,
+        base,
+        deltas,
+        None,
+        settings,
+        Build::Snapshot,
+    )
+    .await
 }
 
 /// [`build_snapshot`] where the newest delta is not a file but the batches
@@ -128,6 +190,7 @@ pub(crate) async fn build_snapshot_fed(
     deltas: &[DataFile],
     current: Option<mpsc::Receiver<ChangelogBatch>>,
     settings: &CheckpointSettings,
+    build: Build,
 ) -> Result<SnapshotSummary, CheckpointError> {
     let schema = state_schema();
     let mut delta_paths: Vec<String> = deltas.iter().map(|f| f.path.clone()).collect();
@@ -144,6 +207,7 @@ pub(crate) async fn build_snapshot_fed(
             ..SortConfig::for_budget(settings.sort_memory_bytes)
         },
         batch_rows: settings.row_group_rows.max(1),
+        build,
     };
     let (input_tx, input_rx) = mpsc::channel(CHANNEL_BATCHES);
     let (output_tx, output_rx) = mpsc::channel(CHANNEL_BATCHES);
@@ -194,6 +258,7 @@ pub(crate) async fn build_snapshot_fed(
                 files,
                 keys: outcome.keys,
                 sort: outcome.sort,
+                touched: outcome.touched,
             })
         }
         Err(e) => {
@@ -385,6 +450,8 @@ struct WorkerContext {
     sort: SortConfig,
     /// Rows per output batch.
     batch_rows: usize,
+    /// What to build.
+    build: Build,
 }
 
 impl WorkerContext {
@@ -404,6 +471,8 @@ struct WorkerOutcome {
     keys: u64,
     /// Figures of the sort.
     sort: SortStats,
+    /// The keys touched, for [`Build::Changes`].
+    touched: Option<TouchedKeys>,
 }
 
 /// The error of a worker whose reader or writer went away: the other side's
@@ -439,6 +508,7 @@ fn run_worker(
     let mut base = BaseCursor::default();
     let mut builder = StateBatchBuilder::new(context);
     let mut keys = 0_u64;
+    let mut touched = (context.build == Build::Changes).then(TouchedKeys::default);
     loop {
         base.fill(&mut input, context)?;
         let step = match (newest.current(), base.current()) {
@@ -453,6 +523,9 @@ fn run_worker(
         };
         if matches!(step, Step::Delta | Step::Both) {
             if let Some(op) = newest.current() {
+                if let Some(t) = touched.as_mut() {
+                    t.push(op.key);
+                }
                 if let Some(value) = op.value {
                     builder.append(op.key, value, op.epoch);
                     keys += 1;
@@ -479,6 +552,7 @@ fn run_worker(
     Ok(WorkerOutcome {
         keys,
         sort: newest.stats(),
+        touched,
     })
 }
 

@@ -404,9 +404,9 @@ fn run(cli: Cli) -> CliResult {
             rt.block_on(checkpointer.store().probe())?;
             let report = rt.block_on(checkpointer.gc())?;
             println!(
-                "kept checkpoints {}; removed manifests {}; removed {} objects and {} staging files of interrupted uploads; kept {} unreferenced objects still in their grace period and {} of a running checkpoint",
+                "kept checkpoints {} readable; expired {} (their state files go, their log entries stay); removed {} objects and {} staging files of interrupted uploads; kept {} unreferenced objects still in their grace period and {} of a running checkpoint",
                 list(&report.retained),
-                list(&report.manifests_removed),
+                list(&report.versions_expired),
                 report.objects_removed.len(),
                 report.staging_files_removed.len(),
                 report.objects_in_grace,

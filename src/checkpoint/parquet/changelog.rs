@@ -501,6 +501,7 @@ async fn write_batches(
     Ok(())
 }
 
+#[cfg(test)]
 /// Writes every entry of `stream` to `changelog/epoch=<E>/part-<checkpoint,
 /// 20 digits>-<n, 4 digits>-<uuid>.parquet` files, one or more per epoch, in
 /// merge order.
@@ -514,6 +515,7 @@ async fn write_batches(
 /// local store: see [`Store::make_durable`]). On error (merge, encoding or
 /// store), the open upload is aborted and the merge stopped; files finished
 /// before remain as orphans for GC, and no manifest may reference them.
+#[cfg(test)]
 pub(crate) async fn write_changelog(
     store: &Store,
     checkpoint: u64,

@@ -1,0 +1,270 @@
+//! The log entries walhouse writes: version 0 of both tables, the
+//! `changelog` entry of a checkpoint (its commit point) and the `state`
+//! entry that follows from two manifests.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::log::{
+    create_entry, decode_entry, encode_entry, log_path, millis_of, schema_string, Action, Add,
+    Created, Format, Metadata, Protocol, Remove, Txn, CHANGELOG_TABLE, EPOCH_PARTITION,
+    STATE_TABLE,
+};
+use crate::checkpoint::error::CheckpointError;
+use crate::checkpoint::manifest::{load_manifest, Manifest, StateFile};
+use crate::checkpoint::schema::{changelog_schema, state_schema, SCHEMA_VERSION};
+use crate::store::Store;
+
+/// `engineInfo` of every commit.
+const ENGINE: &str = concat!("walhouse/", env!("CARGO_PKG_VERSION"));
+
+/// Table property naming the walhouse table (`changelog` or `state`).
+const TABLE_PROPERTY: &str = "walhouse.table";
+
+/// Version 0 of `table`: protocol, schema and properties.
+fn create_actions(table: &str, now_ms: i64) -> Vec<Action> {
+    let (protocol, schema, partitions, mut configuration, description) = match table {
+        CHANGELOG_TABLE => (
+            // delta.appendOnly needs writer version 2; reader version 1
+            // keeps the table readable by every Delta reader.
+            Protocol {
+                min_reader_version: 1,
+                min_writer_version: 2,
+                reader_features: None,
+                writer_features: None,
+            },
+            schema_string(&changelog_schema(), &[EPOCH_PARTITION]),
+            vec![EPOCH_PARTITION.to_owned()],
+            BTreeMap::from([("delta.appendOnly".to_owned(), "true".to_owned())]),
+            "every put, delete and commit walhouse checkpointed, in WAL merge order",
+        ),
+        _ => (
+            Protocol {
+                min_reader_version: 3,
+                min_writer_version: 7,
+                reader_features: Some(vec!["deletionVectors".into()]),
+                writer_features: Some(vec!["deletionVectors".into()]),
+            },
+            schema_string(&state_schema(), &[]),
+            Vec::new(),
+            BTreeMap::from([("delta.enableDeletionVectors".to_owned(), "true".to_owned())]),
+            "one row per live key: the latest value as of the checkpoint (Delta version)",
+        ),
+    };
+    configuration.insert(TABLE_PROPERTY.to_owned(), table.to_owned());
+    configuration.insert(
+        "walhouse.schemaVersion".to_owned(),
+        SCHEMA_VERSION.to_string(),
+    );
+    vec![
+        Action::CommitInfo(json!({
+            "timestamp": now_ms,
+            "operation": "CREATE TABLE",
+            "operationParameters": {"mode": "ErrorIfExists", "location": table},
+            "isBlindAppend": true,
+            "engineInfo": ENGINE,
+        })),
+        Action::Protocol(protocol),
+        Action::Metadata(Metadata {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: table.to_owned(),
+            description: description.to_owned(),
+            format: Format {
+                provider: "parquet".into(),
+                options: BTreeMap::new(),
+            },
+            schema_string: schema,
+            partition_columns: partitions,
+            configuration,
+            created_time: now_ms,
+        }),
+    ]
+}
+
+/// Creates version 0 of both tables unless it exists. An existing version
+/// 0 is kept if walhouse wrote it (a crash after it, before checkpoint 1
+/// committed); anything else is an error naming the object.
+pub(crate) async fn ensure_tables(store: &Store) -> Result<(), CheckpointError> {
+    let now = chrono::Utc::now().timestamp_millis();
+    for table in [CHANGELOG_TABLE, STATE_TABLE] {
+        let rel = log_path(table, 0);
+        let body = encode_entry(&create_actions(table, now));
+        if let Created::Theirs(existing) = create_entry(store, &rel, body).await? {
+            if !is_walhouse_table(&existing, table) {
+                return Err(CheckpointError::CorruptObject {
+                    store: store.name().to_owned(),
+                    path: rel,
+                    reason: format!(
+                        "version 0 exists but does not create walhouse's {table} table \
+                         (no metaData with {TABLE_PROPERTY} = {table}): another program's \
+                         table is at this root"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_walhouse_table(entry: &[u8], table: &str) -> bool {
+    decode_entry(entry).is_ok_and(|lines| {
+        lines.iter().any(|line| {
+            line.pointer(&format!("/metaData/configuration/{TABLE_PROPERTY}"))
+                .and_then(serde_json::Value::as_str)
+                == Some(table)
+        })
+    })
+}
+
+/// `relative` (under the table root) as a path under `table`'s folder.
+fn in_table<'a>(table: &str, relative: &'a str) -> &'a str {
+    relative
+        .strip_prefix(table)
+        .and_then(|r| r.strip_prefix('/'))
+        .unwrap_or(relative)
+}
+
+/// The epoch partition of a changelog file (`changelog/epoch=<E>/...`).
+fn epoch_of(relative: &str) -> Option<String> {
+    let rest = relative.strip_prefix("changelog/epoch=")?;
+    let epoch = rest.split('/').next()?;
+    epoch.parse::<u64>().ok().map(|e| e.to_string())
+}
+
+fn stats(rows: u64) -> String {
+    format!("{{\"numRecords\":{rows}}}")
+}
+
+fn txns(manifest: &Manifest, now_ms: i64) -> impl Iterator<Item = Action> + '_ {
+    manifest
+        .source_offsets
+        .iter()
+        .map(move |(source, &offset)| {
+            Action::Txn(Txn {
+                app_id: source.clone(),
+                version: i64::try_from(offset).unwrap_or(i64::MAX),
+                last_updated: now_ms,
+            })
+        })
+}
+
+/// The `changelog` table's log entry of checkpoint `manifest.checkpoint`:
+/// `commitInfo` (with the manifest in `walhouse`), a `txn` per source and an
+/// `add` per changelog file.
+pub(crate) fn changelog_entry(manifest: &Manifest) -> Result<Vec<u8>, CheckpointError> {
+    let ts = millis_of(&manifest.created_at);
+    let walhouse = serde_json::to_value(manifest)
+        .map_err(|e| CheckpointError::Task(format!("cannot encode manifest: {e}")))?;
+    let mut actions = vec![Action::CommitInfo(json!({
+        "timestamp": ts,
+        "operation": "WRITE",
+        "operationParameters": {"mode": "Append", "partitionBy": "[\"epoch\"]"},
+        "isBlindAppend": true,
+        "engineInfo": ENGINE,
+        "walhouse": walhouse,
+    }))];
+    actions.extend(txns(manifest, ts));
+    for file in &manifest.changelog {
+        actions.push(Action::Add(Add {
+            path: in_table(CHANGELOG_TABLE, &file.path).to_owned(),
+            partition_values: BTreeMap::from([(EPOCH_PARTITION.to_owned(), epoch_of(&file.path))]),
+            size: i64::try_from(file.size).unwrap_or(i64::MAX),
+            modification_time: ts,
+            data_change: true,
+            stats: Some(stats(file.rows)),
+            deletion_vector: None,
+        }));
+    }
+    Ok(encode_entry(&actions))
+}
+
+/// The `state` table's log entry of checkpoint `manifest.checkpoint`, from
+/// its state files and those of the checkpoint before (`previous`): a
+/// `remove` of every file (with the deletion vector it was added with) that
+/// is gone or whose deletion vector changed, an `add` of every new file or
+/// new deletion vector. A pure function of the two manifests, so writing it
+/// again after a crash gives the same bytes.
+fn state_entry(manifest: &Manifest, previous: Option<&Manifest>) -> Vec<u8> {
+    let ts = millis_of(&manifest.created_at);
+    let before: &[StateFile] = previous.map_or(&[], |p| p.state.table.as_slice());
+    let after = &manifest.state.table;
+    let mut actions = vec![Action::CommitInfo(json!({
+        "timestamp": ts,
+        "operation": "MERGE",
+        "operationParameters": {"predicate": "key"},
+        "isBlindAppend": false,
+        "engineInfo": ENGINE,
+        "walhouse": {"checkpoint": manifest.checkpoint},
+    }))];
+    actions.extend(txns(manifest, ts));
+    for old in before.iter().filter(|f| !after.contains(f)) {
+        actions.push(Action::Remove(Remove {
+            path: in_table(STATE_TABLE, &old.file.path).to_owned(),
+            deletion_timestamp: ts,
+            data_change: true,
+            extended_file_metadata: true,
+            partition_values: BTreeMap::new(),
+            size: i64::try_from(old.file.size).unwrap_or(i64::MAX),
+            deletion_vector: old.deletion_vector.as_ref().map(|d| d.descriptor.clone()),
+        }));
+    }
+    for new in after.iter().filter(|f| !before.contains(f)) {
+        actions.push(Action::Add(Add {
+            path: in_table(STATE_TABLE, &new.file.path).to_owned(),
+            partition_values: BTreeMap::new(),
+            size: i64::try_from(new.file.size).unwrap_or(i64::MAX),
+            modification_time: ts,
+            data_change: true,
+            stats: Some(stats(new.file.rows)),
+            deletion_vector: new.deletion_vector.as_ref().map(|d| d.descriptor.clone()),
+        }));
+    }
+    encode_entry(&actions)
+}
+
+/// Writes the `state` table's entry of checkpoint `manifest.checkpoint`
+/// unless it exists with the same bytes; `previous` is the manifest of the
+/// checkpoint before (`None` for checkpoint 1). Durable on `Ok`. A
+/// different entry of that version is [`CheckpointError::ManifestConflict`].
+pub(crate) async fn complete_state_version(
+    store: &Store,
+    manifest: &Manifest,
+    previous: Option<&Manifest>,
+) -> Result<(), CheckpointError> {
+    let rel = log_path(STATE_TABLE, manifest.checkpoint);
+    let body = state_entry(manifest, previous);
+    match create_entry(store, &rel, body).await? {
+        Created::Ours => Ok(()),
+        Created::Theirs(_) => Err(CheckpointError::ManifestConflict {
+            store: store.name().to_owned(),
+            path: rel,
+            checkpoint: manifest.checkpoint,
+        }),
+    }
+}
+
+/// Writes the `state` table's entry of checkpoint `manifest.checkpoint` if
+/// it is missing (a crash came between the commit and it), reading the
+/// manifest of the checkpoint before to derive it. One HEAD when it exists.
+pub(crate) async fn ensure_state_version(
+    store: &Store,
+    manifest: &Manifest,
+) -> Result<(), CheckpointError> {
+    let rel = log_path(STATE_TABLE, manifest.checkpoint);
+    match store.head(&store.path(&rel)).await {
+        Ok(_) => return Ok(()),
+        Err(e) if matches!(e.source, object_store::Error::NotFound { .. }) => {}
+        Err(e) => return Err(CheckpointError::store(store, "head", &rel, e)),
+    }
+    let previous = match manifest.checkpoint {
+        0 | 1 => None,
+        n => Some(load_manifest(store, n - 1).await?),
+    };
+    tracing::info!(
+        checkpoint = manifest.checkpoint,
+        path = rel,
+        "completing the state table's entry of a committed checkpoint"
+    );
+    complete_state_version(store, manifest, previous.as_ref()).await
+}
