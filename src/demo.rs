@@ -63,15 +63,18 @@ pub struct DemoReport {
     pub checkpoint: Duration,
     /// The committed manifest.
     pub manifest: Manifest,
+    /// The manifest of the second checkpoint (the first tail's overwrites
+    /// and deletes).
+    pub second: Manifest,
     /// Bytes of Parquet written.
     pub checkpoint_bytes: u64,
     /// WAL segment files removed after the commit.
     pub removed_segments: usize,
     /// The store holding the tables.
     pub table: String,
-    /// Records written after the checkpoint (the WAL tail).
+    /// Records written after the second checkpoint (the WAL tail).
     pub tail: u64,
-    /// Time to recover from the checkpoint plus the WAL tail.
+    /// Time to recover from the second checkpoint plus the WAL tail.
     pub full_recovery: Duration,
     /// WAL entries that recovery replayed on top of the checkpoint.
     pub full_recovery_replayed: usize,
@@ -160,12 +163,16 @@ fn ingest(
 
 /// Writes 1 % of the records again after the checkpoint through the
 /// thread-per-core [`Ingester`] (durable acknowledgements, group commit):
-/// overwrites and deletes of existing keys, applied to `model` too.
+/// overwrites and deletes of existing keys (other keys in each `round`),
+/// applied to `model` too. With `checkpoint`, the ingester checkpoints them
+/// when it shuts down and returns that checkpoint.
 async fn write_tail(
     store: &Store,
     model: &mut BTreeMap<Vec<u8>, Vec<u8>>,
     opts: &DemoOptions,
-) -> Result<u64, DemoError> {
+    round: u64,
+    checkpoint: bool,
+) -> Result<(u64, Option<crate::checkpoint::CheckpointOutcome>), DemoError> {
     let settings = IngestSettings {
         cores: opts.cores,
         pin_threads: false,
@@ -182,12 +189,12 @@ async fn write_tail(
     let mut batch = Vec::new();
     for i in 0..tail {
         let core = usize::try_from(i).unwrap_or(0) % opts.cores;
-        let (key, _) = record(core, i * 3);
+        let (key, _) = record(core, i * 3 + round);
         if i % 5 == 4 {
             model.remove(&key);
             batch.push(WriteOp::Delete { key });
         } else {
-            let value = format!("tail-{i}").into_bytes();
+            let value = format!("tail{round}-{i}").into_bytes();
             model.insert(key.clone(), value.clone());
             batch.push(WriteOp::Put { key, value });
         }
@@ -196,8 +203,8 @@ async fn write_tail(
         }
     }
     ingester.put_batch(batch).await?;
-    ingester.shutdown(false).await?;
-    Ok(tail)
+    let report = ingester.shutdown(checkpoint).await?;
+    Ok((tail, report.final_checkpoint))
 }
 
 /// The last write of every key the ingest wrote (`None`: deleted).
@@ -287,17 +294,27 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
         .zip(&base_sequence)
         .all(|(n, b)| *n > *b);
 
-    // A WAL tail after the checkpoint: overwrite and delete a few keys of
-    // every core, then restart and recover from the checkpoint plus the tail.
+    // Checkpoint 2: overwrite and delete a few keys of every core; the
+    // state table's version 2 adds them as a new file and marks their old
+    // rows in deletion vectors over checkpoint 1's snapshot.
     let mut model: BTreeMap<Vec<u8>, Vec<u8>> =
         live.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
     drop(manager);
-    let tail = runtime.block_on(write_tail(checkpointer.store(), &mut model, opts))?;
+    let (_, second) =
+        runtime.block_on(write_tail(checkpointer.store(), &mut model, opts, 0, true))?;
+    let second = second.ok_or("the second checkpoint found nothing to checkpoint")?;
+    verified &= runtime.block_on(checkpointer.verify(None))?.is_ok();
+    verified &= second.manifest.checkpoint == outcome.manifest.checkpoint + 1;
+
+    // A WAL tail after the second checkpoint, then restart and recover from
+    // the checkpoint plus the tail.
+    let (tail, _) =
+        runtime.block_on(write_tail(checkpointer.store(), &mut model, opts, 1, false))?;
     let started = Instant::now();
     let recovered_all = runtime.block_on(recover(checkpointer.store(), &config))?;
     let full_recovery = started.elapsed();
     verified &= recovered_all.state.state == model;
-    verified &= recovered_all.checkpoint == Some(outcome.manifest.checkpoint);
+    verified &= recovered_all.checkpoint == Some(second.manifest.checkpoint);
 
     Ok(DemoReport {
         records: opts.records,
@@ -310,6 +327,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
         merge,
         checkpoint,
         manifest: outcome.manifest,
+        second: second.manifest,
         checkpoint_bytes: outcome.bytes_written,
         removed_segments: outcome.removed_segments,
         table: checkpointer.store().name().to_owned(),

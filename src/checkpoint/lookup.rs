@@ -67,8 +67,8 @@ use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataR
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use serde::{Deserialize, Serialize};
 
-use super::error::CheckpointError;
 use super::delta::{log_dir, parse_log_path, CHANGELOG_TABLE};
+use super::error::CheckpointError;
 use super::manifest::{load_manifest, DataFile, Manifest};
 use super::parquet::read_error;
 use crate::store::Store;

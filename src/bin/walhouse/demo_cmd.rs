@@ -86,38 +86,79 @@ pub(crate) fn run(
         m.stats.wal_bytes as f64 / 1e6 / r.checkpoint.as_secs_f64(),
         r.removed_segments
     );
+    let s = &r.second;
     println!(
-                "restart:  recovered checkpoint {} + {} WAL tail entries ({} records after the checkpoint) in {:.3} s, state {}",
-                m.checkpoint,
-                r.full_recovery_replayed,
-                r.tail,
-                r.full_recovery.as_secs_f64(),
-                if r.verified { "verified" } else { "MISMATCH" }
-            );
-    println!("tables:   {}", r.table);
+        "checkpoint {}: {} overwrites and deletes ({} changelog files); state table: {} files, \
+         {} rows of older files marked deleted by deletion vectors",
+        s.checkpoint,
+        s.stats.puts + s.stats.deletes,
+        s.changelog.len(),
+        s.state.table.len(),
+        s.state
+            .table
+            .iter()
+            .map(walhouse::checkpoint::StateFile::deleted_rows)
+            .sum::<u64>(),
+    );
+    println!(
+        "restart:  recovered checkpoint {} + {} WAL tail entries ({} records after it) in {:.3} s, state {}",
+        s.checkpoint,
+        r.full_recovery_replayed,
+        r.tail,
+        r.full_recovery.as_secs_f64(),
+        if r.verified { "verified" } else { "MISMATCH" }
+    );
+    println!(
+        "tables:   {} (Delta Lake: changelog/ and state/; version N = checkpoint N)",
+        r.table
+    );
     if let Some(dir) = r.table.strip_prefix("file://") {
         if temporary {
             println!(
                 "query them (this temporary directory is removed on exit: \
-                         run with --data-dir DIR to keep the tables):"
+                 run with --data-dir DIR to keep the tables):"
             );
         } else {
             println!("query them:");
         }
-        println!(
-                    "  duckdb -c \"SELECT epoch, op, count(*) FROM read_parquet('{dir}/changelog/*/*.parquet', hive_partitioning = true) GROUP BY ALL ORDER BY ALL\""
-                );
-        println!(
-                    "  datafusion-cli -c \"CREATE EXTERNAL TABLE changelog STORED AS PARQUET LOCATION '{dir}/changelog/'; SELECT epoch, op, count(*) FROM changelog GROUP BY epoch, op ORDER BY epoch, op;\""
-                );
-        println!(
-                    "  spark-sql -e \"SELECT epoch, op, count(*) FROM parquet.\\`{dir}/changelog\\` GROUP BY epoch, op ORDER BY epoch, op\""
-                );
+        for line in queries(dir) {
+            println!("  {line}");
+        }
     }
     if !r.verified {
         return Err("recovered state does not match what was written".into());
     }
     Ok(())
+}
+
+/// The queries the demo prints for the tables under `dir`: the current
+/// value of every key and the state at checkpoint 1, in DuckDB, Polars,
+/// deltalake and Spark (tests/interop runs the DuckDB, Polars and deltalake
+/// ones against the demo's tables).
+pub(crate) fn queries(dir: &str) -> Vec<String> {
+    let py = "python3 -c";
+    vec![
+        "# current value of every key, then the state at checkpoint 1 (Delta version 1):".into(),
+        format!(
+            "duckdb -c \"INSTALL delta; LOAD delta; SELECT count(*) AS keys, sum(octet_length(value)) AS value_bytes FROM delta_scan('{dir}/state')\""
+        ),
+        format!(
+            "duckdb -c \"INSTALL delta; LOAD delta; ATTACH '{dir}/state' AS s1 (TYPE delta, VERSION 1); SELECT count(*) AS keys, sum(octet_length(value)) AS value_bytes FROM s1\""
+        ),
+        format!(
+            "{py} \"import polars as pl; print(pl.read_delta('{dir}/state').height, pl.read_delta('{dir}/state', version=1).height)\""
+        ),
+        format!(
+            "{py} \"from deltalake import DeltaTable, QueryBuilder; print(QueryBuilder().register('s', DeltaTable('{dir}/state', version=1)).execute('SELECT count(*) AS keys FROM s').read_all())\""
+        ),
+        format!(
+            "spark-sql --packages io.delta:delta-spark_2.13:4.0.0 --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog -e \"SELECT count(*) FROM delta.\\`{dir}/state\\` VERSION AS OF 1\""
+        ),
+        "# every operation, by epoch (append-only changelog table):".into(),
+        format!(
+            "duckdb -c \"INSTALL delta; LOAD delta; SELECT epoch, op, count(*) FROM delta_scan('{dir}/changelog') GROUP BY ALL ORDER BY ALL\""
+        ),
+    ]
 }
 
 /// Runs `work` with a progress bar over `records` (drawn only on a terminal).

@@ -1,0 +1,417 @@
+//! The two Delta tables as a reader that knows only the Delta protocol sees
+//! them: the log replayed from JSON, the Parquet files read, deletion vectors
+//! decoded by this file's own reader (Z85, the file's size/CRC framing, the
+//! little-endian magic and the portable 64-bit roaring layout of
+//! PROTOCOL.md), never by walhouse's code. Every version of the `state`
+//! table must equal a model of the state at that checkpoint; the
+//! `changelog` table must hold every operation once; the `txn` actions must
+//! give each source's last offset. Then the second table's entry: missing
+//! after a crash, it is written again, byte for byte, by recovery and by the
+//! next checkpoint. And tables that are not walhouse's are refused.
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::too_many_lines
+)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::path::Path;
+
+use arrow_array::{Array, BinaryArray, StringArray};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use roaring::RoaringTreemap;
+use serde_json::Value;
+use walhouse::checkpoint::{recover, CheckpointError, CheckpointSettings, Checkpointer};
+use walhouse::per_core_wal::{PerCoreWalConfig, PerCoreWalManager};
+use walhouse::store::Store;
+
+type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// Z85 (ZeroMQ's base 85), as PROTOCOL.md's deletion vectors use it.
+fn z85_decode(s: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] =
+        b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#";
+    let mut out = Vec::new();
+    for chunk in s.as_bytes().chunks(5) {
+        let mut n: u64 = 0;
+        for &c in chunk {
+            n = n * 85 + ALPHABET.iter().position(|&a| a == c).unwrap() as u64;
+        }
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    }
+    out
+}
+
+/// The rows a deletion vector descriptor marks deleted, read from the table
+/// folder `dir` (storage type `u`: `<prefix>/deletion_vector_<uuid>.bin`).
+fn read_dv(dir: &Path, dv: &Value) -> RoaringTreemap {
+    assert_eq!(dv["storageType"], "u", "{dv}");
+    let path = dv["pathOrInlineDv"].as_str().unwrap();
+    let (prefix, encoded) = path.split_at(path.len() - 20);
+    let uuid = uuid::Uuid::from_slice(&z85_decode(encoded)).unwrap();
+    let file = std::fs::read(dir.join(prefix).join(format!("deletion_vector_{uuid}.bin"))).unwrap();
+    assert_eq!(file[0], 1, "DV file format version");
+    let offset = dv["offset"].as_u64().unwrap_or(1) as usize;
+    let size = u32::from_be_bytes(file[offset..offset + 4].try_into().unwrap()) as usize;
+    assert_eq!(size as u64, dv["sizeInBytes"].as_u64().unwrap());
+    let data = &file[offset + 4..offset + 4 + size];
+    let crc = u32::from_be_bytes(
+        file[offset + 4 + size..offset + 8 + size]
+            .try_into()
+            .unwrap(),
+    );
+    assert_eq!(crc, crc32fast::hash(data), "CRC-32 of the vector");
+    assert_eq!(
+        u32::from_le_bytes(data[..4].try_into().unwrap()),
+        1_681_511_377,
+        "little-endian magic"
+    );
+    let rows = RoaringTreemap::deserialize_from(&data[4..]).unwrap();
+    assert_eq!(rows.len(), dv["cardinality"].as_u64().unwrap());
+    rows
+}
+
+/// The actions of `table`'s log entries 0..=`version`, in order.
+fn actions(root: &Path, table: &str, version: u64) -> Vec<Value> {
+    let mut out = Vec::new();
+    for v in 0..=version {
+        let text =
+            std::fs::read_to_string(root.join(table).join(format!("_delta_log/{v:020}.json")))
+                .unwrap();
+        out.extend(
+            text.lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap()),
+        );
+    }
+    out
+}
+
+/// The files of `table` at `version` (path -> its add action), the Delta
+/// way: an add replaces the file with the same path, a remove takes it out.
+fn live_files(root: &Path, table: &str, version: u64) -> BTreeMap<String, Value> {
+    let mut files = BTreeMap::new();
+    for action in actions(root, table, version) {
+        if let Some(add) = action.get("add") {
+            files.insert(add["path"].as_str().unwrap().to_owned(), add.clone());
+        } else if let Some(remove) = action.get("remove") {
+            let gone = files.remove(remove["path"].as_str().unwrap()).unwrap();
+            assert_eq!(
+                gone.get("deletionVector"),
+                remove.get("deletionVector"),
+                "a remove names the deletion vector its file was added with"
+            );
+        }
+    }
+    files
+}
+
+/// The `state` table at `version`: every row no deletion vector marks.
+fn state_at(root: &Path, version: u64, stats: &mut DvStats) -> Model {
+    let dir = root.join("state");
+    let mut state = Model::new();
+    for (path, add) in live_files(root, "state", version) {
+        let deleted = add
+            .get("deletionVector")
+            .map(|dv| read_dv(&dir, dv))
+            .unwrap_or_default();
+        stats.vectors += u64::from(!deleted.is_empty());
+        stats.rows_deleted += deleted.len();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(dir.join(&path)).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        let mut row = 0_u64;
+        for batch in reader {
+            let batch = batch.unwrap();
+            let keys = binary(&batch, "key");
+            let values = binary(&batch, "value");
+            for r in 0..batch.num_rows() {
+                if !deleted.contains(row) {
+                    let old = state.insert(keys.value(r).to_vec(), values.value(r).to_vec());
+                    assert!(
+                        old.is_none(),
+                        "a key is live in two rows at version {version}"
+                    );
+                }
+                row += 1;
+            }
+        }
+        let stats_json: Value = serde_json::from_str(add["stats"].as_str().unwrap()).unwrap();
+        assert_eq!(stats_json["numRecords"].as_u64(), Some(row), "{path}");
+    }
+    state
+}
+
+fn binary<'a>(batch: &'a arrow_array::RecordBatch, name: &str) -> &'a BinaryArray {
+    batch
+        .column_by_name(name)
+        .unwrap()
+        .as_any()
+        .downcast_ref()
+        .unwrap()
+}
+
+#[derive(Default)]
+struct DvStats {
+    vectors: u64,
+    rows_deleted: u64,
+}
+
+/// A splitmix64 step: a seeded stream without a dependency.
+fn next(x: &mut u64) -> u64 {
+    *x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *x;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn settings() -> CheckpointSettings {
+    CheckpointSettings {
+        row_group_rows: 64,
+        snapshot_every: 4,
+        gc_grace_secs: 0,
+        gc_grace_check: walhouse::checkpoint::GraceCheck::Off,
+        ..CheckpointSettings::default()
+    }
+}
+
+#[tokio::test]
+async fn every_version_of_the_state_table_is_the_model_at_that_checkpoint() {
+    const CHECKPOINTS: u64 = 12;
+    const KEYS: u64 = 400;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("table");
+    let store = Store::local(&root).unwrap();
+    let cp = Checkpointer::new(store.clone(), settings()).unwrap();
+    let mut m = PerCoreWalManager::new(PerCoreWalConfig::new(&tmp.path().join("wal"), 2)).unwrap();
+    let mut rng = 20_261_207_u64;
+    let mut model = Model::new();
+    let mut models = vec![Model::new()];
+    let (mut puts, mut deletes) = (0_u64, 0_u64);
+    for round in 1..=CHECKPOINTS {
+        for _ in 0..(50 + next(&mut rng) % 300) {
+            let id = next(&mut rng) % KEYS;
+            let key = format!("key-{id:05}").into_bytes();
+            // A key lives on one core, so its operations keep their order.
+            let core = (id % 2) as usize;
+            if next(&mut rng) % 4 == 0 {
+                m.writer(core).append_delete(&key).unwrap();
+                model.remove(&key);
+                deletes += 1;
+            } else {
+                let value = format!("v{round}-{}", next(&mut rng)).into_bytes();
+                m.writer(core).append_put(&key, &value).unwrap();
+                model.insert(key, value);
+                puts += 1;
+            }
+        }
+        m.writer(0)
+            .append_commit(
+                std::collections::HashMap::from([("kafka-0".to_owned(), round * 100)]),
+                Some(round as i64),
+            )
+            .unwrap();
+        m.sync_all().unwrap();
+        let out = cp.checkpoint(&mut m).await.unwrap();
+        assert_eq!(out.manifest.checkpoint, round);
+        models.push(model.clone());
+    }
+
+    let mut dv = DvStats::default();
+    for (version, expected) in models.iter().enumerate().skip(1) {
+        let got = state_at(&root, version as u64, &mut dv);
+        assert_eq!(&got, expected, "state table at version {version}");
+    }
+    assert!(
+        dv.vectors > 0,
+        "some versions carry deletion vectors (snapshot every 4 checkpoints)"
+    );
+
+    // The changelog: every put and delete once, over all versions.
+    let files = live_files(&root, "changelog", CHECKPOINTS);
+    let (mut got_puts, mut got_deletes) = (0_u64, 0_u64);
+    for (path, add) in &files {
+        assert!(add.get("deletionVector").is_none());
+        let epoch = add["partitionValues"]["epoch"].as_str().unwrap();
+        assert!(path.starts_with(&format!("epoch={epoch}/")), "{path}");
+        let reader = ParquetRecordBatchReaderBuilder::try_new(
+            File::open(root.join("changelog").join(path)).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let ops: &StringArray = batch
+                .column_by_name("op")
+                .unwrap()
+                .as_any()
+                .downcast_ref()
+                .unwrap();
+            for r in 0..ops.len() {
+                match ops.value(r) {
+                    "put" => got_puts += 1,
+                    "delete" => got_deletes += 1,
+                    _ => {}
+                }
+            }
+        }
+    }
+    assert_eq!((got_puts, got_deletes), (puts, deletes));
+    assert!(
+        actions(&root, "changelog", CHECKPOINTS)
+            .iter()
+            .all(|a| a.get("remove").is_none()),
+        "the changelog is append-only"
+    );
+
+    // txn: the last offset of each source, in both tables.
+    for table in ["changelog", "state"] {
+        let mut last = BTreeMap::new();
+        for action in actions(&root, table, CHECKPOINTS) {
+            if let Some(txn) = action.get("txn") {
+                last.insert(
+                    txn["appId"].as_str().unwrap().to_owned(),
+                    txn["version"].as_i64().unwrap(),
+                );
+            }
+        }
+        assert_eq!(
+            last,
+            BTreeMap::from([("kafka-0".to_owned(), (CHECKPOINTS * 100) as i64)]),
+            "{table}"
+        );
+    }
+
+    // Recovery from the store alone reads the same state.
+    let fresh = recover(&store, &PerCoreWalConfig::new(&tmp.path().join("none"), 2))
+        .await
+        .unwrap();
+    assert_eq!(fresh.state.state, model);
+    println!(
+        "delta tables: {CHECKPOINTS} versions of the state table read through the log alone, \
+         each = the model at its checkpoint ({} keys at the end); {} deletion vectors \
+         decoded over all versions, {} rows marked deleted; changelog {puts} puts + \
+         {deletes} deletes in {} files; txn kafka-0 = {}",
+        model.len(),
+        dv.vectors,
+        dv.rows_deleted,
+        files.len(),
+        CHECKPOINTS * 100
+    );
+}
+
+#[tokio::test]
+async fn a_state_entry_lost_in_a_crash_is_written_again_byte_for_byte() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("table");
+    let store = Store::local(&root).unwrap();
+    let cp = Checkpointer::new(store.clone(), settings()).unwrap();
+    let config = PerCoreWalConfig::new(&tmp.path().join("wal"), 2);
+    let mut m = PerCoreWalManager::new(config.clone()).unwrap();
+    let mut model = Model::new();
+    for round in 0..3_u64 {
+        for i in 0..100_u64 {
+            let key = format!("k{:03}", (i * 7 + round) % 150).into_bytes();
+            let value = format!("r{round}-{i}").into_bytes();
+            m.writer((i % 2) as usize).append_put(&key, &value).unwrap();
+            model.insert(key, value);
+        }
+        m.sync_all().unwrap();
+        cp.checkpoint(&mut m).await.unwrap();
+    }
+    let entry = |v: u64| root.join(format!("state/_delta_log/{v:020}.json"));
+    let written = std::fs::read(entry(3)).unwrap();
+    assert!(
+        String::from_utf8_lossy(&written).contains("deletionVector"),
+        "checkpoint 3 marks rows of older files"
+    );
+
+    // A crash right after the changelog's commit: the state entry never
+    // came. Recovery writes it, the same bytes.
+    std::fs::remove_file(entry(3)).unwrap();
+    drop(m);
+    let recovered = recover(&store, &config).await.unwrap();
+    assert_eq!(recovered.state.state, model);
+    assert_eq!(
+        std::fs::read(entry(3)).unwrap(),
+        written,
+        "recovery wrote it again"
+    );
+    let mut dv = DvStats::default();
+    assert_eq!(state_at(&root, 3, &mut dv), model);
+
+    // Again, and this time the next checkpoint completes it first.
+    std::fs::remove_file(entry(3)).unwrap();
+    let mut m = PerCoreWalManager::open(config).unwrap();
+    m.writer(0).append_put(b"k000", b"last").unwrap();
+    m.sync_all().unwrap();
+    model.insert(b"k000".to_vec(), b"last".to_vec());
+    let out = cp.checkpoint(&mut m).await.unwrap();
+    assert_eq!(out.manifest.checkpoint, 4);
+    assert_eq!(
+        std::fs::read(entry(3)).unwrap(),
+        written,
+        "checkpoint 4 wrote it again"
+    );
+    assert_eq!(state_at(&root, 4, &mut dv), model);
+    println!(
+        "state entry 3 ({} bytes) removed twice: rewritten byte for byte by recovery and by \
+         checkpoint 4; versions 3 and 4 equal the model",
+        written.len()
+    );
+}
+
+#[tokio::test]
+async fn table_roots_that_are_not_walhouse_delta_tables_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The layout before Delta Lake.
+    let old = tmp.path().join("old");
+    std::fs::create_dir_all(old.join("manifests")).unwrap();
+    std::fs::write(old.join("manifests/00000000000000000001.json"), b"{}").unwrap();
+    let cp = Checkpointer::new(Store::local(&old).unwrap(), settings()).unwrap();
+    let err = cp.latest().await.unwrap_err();
+    println!("old layout: {err}");
+    assert!(
+        matches!(err, CheckpointError::OldLayout { manifests: 1, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("old layout"), "{err}");
+
+    // Another program's Delta table at `changelog/`.
+    let foreign = tmp.path().join("foreign");
+    std::fs::create_dir_all(foreign.join("changelog/_delta_log")).unwrap();
+    std::fs::write(
+        foreign.join("changelog/_delta_log/00000000000000000000.json"),
+        b"{\"protocol\":{\"minReaderVersion\":1,\"minWriterVersion\":2}}\n",
+    )
+    .unwrap();
+    let cp = Checkpointer::new(Store::local(&foreign).unwrap(), settings()).unwrap();
+    let mut m = PerCoreWalManager::new(PerCoreWalConfig::new(&tmp.path().join("wal"), 1)).unwrap();
+    m.writer(0).append_put(b"k", b"v").unwrap();
+    m.sync_all().unwrap();
+    let err = cp.checkpoint(&mut m).await.unwrap_err();
+    println!("foreign table: {err}");
+    assert!(
+        matches!(err, CheckpointError::CorruptObject { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("00000000000000000000.json"),
+        "{err}"
+    );
+    let kept: BTreeSet<_> = std::fs::read_dir(foreign.join("changelog/_delta_log"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(kept.len(), 1, "nothing committed: {kept:?}");
+    assert_eq!(
+        common::ops(&m.merge_segments().unwrap()),
+        vec![(b"k".to_vec(), Some(b"v".to_vec()))],
+        "the WAL is kept"
+    );
+}
