@@ -11,6 +11,7 @@
 #![allow(
     clippy::unwrap_used,
     clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
     clippy::too_many_lines
 )]
 
@@ -30,7 +31,7 @@ use walhouse::store::Store;
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
-/// Z85 (ZeroMQ's base 85), as PROTOCOL.md's deletion vectors use it.
+/// Z85 (`ZeroMQ`'s base 85), as `PROTOCOL.md`'s deletion vectors use it.
 fn z85_decode(s: &str) -> Vec<u8> {
     const ALPHABET: &[u8] =
         b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#";
@@ -111,7 +112,7 @@ fn live_files(root: &Path, table: &str, version: u64) -> BTreeMap<String, Value>
 /// The `state` table at `version`: every row no deletion vector marks.
 fn state_at(root: &Path, version: u64, stats: &mut DvStats) -> Model {
     let dir = root.join("state");
-    let mut state = Model::new();
+    let mut rows = Model::new();
     for (path, add) in live_files(root, "state", version) {
         let deleted = add
             .get("deletionVector")
@@ -130,7 +131,7 @@ fn state_at(root: &Path, version: u64, stats: &mut DvStats) -> Model {
             let values = binary(&batch, "value");
             for r in 0..batch.num_rows() {
                 if !deleted.contains(row) {
-                    let old = state.insert(keys.value(r).to_vec(), values.value(r).to_vec());
+                    let old = rows.insert(keys.value(r).to_vec(), values.value(r).to_vec());
                     assert!(
                         old.is_none(),
                         "a key is live in two rows at version {version}"
@@ -142,7 +143,7 @@ fn state_at(root: &Path, version: u64, stats: &mut DvStats) -> Model {
         let stats_json: Value = serde_json::from_str(add["stats"].as_str().unwrap()).unwrap();
         assert_eq!(stats_json["numRecords"].as_u64(), Some(row), "{path}");
     }
-    state
+    rows
 }
 
 fn binary<'a>(batch: &'a arrow_array::RecordBatch, name: &str) -> &'a BinaryArray {
@@ -198,7 +199,7 @@ async fn every_version_of_the_state_table_is_the_model_at_that_checkpoint() {
             let key = format!("key-{id:05}").into_bytes();
             // A key lives on one core, so its operations keep their order.
             let core = (id % 2) as usize;
-            if next(&mut rng) % 4 == 0 {
+            if next(&mut rng).is_multiple_of(4) {
                 m.writer(core).append_delete(&key).unwrap();
                 model.remove(&key);
                 deletes += 1;

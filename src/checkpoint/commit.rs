@@ -227,12 +227,18 @@ impl Checkpointer {
             .merge_sealed(epoch)?
             .skip_covered(covered)
             .drop_cache_after_read();
-        let (changelog, built, build) = self
+        let (changelog, state_written, kind) = self
             .write_changelog_and_state(number, previous.as_ref(), stream, wal.num_cores())
             .await?;
 
         let (state, snapshot, mut state_files) = self
-            .next_state(number, previous.as_ref(), &changelog.files, built, build)
+            .next_state(
+                number,
+                previous.as_ref(),
+                &changelog.files,
+                state_written,
+                kind,
+            )
             .await?;
         let snapshot_written = snapshot.is_some();
         let mut new_files: Vec<DataFile> = changelog.files.clone();
@@ -302,15 +308,15 @@ impl Checkpointer {
     /// `state` table the changes `built` alongside the changelog with
     /// deletion vectors over the older files.
     ///
-    /// `built` is what [`Checkpointer::write_changelog_and_state`] built
-    /// alongside the changelog, a snapshot or only the changes (`build`).
+    /// `written` is what [`Checkpointer::write_changelog_and_state`] built
+    /// alongside the changelog, a snapshot or only the changes (`kind`).
     async fn next_state(
         &self,
         number: u64,
         previous: Option<&Manifest>,
         changelog: &[DataFile],
-        built: SnapshotSummary,
-        build: Build,
+        written: SnapshotSummary,
+        kind: Build,
     ) -> Result<(StateRef, Option<SnapshotSummary>, Vec<DataFile>), CheckpointError> {
         let (base_checkpoint, base, mut deltas, mut delta_bytes) = match previous {
             Some(p) => (
@@ -341,31 +347,38 @@ impl Checkpointer {
             let files = snap.files.clone();
             (state, Some(snap), files)
         };
-        if build == Build::Snapshot {
-            return Ok(snapshot(built));
+        if kind == Build::Snapshot {
+            return Ok(snapshot(written));
         }
         if delta_bytes > self.settings.snapshot_delta_bytes {
             // Due only now that the changelog's size is known: the changes
             // built alongside are not needed.
-            self.remove_unreferenced(&built.files).await;
+            self.remove_unreferenced(&written.files).await;
             let snap = build_snapshot(&self.store, number, &base, &deltas, &self.settings).await?;
             return Ok(snapshot(snap));
         }
         let live = previous.map_or(&[][..], |p| p.state.table.as_slice());
-        let touched = built.touched.unwrap_or_default();
+        let touched = written.touched.unwrap_or_default();
         let marked = match mark_replaced(&self.store, number, live, &touched).await {
             Ok(marked) => marked,
             Err(e) => {
-                self.remove_unreferenced(&built.files).await;
+                self.remove_unreferenced(&written.files).await;
                 return Err(e);
             }
         };
+        tracing::debug!(
+            checkpoint = number,
+            touched_keys = touched.len(),
+            rows_newly_deleted = marked.rows_newly_deleted,
+            files_dropped = marked.files_dropped,
+            "state table: older rows marked deleted"
+        );
         let mut table = marked.table;
-        table.extend(built.files.iter().map(|f| StateFile {
+        table.extend(written.files.iter().map(|f| StateFile {
             file: f.clone(),
             deletion_vector: None,
         }));
-        let mut files = built.files;
+        let mut files = written.files;
         files.extend(marked.dv_file);
         let state = StateRef {
             snapshot_checkpoint: base_checkpoint,

@@ -42,6 +42,15 @@ pub(crate) fn run(
             progress: Some(progress),
         })
     })?;
+    print_report(&r, temporary);
+    if !r.verified {
+        return Err("recovered state does not match what was written".into());
+    }
+    Ok(())
+}
+
+/// Prints what the demo did and the queries for its tables.
+fn print_report(r: &demo::DemoReport, temporary: bool) {
     let secs = r.ingest.as_secs_f64();
     println!(
         "ingest:   {} records in {:.2} s = {:.0} records/s durable ({} fdatasyncs)",
@@ -125,10 +134,6 @@ pub(crate) fn run(
             println!("  {line}");
         }
     }
-    if !r.verified {
-        return Err("recovered state does not match what was written".into());
-    }
-    Ok(())
 }
 
 /// The queries the demo prints for the tables under `dir`: the current

@@ -271,8 +271,8 @@ pub fn z85_encode(bytes: &[u8]) -> String {
 ///
 /// # Errors
 ///
-/// [`DvError::Z85Length`], [`DvError::Z85Char`] (with the byte position) or
-/// [`DvError::Z85Overflow`] (with the group's position).
+/// `DvError::Z85Length`, `DvError::Z85Char` (with the byte position) or
+/// `DvError::Z85Overflow` (with the group's position).
 pub fn z85_decode(s: &str) -> Result<Vec<u8>, DvError> {
     z85_decode_bytes(s.as_bytes())
 }
@@ -308,11 +308,11 @@ fn z85_decode_bytes(text: &[u8]) -> Result<Vec<u8>, DvError> {
     Ok(out)
 }
 
-/// Serializes a row set as Delta's bitmap: little-endian [`DV_MAGIC`] followed by the portable
+/// Serializes a row set as Delta's bitmap: little-endian `DV_MAGIC` followed by the portable
 /// 64-bit Roaring serialization.
 ///
-/// This is infallible and does not check [`MAX_ROW_INDEX`]; [`DvFileWriter::add`] and
-/// [`DeletionVectorDescriptor::inline`] do.
+/// This is infallible and does not check `MAX_ROW_INDEX`; `DvFileWriter::add` and
+/// `DeletionVectorDescriptor::inline` do.
 #[must_use]
 pub fn serialize_bitmap(rows: &RoaringTreemap) -> Vec<u8> {
     let mut out = Vec::with_capacity(4 + rows.serialized_size());
@@ -333,8 +333,8 @@ pub fn serialize_bitmap(rows: &RoaringTreemap) -> Vec<u8> {
 ///
 /// # Errors
 ///
-/// [`DvError::BitmapTooShort`], [`DvError::NativeMagic`], [`DvError::BadMagic`] or
-/// [`DvError::Roaring`] for a malformed treemap (truncated, unsorted, unknown cookie...).
+/// `DvError::BitmapTooShort`, `DvError::NativeMagic`, `DvError::BadMagic` or
+/// `DvError::Roaring` for a malformed treemap (truncated, unsorted, unknown cookie...).
 pub fn deserialize_bitmap(bytes: &[u8]) -> Result<RoaringTreemap, DvError> {
     let Some((magic, rest)) = bytes.split_first_chunk::<4>() else {
         return Err(DvError::BitmapTooShort { len: bytes.len() });
@@ -363,7 +363,7 @@ fn i32_limit(what: &'static str, value: usize) -> Result<u32, DvError> {
     u32::try_from(value).map_err(|_| too_large())
 }
 
-/// Where [`DvFileWriter::add`] put a deletion vector: the values for its descriptor.
+/// Where `DvFileWriter::add` put a deletion vector: the values for its descriptor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DvLocation {
     /// Byte offset of the DV's big-endian size field from the start of the file (the first DV
@@ -399,12 +399,12 @@ impl DvFileWriter {
 
     /// Appends one deletion vector and returns where it is.
     ///
-    /// Fails, leaving the file unchanged, if a row index is above [`MAX_ROW_INDEX`], or if the
+    /// Fails, leaving the file unchanged, if a row index is above `MAX_ROW_INDEX`, or if the
     /// DV's offset or size does not fit the descriptor's `i32` (the kernel's limits too).
     ///
     /// # Errors
     ///
-    /// [`DvError::RowIndexTooLarge`] or [`DvError::TooLarge`].
+    /// `DvError::RowIndexTooLarge` or `DvError::TooLarge`.
     pub fn add(&mut self, rows: &RoaringTreemap) -> Result<DvLocation, DvError> {
         check_row_indices(rows)?;
         let offset = i32_limit("deletion vector offset", self.buf.len())?;
@@ -444,10 +444,10 @@ fn slice_u32_be(file: &[u8], at: usize) -> Option<u32> {
 ///
 /// # Errors
 ///
-/// [`DvError::EmptyFile`], [`DvError::UnsupportedVersion`], [`DvError::InvalidOffset`],
-/// [`DvError::InvalidSize`], [`DvError::Truncated`], [`DvError::SizeMismatch`],
-/// [`DvError::ChecksumMismatch`], or [`DvError::AtOffset`] wrapping a
-/// [`deserialize_bitmap`] error; each names the DV's offset.
+/// `DvError::EmptyFile`, `DvError::UnsupportedVersion`, `DvError::InvalidOffset`,
+/// `DvError::InvalidSize`, `DvError::Truncated`, `DvError::SizeMismatch`,
+/// `DvError::ChecksumMismatch`, or `DvError::AtOffset` wrapping a
+/// `deserialize_bitmap` error; each names the DV's offset.
 pub fn read_dv(
     file: &[u8],
     offset: Option<i32>,
@@ -548,13 +548,13 @@ pub struct DeletionVectorDescriptor {
 }
 
 impl DeletionVectorDescriptor {
-    /// Descriptor of a DV written with [`DvFileWriter`] to the file
-    /// [`dv_file_name`]`(uuid)` at the table root (storage type `"u"`, no random prefix).
+    /// Descriptor of a DV written with `DvFileWriter` to the file
+    /// `dv_file_name``(uuid)` at the table root (storage type `"u"`, no random prefix).
     ///
     /// # Errors
     ///
-    /// [`DvError::TooLarge`] if `loc` holds values above `i32::MAX` (offset, size) or
-    /// `i64::MAX` (cardinality); [`DvFileWriter::add`] never returns such values.
+    /// `DvError::TooLarge` if `loc` holds values above `i32::MAX` (offset, size) or
+    /// `i64::MAX` (cardinality); `DvFileWriter::add` never returns such values.
     pub fn on_disk(uuid: Uuid, loc: &DvLocation) -> Result<Self, DvError> {
         let offset = i32::try_from(loc.offset).map_err(|_| DvError::TooLarge {
             what: "deletion vector offset",
@@ -580,12 +580,12 @@ impl DeletionVectorDescriptor {
         })
     }
 
-    /// [`Self::on_disk`] for a file in the folder `prefix` (ASCII letters,
-    /// digits, `-` and `_`) of the table: `<prefix>/`[`dv_file_name`]`(uuid)`.
+    /// `Self::on_disk` for a file in the folder `prefix` (ASCII letters,
+    /// digits, `-` and `_`) of the table: `<prefix>/``dv_file_name``(uuid)`.
     ///
     /// # Errors
     ///
-    /// As [`Self::on_disk`], and [`DvError::UnsafePrefix`] for a prefix
+    /// As `Self::on_disk`, and `DvError::UnsafePrefix` for a prefix
     /// with other characters.
     pub fn on_disk_with_prefix(
         prefix: &str,
@@ -609,8 +609,8 @@ impl DeletionVectorDescriptor {
     ///
     /// # Errors
     ///
-    /// [`DvError::RowIndexTooLarge`] if a row index is above [`MAX_ROW_INDEX`], or
-    /// [`DvError::TooLarge`] if the bitmap exceeds `i32::MAX` bytes.
+    /// `DvError::RowIndexTooLarge` if a row index is above `MAX_ROW_INDEX`, or
+    /// `DvError::TooLarge` if the bitmap exceeds `i32::MAX` bytes.
     pub fn inline(rows: &RoaringTreemap) -> Result<Self, DvError> {
         check_row_indices(rows)?;
         let data = serialize_bitmap(rows);
@@ -664,7 +664,7 @@ impl DeletionVectorDescriptor {
     ///
     /// # Errors
     ///
-    /// As [`Self::relative_path`].
+    /// As `Self::relative_path`.
     pub fn uuid(&self) -> Result<Option<Uuid>, DvError> {
         match self.storage_type.as_str() {
             STORAGE_TYPE_RELATIVE => Ok(Some(self.prefix_and_uuid()?.1)),
@@ -687,8 +687,8 @@ impl DeletionVectorDescriptor {
     ///
     /// # Errors
     ///
-    /// [`DvError::StorageType`] for storage types other than `"u"`/`"i"`;
-    /// [`DvError::PathTooShort`], [`DvError::BadEncodedUuid`] or [`DvError::UnsafePrefix`]
+    /// `DvError::StorageType` for storage types other than `"u"`/`"i"`;
+    /// `DvError::PathTooShort`, `DvError::BadEncodedUuid` or `DvError::UnsafePrefix`
     /// for a malformed `"u"` path.
     pub fn relative_path(&self) -> Result<Option<String>, DvError> {
         match self.storage_type.as_str() {
@@ -724,8 +724,8 @@ impl DeletionVectorDescriptor {
     ///
     /// # Errors
     ///
-    /// [`DvError::StorageType`] unless the storage type is `"i"`, [`DvError::InvalidSize`] for
-    /// a negative size, or a [`z85_decode`] / [`deserialize_bitmap`] error.
+    /// `DvError::StorageType` unless the storage type is `"i"`, `DvError::InvalidSize` for
+    /// a negative size, or a `z85_decode` / `deserialize_bitmap` error.
     pub fn read_inline(&self) -> Result<RoaringTreemap, DvError> {
         if self.storage_type != STORAGE_TYPE_INLINE {
             return Err(DvError::StorageType {
@@ -745,7 +745,7 @@ impl DeletionVectorDescriptor {
     ///
     /// # Errors
     ///
-    /// [`DvError::StorageType`] unless the storage type is `"u"` or `"p"`, or a [`read_dv`]
+    /// `DvError::StorageType` unless the storage type is `"u"` or `"p"`, or a `read_dv`
     /// error.
     pub fn read_from_file(&self, file: &[u8]) -> Result<RoaringTreemap, DvError> {
         match self.storage_type.as_str() {

@@ -34,7 +34,7 @@ pub(crate) struct Marked {
     /// The deletion-vector file written, if any.
     pub(crate) dv_file: Option<DataFile>,
     /// Rows newly marked deleted.
-    pub(crate) rows_marked: u64,
+    pub(crate) rows_newly_deleted: u64,
     /// Files that left the table because every row of theirs is deleted.
     pub(crate) files_dropped: usize,
 }
@@ -52,7 +52,7 @@ pub(crate) async fn mark_replaced(
     let mut marked = Marked {
         table: Vec::with_capacity(live.len()),
         dv_file: None,
-        rows_marked: 0,
+        rows_newly_deleted: 0,
         files_dropped: 0,
     };
     if touched.len() == 0 {
@@ -76,7 +76,7 @@ pub(crate) async fn mark_replaced(
         };
         let before = rows.len();
         rows |= hits;
-        marked.rows_marked += rows.len() - before;
+        marked.rows_newly_deleted += rows.len() - before;
         if rows.len() >= file.file.rows {
             marked.files_dropped += 1;
             continue;
@@ -165,16 +165,15 @@ pub(crate) async fn read_existing(
     dv: &StateDv,
     files: &mut HashMap<String, Bytes>,
 ) -> Result<RoaringTreemap, CheckpointError> {
-    let bytes = match files.get(&dv.file.path) {
-        Some(b) => b.clone(),
-        None => {
-            let got = store
-                .get_all(&store.path(&dv.file.path))
-                .await
-                .map_err(|e| CheckpointError::store(store, "get", &dv.file.path, e))?;
-            files.insert(dv.file.path.clone(), got.clone());
-            got
-        }
+    let bytes = if let Some(b) = files.get(&dv.file.path) {
+        b.clone()
+    } else {
+        let got = store
+            .get_all(&store.path(&dv.file.path))
+            .await
+            .map_err(|e| CheckpointError::store(store, "get", &dv.file.path, e))?;
+        files.insert(dv.file.path.clone(), got.clone());
+        got
     };
     read_dv(&bytes, dv.descriptor.offset, dv.descriptor.size_in_bytes)
         .map_err(|e| corrupt(store, &dv.file.path, format!("deletion vector: {e}")))
