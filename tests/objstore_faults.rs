@@ -181,7 +181,7 @@ impl ObjectStore for FaultStore {
         }
         let mut f = self.enter("put").await?;
         if let Some(prefix) = self.ambiguous_prefix.lock().unwrap().as_deref() {
-            if location.as_ref().starts_with(prefix) {
+            if location.as_ref().contains(prefix) {
                 f = Fault::AmbiguousSuccess;
             }
         }
@@ -498,24 +498,36 @@ async fn setup(tmp: &tempfile::TempDir, round: u64) -> Setup {
 async fn an_ambiguous_manifest_put_is_resolved_by_reading_it_back() {
     let tmp = tempfile::tempdir().unwrap();
     let (inner, faulty, mut m, model) = setup(&tmp, 0).await;
-    *faulty.ambiguous_prefix.lock().unwrap() = Some("changelog/_delta_log/".into());
+    // Every log entry of both tables (version 0 and the commit of each).
+    *faulty.ambiguous_prefix.lock().unwrap() = Some("/_delta_log/".into());
     let cp = Checkpointer::new(
         Store::with_object_store("faulty://", faulty.clone(), ""),
         settings(),
     )
     .unwrap();
     // The PUT lands, the call reports a timeout, the read-back finds our
-    // bytes: the checkpoint is committed, once.
+    // bytes: the checkpoint is committed, once; so is the state table's
+    // entry of the same version.
     let out = cp.checkpoint(&mut m).await.unwrap();
     assert_eq!(out.manifest.checkpoint, 1);
     assert_eq!(check_manifests(&inner).await, 1);
+    for entry in [
+        "changelog/_delta_log/00000000000000000000.json",
+        "state/_delta_log/00000000000000000000.json",
+        "state/_delta_log/00000000000000000001.json",
+    ] {
+        assert!(inner.head(&Path::from(entry)).await.is_ok(), "{entry}");
+    }
     let wal = m.config().clone();
     drop(m);
     let r = recover(&Store::with_object_store("inner://", inner, ""), &wal)
         .await
         .unwrap();
     assert_eq!(r.state.state, model);
-    println!("ambiguous manifest PUT: resolved as committed by reading it back; double commits: 0");
+    println!(
+        "ambiguous PUTs of 4 Delta log entries (both tables' versions 0 and 1): resolved as \
+         written by reading them back; double commits: 0"
+    );
 }
 
 /// A healthy fault store (no random faults, no latency) with one committed
