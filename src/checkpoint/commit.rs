@@ -16,7 +16,7 @@ use super::manifest::{
 use super::owner::check_owner;
 use super::parquet::{file_crc32c, write_changelog_tee, ChangelogSummary};
 use super::schema::SCHEMA_VERSION;
-use super::state::{build_snapshot, build_snapshot_fed, Build, SnapshotSummary};
+use super::state::{build_snapshot, build_snapshot_fed, Build, SnapshotSummary, TouchedKeys};
 use super::{CheckpointSettings, GraceCheck};
 use crate::per_core_wal::{MergeStream, PerCoreWalManager};
 use crate::store::Store;
@@ -358,7 +358,7 @@ impl Checkpointer {
             return Ok(snapshot(snap));
         }
         let live = previous.map_or(&[][..], |p| p.state.table.as_slice());
-        let touched = written.touched.unwrap_or_default();
+        let touched = written.touched.unwrap_or_else(TouchedKeys::empty);
         let marked = match mark_replaced(&self.store, number, live, &touched).await {
             Ok(marked) => marked,
             Err(e) => {

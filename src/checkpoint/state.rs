@@ -43,6 +43,7 @@
 //! that remain).
 
 use std::cmp::Ordering;
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 
 use arrow_array::builder::{BinaryBuilder, Int64Builder};
@@ -73,7 +74,7 @@ const CHANNEL_BATCHES: usize = 2;
 const MAX_BATCH_BYTES: usize = 1 << 20;
 
 /// What [`build_snapshot`] wrote.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) struct SnapshotSummary {
     /// The snapshot's files, in key order (file i's keys all precede file
     /// i+1's). Empty when no key is live.
@@ -81,6 +82,10 @@ pub(crate) struct SnapshotSummary {
     /// Live keys (rows over all files).
     pub(crate) keys: u64,
     /// Figures of the external sort (runs spilled, memory high-water mark).
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "logged by the build, read by its tests")
+    )]
     pub(crate) sort: SortStats,
     /// Every key the deltas put or deleted, in key order, when asked for
     /// ([`Build::Changes`]).
@@ -97,43 +102,154 @@ pub(crate) enum Build {
     Changes,
 }
 
-/// Keys in increasing order, in one arena.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Keys in increasing order, spilled to an unnamed temporary file as they
+/// come (a `u32` little-endian length, then the key), so that the keys a
+/// checkpoint touched cost no memory however many they are: each older
+/// state file is marked in one sequential pass over them.
+#[derive(Debug)]
 pub(crate) struct TouchedKeys {
-    bytes: Vec<u8>,
-    ends: Vec<usize>,
+    /// The file, being written (`None` once finished).
+    writer: Option<BufWriter<std::fs::File>>,
+    /// The file, finished (`None` before).
+    file: Option<std::fs::File>,
+    /// Where it lives, for errors.
+    dir: std::path::PathBuf,
+    /// Keys pushed.
+    len: usize,
 }
 
 impl TouchedKeys {
+    /// A new, empty file in `spill_dir` (the system's temporary directory
+    /// when `None`).
+    pub(crate) fn create(spill_dir: Option<&std::path::Path>) -> Result<Self, CheckpointError> {
+        let dir = spill_dir.map_or_else(std::env::temp_dir, std::path::Path::to_path_buf);
+        let file = tempfile::tempfile_in(&dir).map_err(|source| CheckpointError::Io {
+            op: "create the file of touched keys",
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(Self {
+            writer: Some(BufWriter::with_capacity(64 << 10, file)),
+            file: None,
+            dir,
+            len: 0,
+        })
+    }
+
+    /// An empty set that needs no file.
+    pub(crate) fn empty() -> Self {
+        Self {
+            writer: None,
+            file: None,
+            dir: std::path::PathBuf::new(),
+            len: 0,
+        }
+    }
+
+    fn io(&self, op: &'static str, source: std::io::Error) -> CheckpointError {
+        CheckpointError::Io {
+            op,
+            path: self.dir.clone(),
+            source,
+        }
+    }
+
     /// Appends `key`, which must follow every key pushed before.
-    pub(crate) fn push(&mut self, key: &[u8]) {
-        self.bytes.extend_from_slice(key);
-        self.ends.push(self.bytes.len());
+    pub(crate) fn push(&mut self, key: &[u8]) -> Result<(), CheckpointError> {
+        let Some(w) = self.writer.as_mut() else {
+            return Err(CheckpointError::Task(
+                "touched keys pushed after finish".into(),
+            ));
+        };
+        let len = u32::try_from(key.len()).unwrap_or(u32::MAX).to_le_bytes();
+        let written = w.write_all(&len).and_then(|()| w.write_all(key));
+        written.map_err(|e| self.io("write touched keys", e))?;
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Flushes the file: every key pushed can now be read.
+    pub(crate) fn finish(&mut self) -> Result<(), CheckpointError> {
+        if let Some(w) = self.writer.take() {
+            let file = w
+                .into_inner()
+                .map_err(|e| self.io("write touched keys", e.into_error()))?;
+            self.file = Some(file);
+        }
+        Ok(())
     }
 
     /// Number of keys.
     pub(crate) fn len(&self) -> usize {
-        self.ends.len()
+        self.len
     }
 
-    /// Key `i` (`i < len()`).
-    pub(crate) fn get(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.bytes[start..self.ends[i]]
+    /// A reader from the first key (of a finished file).
+    pub(crate) fn reader(&self) -> Result<TouchedReader, CheckpointError> {
+        let mut reader = TouchedReader {
+            input: None,
+            key: Vec::new(),
+            at_end: true,
+            dir: self.dir.clone(),
+        };
+        if let Some(file) = &self.file {
+            let mut file = file
+                .try_clone()
+                .map_err(|e| self.io("read touched keys", e))?;
+            file.seek(SeekFrom::Start(0))
+                .map_err(|e| self.io("read touched keys", e))?;
+            reader.input = Some(BufReader::with_capacity(64 << 10, file));
+            reader.at_end = false;
+            reader.advance()?;
+        }
+        Ok(reader)
+    }
+}
+
+/// Reads [`TouchedKeys`] in order.
+#[derive(Debug)]
+pub(crate) struct TouchedReader {
+    input: Option<BufReader<std::fs::File>>,
+    key: Vec<u8>,
+    at_end: bool,
+    dir: std::path::PathBuf,
+}
+
+impl TouchedReader {
+    /// The current key, `None` past the last.
+    pub(crate) fn current(&self) -> Option<&[u8]> {
+        (!self.at_end).then_some(self.key.as_slice())
     }
 
-    /// The first index whose key is not less than `key`, from `from` on.
-    pub(crate) fn seek(&self, from: usize, key: &[u8]) -> usize {
-        let (mut lo, mut hi) = (from, self.len());
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if self.get(mid) < key {
-                lo = mid + 1;
-            } else {
-                hi = mid;
+    /// Moves to the next key.
+    pub(crate) fn advance(&mut self) -> Result<(), CheckpointError> {
+        let Some(input) = self.input.as_mut() else {
+            self.at_end = true;
+            return Ok(());
+        };
+        let mut len = [0_u8; 4];
+        match input.read_exact(&mut len) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                self.at_end = true;
+                return Ok(());
+            }
+            Err(source) => {
+                return Err(CheckpointError::Io {
+                    op: "read touched keys",
+                    path: self.dir.clone(),
+                    source,
+                })
             }
         }
-        lo
+        self.key.resize(u32::from_le_bytes(len) as usize, 0);
+        input
+            .read_exact(&mut self.key)
+            .map_err(|source| CheckpointError::Io {
+                op: "read touched keys",
+                path: self.dir.clone(),
+                source,
+            })
     }
 }
 
@@ -508,7 +624,10 @@ fn run_worker(
     let mut base = BaseCursor::default();
     let mut builder = StateBatchBuilder::new(context);
     let mut keys = 0_u64;
-    let mut touched = (context.build == Build::Changes).then(TouchedKeys::default);
+    let mut touched = match context.build {
+        Build::Changes => Some(TouchedKeys::create(context.sort.spill_dir.as_deref())?),
+        Build::Snapshot => None,
+    };
     loop {
         base.fill(&mut input, context)?;
         let step = match (newest.current(), base.current()) {
@@ -524,7 +643,7 @@ fn run_worker(
         if matches!(step, Step::Delta | Step::Both) {
             if let Some(op) = newest.current() {
                 if let Some(t) = touched.as_mut() {
-                    t.push(op.key);
+                    t.push(op.key)?;
                 }
                 if let Some(value) = op.value {
                     builder.append(op.key, value, op.epoch);
@@ -548,6 +667,9 @@ fn run_worker(
     }
     if builder.rows > 0 {
         send(output, builder.finish()?)?;
+    }
+    if let Some(t) = touched.as_mut() {
+        t.finish()?;
     }
     Ok(WorkerOutcome {
         keys,

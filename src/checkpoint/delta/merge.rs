@@ -3,8 +3,9 @@
 //! marks, in a deletion vector per older file, every row whose key it put or
 //! deleted. The live rows of all files are then the state, one row per key.
 //!
-//! Each state file is sorted by key, and so are the touched keys: one pass
-//! over a file's `key` column finds its rows to mark. Every deletion vector
+//! Each state file is sorted by key, and so are the touched keys (spilled
+//! to a temporary file by the sort): one pass over a file's `key` column and
+//! the touched keys finds its rows to mark. Every deletion vector
 //! this checkpoint writes goes into one file,
 //! `state/dv-<N, 20 digits>/deletion_vector_<uuid>.bin` (the folder is the
 //! descriptor's prefix); a file whose rows are all marked leaves the table
@@ -128,7 +129,7 @@ async fn rows_with_keys(
     let mut stream = open_parquet_columns(store, file, Some(&["key"])).await?;
     let mut hits = RoaringTreemap::new();
     let mut row = 0_u64;
-    let mut next = 0_usize;
+    let mut next = touched.reader()?;
     while let Some(batch) = stream
         .try_next()
         .await
@@ -140,17 +141,22 @@ async fn rows_with_keys(
             .downcast_ref::<BinaryArray>()
             .ok_or_else(|| corrupt(store, &file.path, "column `key` is not binary".into()))?;
         for r in 0..keys.len() {
-            if next >= touched.len() {
-                return Ok(hits);
-            }
             if keys.is_null(r) {
                 return Err(corrupt(store, &file.path, format!("row {row}: null key")));
             }
             let key = keys.value(r);
-            next = touched.seek(next, key);
-            if next < touched.len() && touched.get(next) == key {
-                hits.insert(row);
-                next += 1;
+            loop {
+                match next.current() {
+                    None => return Ok(hits),
+                    Some(t) if t < key => next.advance()?,
+                    Some(t) => {
+                        if t == key {
+                            hits.insert(row);
+                            next.advance()?;
+                        }
+                        break;
+                    }
+                }
             }
             row += 1;
         }
