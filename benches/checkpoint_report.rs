@@ -15,12 +15,15 @@
 //!   overwrites and 2% deletes of random earlier keys): the first checkpoint
 //!   (changelog and full state snapshot, default settings); then as many
 //!   entries again and a second checkpoint with `snapshot_every` and
-//!   `snapshot_delta_bytes` at `u64::MAX`, so it writes the changelog only
+//!   `snapshot_delta_bytes` at `u64::MAX`, so it writes no snapshot: the
+//!   changelog plus the state table's changes (the checkpoint's puts as a
+//!   sorted file, deletion vectors over the older state files)
 //!   (raising `snapshot_every` alone is not enough at 10 M: the 1.2 GB
 //!   changelog passes the default 1 GiB `snapshot_delta_bytes`);
 //! - state size: the first checkpoint of a WAL of 1 M and of 10 M puts of
 //!   distinct keys, so the snapshot holds every key; then, onto that state,
-//!   a changelog-only checkpoint of 1 M mixed entries (its speed should not
+//!   a checkpoint without a snapshot (changelog, changes and deletion
+//!   vectors over the state's files) of 1 M mixed entries (its speed should not
 //!   depend on the state's size) and a checkpoint of 1 M more that writes a
 //!   snapshot (`snapshot_every` = 1: the periodic snapshot, which streams
 //!   the previous one and merges the changelogs since).
@@ -514,7 +517,8 @@ struct Throughput {
 
 /// Per run: a fresh WAL of `entries` mixed entries and a fresh table; the
 /// first checkpoint (changelog and full snapshot); `entries` more entries;
-/// a second checkpoint with no snapshot due (changelog only).
+/// a second checkpoint with no snapshot due (changelog, changes and
+/// deletion vectors).
 fn throughput(root: &Path, machine: &Machine, entries: u64) -> Result<Throughput> {
     println!();
     println!(
@@ -546,7 +550,7 @@ fn throughput(root: &Path, machine: &Machine, entries: u64) -> Result<Throughput
         check(&two, workload.puts - puts, workload.deletes - deletes, None)?;
         println!(
             "  run {}: WAL {:.1} MB on disk (written in {:.1} s); first {:.2} s, {} live keys; \
-             changelog-only {:.2} s",
+             no snapshot {:.2} s",
             run + 1,
             float(wal_disk) / 1e6,
             built.as_secs_f64(),
@@ -561,7 +565,7 @@ fn throughput(root: &Path, machine: &Machine, entries: u64) -> Result<Throughput
     }
     print_runs("first checkpoint: changelog + full state snapshot", &first);
     print_runs(
-        "second checkpoint: changelog only (snapshot_every and snapshot_delta_bytes at u64::MAX)",
+        "second checkpoint: no snapshot (changelog + changes + deletion vectors; snapshot_every and snapshot_delta_bytes at u64::MAX)",
         &changelog,
     );
     let difference: Vec<f64> = first
@@ -570,7 +574,7 @@ fn throughput(root: &Path, machine: &Machine, entries: u64) -> Result<Throughput
         .map(|(a, b)| a.seconds - b.seconds)
         .collect();
     println!(
-        "  first minus changelog-only, seconds (about the snapshot's share): {}",
+        "  first minus no-snapshot, seconds (about the snapshot's extra share): {}",
         plain(&difference, 2)
     );
     Ok(Throughput {
@@ -585,7 +589,7 @@ struct StateSize {
     keys: u64,
     /// The first checkpoint (its snapshot holds every key).
     runs: Vec<Run>,
-    /// Then a changelog-only checkpoint of [`LATER_ENTRIES`] onto that state.
+    /// Then a checkpoint without a snapshot of [`LATER_ENTRIES`] onto that state.
     later: Vec<Run>,
     /// Then a snapshot checkpoint of [`LATER_ENTRIES`] more: the previous
     /// snapshot merged with the changelog since.
@@ -597,7 +601,7 @@ const LATER_ENTRIES: u64 = 1_000_000;
 
 /// Per run: a fresh WAL of `keys` puts of distinct keys and the first
 /// checkpoint of a fresh table, whose snapshot holds every key; then
-/// [`LATER_ENTRIES`] mixed entries and a changelog-only checkpoint onto that
+/// [`LATER_ENTRIES`] mixed entries and a checkpoint without a snapshot onto that
 /// state; then as many again and a checkpoint that writes a snapshot
 /// (`snapshot_every` = 1: the previous snapshot merged with both
 /// changelogs since), the periodic snapshot of a table of that many keys.
@@ -606,7 +610,7 @@ fn state(root: &Path, machine: &Machine, keys: u64, scale: u64) -> Result<StateS
     println!();
     println!(
         "== state of {} M keys: first checkpoint of a WAL of {} M puts of distinct keys, \
-         then {} M mixed entries (changelog only), then {} M more and a snapshot",
+         then {} M mixed entries (no snapshot: changes + deletion vectors), then {} M more and a snapshot",
         float(keys) / 1e6,
         float(keys) / 1e6,
         float(later_entries) / 1e6,
@@ -647,7 +651,7 @@ fn state(root: &Path, machine: &Machine, keys: u64, scale: u64) -> Result<StateS
     print_runs("first checkpoint: changelog + snapshot", &runs);
     print_runs(
         &format!(
-            "then {} M mixed entries onto this state: changelog only",
+            "then {} M mixed entries onto this state: no snapshot (changes + deletion vectors)",
             float(later_entries) / 1e6
         ),
         &later,
@@ -675,7 +679,7 @@ fn summary(machine: &Machine, results: &[Throughput], states: &[StateSize]) {
         median(&runs.iter().map(Run::wal_mb_per_s).collect::<Vec<_>>()) / float(machine.nproc)
     };
     for t in results {
-        for (label, runs) in [("first", &t.first), ("changelog-only", &t.changelog)] {
+        for (label, runs) in [("first", &t.first), ("no snapshot", &t.changelog)] {
             let wall = per_core(runs);
             let cpu = median(&runs.iter().map(Run::wal_mb_per_cpu_s).collect::<Vec<_>>());
             println!(
@@ -694,7 +698,7 @@ fn summary(machine: &Machine, results: &[Throughput], states: &[StateSize]) {
     for s in states {
         let wall = per_core(&s.later);
         println!(
-            "  changelog-only checkpoint onto a state of {} M keys: {wall:.1} MB/s of WAL per core; \
+            "  checkpoint without a snapshot (changes + deletion vectors) onto a state of {} M keys: {wall:.1} MB/s of WAL per core; \
              target {TARGET_WAL_MB_PER_S_PER_CORE} per core: {}",
             float(s.keys) / 1e6,
             if wall >= TARGET_WAL_MB_PER_S_PER_CORE {
