@@ -146,6 +146,92 @@ fn state_at(root: &Path, version: u64, stats: &mut DvStats) -> Model {
     rows
 }
 
+/// The `add` actions of `table`'s Delta log checkpoint at `version` (path
+/// -> the action as JSON, as the log writes it).
+fn checkpoint_adds(root: &Path, table: &str, version: u64) -> BTreeMap<String, Value> {
+    let file = root
+        .join(table)
+        .join(format!("_delta_log/{version:020}.checkpoint.parquet"));
+    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(file).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut adds = BTreeMap::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let rows = arrow_json_rows(&batch);
+        for row in rows {
+            if let Some(add) = row.get("add").filter(|a| !a.is_null()) {
+                adds.insert(add["path"].as_str().unwrap().to_owned(), add.clone());
+            }
+        }
+    }
+    adds
+}
+
+/// A batch's rows as JSON objects, nested structs and maps included, in
+/// the shape the Delta log's JSON has (a map as an object).
+fn arrow_json_rows(batch: &arrow_array::RecordBatch) -> Vec<serde_json::Map<String, Value>> {
+    use arrow_array::cast::AsArray;
+    fn value(array: &dyn Array, row: usize) -> Value {
+        if array.is_null(row) {
+            return Value::Null;
+        }
+        match array.data_type() {
+            arrow_schema::DataType::Utf8 => Value::from(array.as_string::<i32>().value(row)),
+            arrow_schema::DataType::Int64 => Value::from(
+                array
+                    .as_primitive::<arrow_array::types::Int64Type>()
+                    .value(row),
+            ),
+            arrow_schema::DataType::Int32 => Value::from(
+                array
+                    .as_primitive::<arrow_array::types::Int32Type>()
+                    .value(row),
+            ),
+            arrow_schema::DataType::Boolean => Value::from(array.as_boolean().value(row)),
+            arrow_schema::DataType::Struct(fields) => {
+                let s = array.as_struct();
+                let mut out = serde_json::Map::new();
+                for (i, f) in fields.iter().enumerate() {
+                    let v = value(s.column(i).as_ref(), row);
+                    if !v.is_null() {
+                        out.insert(f.name().clone(), v);
+                    }
+                }
+                Value::Object(out)
+            }
+            arrow_schema::DataType::Map(_, _) => {
+                let m = array.as_map();
+                let entries = m.value(row);
+                let (keys, values) = (entries.column(0), entries.column(1));
+                let mut out = serde_json::Map::new();
+                for i in 0..entries.len() {
+                    out.insert(
+                        keys.as_string::<i32>().value(i).to_owned(),
+                        value(values.as_ref(), i),
+                    );
+                }
+                Value::Object(out)
+            }
+            arrow_schema::DataType::List(_) => {
+                let items = array.as_list::<i32>().value(row);
+                Value::Array((0..items.len()).map(|i| value(items.as_ref(), i)).collect())
+            }
+            other => panic!("unexpected type {other}"),
+        }
+    }
+    (0..batch.num_rows())
+        .map(|row| {
+            let mut out = serde_json::Map::new();
+            for (i, f) in batch.schema().fields().iter().enumerate() {
+                out.insert(f.name().clone(), value(batch.column(i).as_ref(), row));
+            }
+            out
+        })
+        .collect()
+}
+
 fn binary<'a>(batch: &'a arrow_array::RecordBatch, name: &str) -> &'a BinaryArray {
     batch
         .column_by_name(name)
@@ -174,6 +260,7 @@ fn settings() -> CheckpointSettings {
     CheckpointSettings {
         row_group_rows: 64,
         snapshot_every: 4,
+        log_checkpoint_interval: 5,
         gc_grace_secs: 0,
         gc_grace_check: walhouse::checkpoint::GraceCheck::Off,
         ..CheckpointSettings::default()
@@ -288,6 +375,23 @@ async fn every_version_of_the_state_table_is_the_model_at_that_checkpoint() {
         );
     }
 
+    // Delta log checkpoints at versions 5 and 10: each holds exactly the
+    // files the log replay gives, and `_last_checkpoint` names the newest.
+    for table in ["changelog", "state"] {
+        for version in [5, 10] {
+            assert_eq!(
+                checkpoint_adds(&root, table, version),
+                live_files(&root, table, version),
+                "{table} checkpoint {version}"
+            );
+        }
+        let hint: Value = serde_json::from_slice(
+            &std::fs::read(root.join(table).join("_delta_log/_last_checkpoint")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(hint["version"], 10, "{table}: {hint}");
+    }
+
     // Recovery from the store alone reads the same state.
     let fresh = recover(&store, &PerCoreWalConfig::new(&tmp.path().join("none"), 2))
         .await
@@ -297,7 +401,8 @@ async fn every_version_of_the_state_table_is_the_model_at_that_checkpoint() {
         "delta tables: {CHECKPOINTS} versions of the state table read through the log alone, \
          each = the model at its checkpoint ({} keys at the end); {} deletion vectors \
          decoded over all versions, {} rows marked deleted; changelog {puts} puts + \
-         {deletes} deletes in {} files; txn kafka-0 = {}",
+         {deletes} deletes in {} files; txn kafka-0 = {}; Delta log checkpoints at 5 and 10 \
+         of both tables = the log replay, _last_checkpoint = 10",
         model.len(),
         dv.vectors,
         dv.rows_deleted,

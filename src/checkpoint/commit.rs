@@ -7,7 +7,9 @@ use std::time::{Duration, Instant, SystemTime};
 use object_store::ObjectStoreExt;
 use tokio::sync::mpsc;
 
-use super::delta::{complete_state_version, ensure_state_version, mark_replaced};
+use super::delta::{
+    complete_state_version, ensure_state_version, mark_replaced, write_log_checkpoints,
+};
 use super::error::CheckpointError;
 use super::manifest::{
     commit_manifest, latest_manifest, list_manifests, load_manifest, CheckpointStats, CoreCoverage,
@@ -278,6 +280,17 @@ impl Checkpointer {
             );
         }
         let removed_segments = wal.remove_segments_up_to_epoch(epoch)?;
+        let interval = self.settings.log_checkpoint_interval;
+        if interval > 0 && number % interval == 0 {
+            // Best effort: without it readers replay more log entries.
+            if let Err(e) = write_log_checkpoints(&self.store, number).await {
+                tracing::warn!(
+                    checkpoint = number,
+                    error = %e,
+                    "cannot write the Delta log checkpoint; readers replay the log instead"
+                );
+            }
+        }
         let micros = |d: std::time::Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         tracing::info!(
             checkpoint = number,

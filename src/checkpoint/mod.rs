@@ -73,6 +73,11 @@ pub struct CheckpointSettings {
     /// Memory for sorting the delta when building a snapshot; beyond it,
     /// sorted runs spill to local temporary files. Default: 64 MiB.
     pub sort_memory_bytes: usize,
+    /// A Delta log checkpoint (`<N>.checkpoint.parquet` and
+    /// `_last_checkpoint` in both tables' `_delta_log/`) after every this
+    /// many versions, so readers do not replay every JSON entry; 0: never.
+    /// Default: 10.
+    pub log_checkpoint_interval: u64,
     /// Checkpoints kept by retention. Default: 3.
     pub retain_checkpoints: usize,
     /// GC removes unreferenced objects only when older than this. Default:
@@ -144,6 +149,7 @@ impl Default for CheckpointSettings {
             state_max_files: 16,
             state_max_deleted_percent: 30,
             sort_memory_bytes: 64 << 20,
+            log_checkpoint_interval: 10,
             retain_checkpoints: 3,
             gc_grace_secs: 3600,
             gc_grace_check: GraceCheck::Enforce,

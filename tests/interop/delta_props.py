@@ -61,6 +61,7 @@ checkpoint_wal_bytes = 0
 snapshot_every = 4
 state_max_deleted_percent = 100
 state_max_files = 1000
+log_checkpoint_interval = 3
 retain_checkpoints = {retain}
 """
 

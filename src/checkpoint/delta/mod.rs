@@ -13,6 +13,7 @@
 
 pub(crate) mod dv;
 mod log;
+mod log_checkpoint;
 mod merge;
 mod tables;
 
@@ -24,4 +25,5 @@ pub use log::{CHANGELOG_TABLE, EPOCH_PARTITION, STATE_TABLE};
 pub(crate) use merge::{mark_replaced, read_existing};
 pub(crate) use tables::{
     changelog_entry, complete_state_version, ensure_state_version, ensure_tables,
+    write_log_checkpoints,
 };

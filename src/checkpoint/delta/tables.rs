@@ -6,11 +6,14 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
+use object_store::ObjectStoreExt;
+
 use super::log::{
     create_entry, decode_entry, encode_entry, log_path, millis_of, schema_string, Action, Add,
     Created, Format, Metadata, Protocol, Remove, Txn, CHANGELOG_TABLE, EPOCH_PARTITION,
     STATE_TABLE,
 };
+use super::log_checkpoint::{checkpoint_parquet, last_checkpoint_json, reconcile};
 use crate::checkpoint::error::CheckpointError;
 use crate::checkpoint::manifest::{load_manifest, Manifest, StateFile};
 use crate::checkpoint::schema::{changelog_schema, state_schema, SCHEMA_VERSION};
@@ -267,4 +270,73 @@ pub(crate) async fn ensure_state_version(
         "completing the state table's entry of a committed checkpoint"
     );
     complete_state_version(store, manifest, previous.as_ref()).await
+}
+
+/// Writes a Delta log checkpoint of both tables at `version`
+/// (`<version>.checkpoint.parquet` and `_last_checkpoint`), so readers
+/// replay at most the entries after it. Reads every log entry of each table
+/// up to `version` (one GET each). Both objects are plain PUTs of bytes
+/// that are the same for the same version: writing one again is harmless,
+/// and a reader that finds `_last_checkpoint` pointing at an older
+/// checkpoint still reads the log after it.
+pub(crate) async fn write_log_checkpoints(
+    store: &Store,
+    version: u64,
+) -> Result<(), CheckpointError> {
+    for table in [CHANGELOG_TABLE, STATE_TABLE] {
+        let mut entries = Vec::new();
+        for v in 0..=version {
+            let rel = log_path(table, v);
+            let bytes = store
+                .get_all(&store.path(&rel))
+                .await
+                .map_err(|e| CheckpointError::store(store, "get", &rel, e))?;
+            let corrupt = |reason: String| CheckpointError::CorruptObject {
+                store: store.name().to_owned(),
+                path: rel.clone(),
+                reason,
+            };
+            let lines = decode_entry(&bytes).map_err(|e| corrupt(e.clone()))?;
+            let actions = lines
+                .into_iter()
+                .map(serde_json::from_value::<Action>)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| corrupt(format!("not a Delta action: {e}")))?;
+            entries.push(actions);
+        }
+        let dir = super::log::log_dir(table);
+        let failed = |reason: String| CheckpointError::CorruptObject {
+            store: store.name().to_owned(),
+            path: format!("{dir}/"),
+            reason: format!("cannot write the Delta log checkpoint of version {version}: {reason}"),
+        };
+        let snapshot = reconcile(&entries).map_err(failed)?;
+        let parquet = checkpoint_parquet(&snapshot).map_err(failed)?;
+        let hint = last_checkpoint_json(version, &snapshot, parquet.len());
+        for (name, body) in [
+            (format!("{version:020}.checkpoint.parquet"), parquet),
+            ("_last_checkpoint".to_owned(), hint.into_bytes()),
+        ] {
+            let rel = format!("{dir}/{name}");
+            let path = store.path(&rel);
+            let body = bytes::Bytes::from(body);
+            store
+                .retrying("put", &rel, || {
+                    store.object_store().put(&path, body.clone().into())
+                })
+                .await
+                .map_err(|e| CheckpointError::store(store, "put", rel.clone(), e))?;
+            store
+                .make_durable(std::slice::from_ref(&rel))
+                .await
+                .map_err(|source| CheckpointError::Io {
+                    op: "fsync a Delta log checkpoint",
+                    path: store
+                        .local_dir()
+                        .map_or_else(|| rel.clone().into(), |d| d.join(&rel)),
+                    source,
+                })?;
+        }
+    }
+    Ok(())
 }
