@@ -12,7 +12,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::delta::{
-    changelog_entry, create_entry, decode_entry, ensure_tables, list_versions, log_path, Created,
+    changelog_entry, commit_entry, decode_entry, ensure_tables, list_versions, log_path,
     DeletionVectorDescriptor, CHANGELOG_TABLE,
 };
 use super::error::CheckpointError;
@@ -308,16 +308,14 @@ pub async fn commit_manifest(store: &Store, manifest: &Manifest) -> Result<(), C
     if manifest.checkpoint == 1 {
         ensure_tables(store).await?;
     }
-    let rel = manifest_path(manifest.checkpoint);
     let body = changelog_entry(manifest)?;
-    match create_entry(store, &rel, body).await? {
-        Created::Ours => Ok(()),
-        Created::Theirs(_) => Err(CheckpointError::ManifestConflict {
-            store: store.name().to_owned(),
-            path: rel,
-            checkpoint: manifest.checkpoint,
-        }),
-    }
+    commit_entry(
+        store,
+        manifest_path(manifest.checkpoint),
+        body,
+        manifest.checkpoint,
+    )
+    .await
 }
 
 /// The JSON Schema of [`Manifest`], as `schemas/manifest.schema.json` holds it.

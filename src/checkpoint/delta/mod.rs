@@ -18,12 +18,10 @@ mod merge;
 mod tables;
 
 pub use dv::DeletionVectorDescriptor;
-pub(crate) use log::{
-    create_entry, decode_entry, list_versions, log_dir, log_path, parse_log_path, Created,
-};
+pub(crate) use log::{decode_entry, list_versions, log_dir, log_path, parse_log_path};
 pub use log::{CHANGELOG_TABLE, EPOCH_PARTITION, STATE_TABLE};
 pub(crate) use merge::{mark_replaced, read_existing};
 pub(crate) use tables::{
-    changelog_entry, complete_state_version, ensure_state_version, ensure_tables,
+    changelog_entry, commit_entry, complete_state_version, ensure_state_version, ensure_tables,
     write_log_checkpoints,
 };

@@ -237,12 +237,24 @@ pub(crate) async fn complete_state_version(
 ) -> Result<(), CheckpointError> {
     let rel = log_path(STATE_TABLE, manifest.checkpoint);
     let body = state_entry(manifest, previous);
+    commit_entry(store, rel, body, manifest.checkpoint).await
+}
+
+/// Writes log entry `rel` of checkpoint `checkpoint` with a create-only PUT
+/// ([`create_entry`]); another entry of that version is
+/// [`CheckpointError::ManifestConflict`]: another writer committed it.
+pub(crate) async fn commit_entry(
+    store: &Store,
+    rel: String,
+    body: Vec<u8>,
+    checkpoint: u64,
+) -> Result<(), CheckpointError> {
     match create_entry(store, &rel, body).await? {
         Created::Ours => Ok(()),
         Created::Theirs(_) => Err(CheckpointError::ManifestConflict {
             store: store.name().to_owned(),
             path: rel,
-            checkpoint: manifest.checkpoint,
+            checkpoint,
         }),
     }
 }
