@@ -281,7 +281,7 @@ impl Checkpointer {
         }
         let removed_segments = wal.remove_segments_up_to_epoch(epoch)?;
         let interval = self.settings.log_checkpoint_interval;
-        if interval > 0 && number % interval == 0 {
+        if interval > 0 && number.is_multiple_of(interval) {
             // Best effort: without it readers replay more log entries.
             if let Err(e) = write_log_checkpoints(&self.store, number).await {
                 tracing::warn!(

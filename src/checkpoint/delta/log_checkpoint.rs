@@ -692,6 +692,11 @@ mod tests {
             .contains("metaData"));
     }
 
+    #[expect(
+        clippy::many_single_char_names,
+        clippy::too_many_lines,
+        reason = "one read-back of every action column, in one place"
+    )]
     #[test]
     fn checkpoint_reads_back_with_the_protocol_schema() {
         let snapshot = reconcile(&log()).unwrap();
