@@ -521,3 +521,77 @@ async fn table_roots_that_are_not_walhouse_delta_tables_are_refused() {
         "the WAL is kept"
     );
 }
+
+/// The `metaData` action a reader ends with after replaying `table`'s log
+/// up to `version`.
+fn latest_metadata(root: &Path, table: &str, version: u64) -> Value {
+    actions(root, table, version)
+        .into_iter()
+        .filter_map(|a| a.get("metaData").cloned())
+        .last()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_owner_is_a_table_property_set_again_after_a_take_over() {
+    use walhouse::checkpoint::{TableOwner, OWNER_PROPERTY};
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("table");
+    let store = Store::local(&root).unwrap();
+    let mut m = PerCoreWalManager::new(PerCoreWalConfig::new(&tmp.path().join("wal"), 2)).unwrap();
+    let write = |m: &mut PerCoreWalManager, round: u32| {
+        for i in 0..50_u32 {
+            m.writer((i % 2) as usize)
+                .append_put(format!("k{i}").as_bytes(), format!("r{round}").as_bytes())
+                .unwrap();
+        }
+        m.sync_all().unwrap();
+    };
+    TableOwner::new("owner-a", tmp.path()).claim(&store).await.unwrap();
+    let a = Checkpointer::new(store.clone(), settings())
+        .unwrap()
+        .with_owner("owner-a");
+    for round in 0..2 {
+        write(&mut m, round);
+        a.checkpoint(&mut m).await.unwrap();
+    }
+    let created = latest_metadata(&root, "changelog", 0);
+    for table in ["changelog", "state"] {
+        let meta = latest_metadata(&root, table, 2);
+        assert_eq!(meta["configuration"][OWNER_PROPERTY], "owner-a", "{table}");
+        let entry2 = actions(&root, table, 2).len() - actions(&root, table, 1).len();
+        assert!(entry2 > 0);
+        assert!(
+            !actions(&root, table, 2)[actions(&root, table, 1).len()..]
+                .iter()
+                .any(|a| a.get("metaData").is_some()),
+            "{table}: no metaData while the owner stays"
+        );
+    }
+
+    // A new data directory takes the table over: its first checkpoint sets
+    // the property anew in both tables, keeping the table's identity.
+    TableOwner::new("owner-b", tmp.path()).take_over(&store).await.unwrap();
+    let b = Checkpointer::new(store.clone(), settings())
+        .unwrap()
+        .with_owner("owner-b");
+    write(&mut m, 2);
+    b.checkpoint(&mut m).await.unwrap();
+    for table in ["changelog", "state"] {
+        let meta = latest_metadata(&root, table, 3);
+        assert_eq!(meta["configuration"][OWNER_PROPERTY], "owner-b", "{table}");
+        assert_eq!(meta["id"], latest_metadata(&root, table, 0)["id"], "{table}");
+        assert_eq!(meta["schemaString"], latest_metadata(&root, table, 0)["schemaString"]);
+    }
+    assert_eq!(created["configuration"][OWNER_PROPERTY], "owner-a");
+    // The old owner's writer commits nothing more.
+    write(&mut m, 3);
+    assert!(matches!(
+        a.checkpoint(&mut m).await.unwrap_err(),
+        CheckpointError::NotOwner { .. }
+    ));
+    println!(
+        "owner property: owner-a at creation of both tables, owner-b from version 3 (the take-over's \
+         first checkpoint), table ids unchanged"
+    );
+}

@@ -12,8 +12,8 @@ use super::delta::{
 };
 use super::error::CheckpointError;
 use super::manifest::{
-    commit_manifest, latest_manifest, list_manifests, load_manifest, CheckpointStats, CoreCoverage,
-    DataFile, EpochRange, Manifest, StateFile, StateRef, MANIFEST_FORMAT_VERSION,
+    commit_manifest_after, latest_manifest, list_manifests, load_manifest, CheckpointStats,
+    CoreCoverage, DataFile, EpochRange, Manifest, StateFile, StateRef, MANIFEST_FORMAT_VERSION,
 };
 use super::owner::check_owner;
 use super::parquet::{file_crc32c, write_changelog_tee, ChangelogSummary};
@@ -245,7 +245,7 @@ impl Checkpointer {
         let snapshot_written = snapshot.is_some();
         let mut new_files: Vec<DataFile> = changelog.files.clone();
         new_files.append(&mut state_files);
-        let manifest = manifest_for(
+        let mut manifest = manifest_for(
             number,
             EpochRange {
                 first: first_epoch,
@@ -257,6 +257,7 @@ impl Checkpointer {
             snapshot.map(|s| s.keys),
             wal.num_cores(),
         );
+        manifest.owner_id.clone_from(&self.owner_id);
 
         let paths: Vec<String> = new_files.iter().map(|f| f.path.clone()).collect();
         let written = started.elapsed();
@@ -266,7 +267,7 @@ impl Checkpointer {
             check_owner(&self.store, id).await?;
         }
         // Durable on return (`Store::put_create_durable`): the commit point.
-        commit_manifest(&self.store, &manifest).await?;
+        commit_manifest_after(&self.store, &manifest, previous.as_ref()).await?;
         let committed = started.elapsed();
         // The `state` table's entry of this version follows from the
         // manifests alone: if it fails here, the next checkpoint or
@@ -853,6 +854,7 @@ fn manifest_for(
         .unwrap_or_default();
     source_offsets.extend(changelog.source_offsets.clone());
     Manifest {
+        owner_id: None,
         format_version: MANIFEST_FORMAT_VERSION,
         schema_version: SCHEMA_VERSION,
         checkpoint: number,

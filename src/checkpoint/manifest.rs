@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::delta::{
     changelog_entry, commit_entry, decode_entry, ensure_tables, list_versions, log_path,
-    DeletionVectorDescriptor, CHANGELOG_TABLE,
+    owner_metadata, DeletionVectorDescriptor, CHANGELOG_TABLE,
 };
 use super::error::CheckpointError;
 use crate::store::Store;
@@ -149,6 +149,13 @@ pub struct Manifest {
     pub watermark: Option<i64>,
     /// Counts.
     pub stats: CheckpointStats,
+    /// The data directory that owned the table when this checkpoint was
+    /// committed (the `owner_id` of `_walhouse/owner.json`), if the writer
+    /// checks ownership. Both tables carry it as the property
+    /// `walhouse.ownerId`: set at creation, and again (a `metaData` action)
+    /// by the first checkpoint after a take-over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_id: Option<String>,
 }
 
 impl Manifest {
@@ -305,10 +312,22 @@ pub async fn latest_manifest(store: &Store) -> Result<Option<Manifest>, Checkpoi
 /// resolved by reading the object back: ours if the bytes are the same, a
 /// conflict if they differ, the original error if it is absent.
 pub async fn commit_manifest(store: &Store, manifest: &Manifest) -> Result<(), CheckpointError> {
+    commit_manifest_after(store, manifest, None).await
+}
+
+/// [`commit_manifest`] knowing the manifest of the checkpoint before
+/// (`previous`): if the owner changed since it, the entry also sets the
+/// table property `walhouse.ownerId` anew.
+pub(crate) async fn commit_manifest_after(
+    store: &Store,
+    manifest: &Manifest,
+    previous: Option<&Manifest>,
+) -> Result<(), CheckpointError> {
     if manifest.checkpoint == 1 {
-        ensure_tables(store).await?;
+        ensure_tables(store, manifest.owner_id.as_deref()).await?;
     }
-    let body = changelog_entry(manifest)?;
+    let metadata = owner_metadata(store, CHANGELOG_TABLE, manifest, previous).await?;
+    let body = changelog_entry(manifest, metadata)?;
     commit_entry(
         store,
         manifest_path(manifest.checkpoint),

@@ -30,7 +30,9 @@ pub use commit::{
     CheckpointOutcome, Checkpointer, GcReport, VerifyReport, MIN_GC_GRACE_SECS, STALE_MARKER_SECS,
 };
 pub use coordinator::PerCoreCheckpointCoordinator;
-pub use delta::{DeletionVectorDescriptor, CHANGELOG_TABLE, EPOCH_PARTITION, STATE_TABLE};
+pub use delta::{
+    DeletionVectorDescriptor, CHANGELOG_TABLE, EPOCH_PARTITION, OWNER_PROPERTY, STATE_TABLE,
+};
 pub use error::CheckpointError;
 pub use lookup::{CheckpointReader, LookupSettings, LookupStats};
 pub use manifest::{

@@ -21,7 +21,8 @@ pub use dv::DeletionVectorDescriptor;
 pub(crate) use log::{decode_entry, list_versions, log_dir, log_path, parse_log_path};
 pub use log::{CHANGELOG_TABLE, EPOCH_PARTITION, STATE_TABLE};
 pub(crate) use merge::{mark_replaced, read_existing};
+pub use tables::OWNER_PROPERTY;
 pub(crate) use tables::{
     changelog_entry, commit_entry, complete_state_version, ensure_state_version, ensure_tables,
-    write_log_checkpoints,
+    owner_metadata, write_log_checkpoints,
 };

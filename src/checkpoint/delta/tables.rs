@@ -25,8 +25,11 @@ const ENGINE: &str = concat!("walhouse/", env!("CARGO_PKG_VERSION"));
 /// Table property naming the walhouse table (`changelog` or `state`).
 const TABLE_PROPERTY: &str = "walhouse.table";
 
+/// Table property naming the data directory that owns the table.
+pub const OWNER_PROPERTY: &str = "walhouse.ownerId";
+
 /// Version 0 of `table`: protocol, schema and properties.
-fn create_actions(table: &str, now_ms: i64) -> Vec<Action> {
+fn create_actions(table: &str, now_ms: i64, owner: Option<&str>) -> Vec<Action> {
     let (protocol, schema, partitions, mut configuration, description) = match table {
         CHANGELOG_TABLE => (
             // delta.appendOnly needs writer version 2; reader version 1
@@ -60,6 +63,9 @@ fn create_actions(table: &str, now_ms: i64) -> Vec<Action> {
         "walhouse.schemaVersion".to_owned(),
         SCHEMA_VERSION.to_string(),
     );
+    if let Some(owner) = owner {
+        configuration.insert(OWNER_PROPERTY.to_owned(), owner.to_owned());
+    }
     vec![
         Action::CommitInfo(json!({
             "timestamp": now_ms,
@@ -88,11 +94,14 @@ fn create_actions(table: &str, now_ms: i64) -> Vec<Action> {
 /// Creates version 0 of both tables unless it exists. An existing version
 /// 0 is kept if walhouse wrote it (a crash after it, before checkpoint 1
 /// committed); anything else is an error naming the object.
-pub(crate) async fn ensure_tables(store: &Store) -> Result<(), CheckpointError> {
+pub(crate) async fn ensure_tables(
+    store: &Store,
+    owner: Option<&str>,
+) -> Result<(), CheckpointError> {
     let now = chrono::Utc::now().timestamp_millis();
     for table in [CHANGELOG_TABLE, STATE_TABLE] {
         let rel = log_path(table, 0);
-        let body = encode_entry(&create_actions(table, now));
+        let body = encode_entry(&create_actions(table, now, owner));
         if let Created::Theirs(existing) = create_entry(store, &rel, body).await? {
             if !is_walhouse_table(&existing, table) {
                 return Err(CheckpointError::CorruptObject {
@@ -152,10 +161,54 @@ fn txns(manifest: &Manifest, now_ms: i64) -> impl Iterator<Item = Action> + '_ {
         })
 }
 
+/// The `metaData` action that sets `table`'s property `walhouse.ownerId` to
+/// `manifest.owner_id`, if the owner changed since `previous` (a take-over):
+/// version 0's metadata with the new owner (the schema never changes).
+pub(crate) async fn owner_metadata(
+    store: &Store,
+    table: &str,
+    manifest: &Manifest,
+    previous: Option<&Manifest>,
+) -> Result<Option<Action>, CheckpointError> {
+    let (Some(owner), Some(previous)) = (&manifest.owner_id, previous) else {
+        return Ok(None);
+    };
+    if previous.owner_id.as_ref() == Some(owner) {
+        return Ok(None);
+    }
+    let rel = log_path(table, 0);
+    let bytes = store
+        .get_all(&store.path(&rel))
+        .await
+        .map_err(|e| CheckpointError::store(store, "get", &rel, e))?;
+    let metadata = decode_entry(&bytes)
+        .ok()
+        .and_then(|lines| {
+            lines
+                .into_iter()
+                .find_map(|mut l| l.get_mut("metaData").map(serde_json::Value::take))
+        })
+        .and_then(|m| serde_json::from_value::<Metadata>(m).ok());
+    let Some(mut metadata) = metadata else {
+        return Err(CheckpointError::CorruptObject {
+            store: store.name().to_owned(),
+            path: rel,
+            reason: "version 0 has no readable metaData action".into(),
+        });
+    };
+    metadata
+        .configuration
+        .insert(OWNER_PROPERTY.to_owned(), owner.clone());
+    Ok(Some(Action::Metadata(metadata)))
+}
+
 /// The `changelog` table's log entry of checkpoint `manifest.checkpoint`:
-/// `commitInfo` (with the manifest in `walhouse`), a `txn` per source and an
-/// `add` per changelog file.
-pub(crate) fn changelog_entry(manifest: &Manifest) -> Result<Vec<u8>, CheckpointError> {
+/// `commitInfo` (with the manifest in `walhouse`), `metadata` if the owner
+/// changed, a `txn` per source and an `add` per changelog file.
+pub(crate) fn changelog_entry(
+    manifest: &Manifest,
+    metadata: Option<Action>,
+) -> Result<Vec<u8>, CheckpointError> {
     let ts = millis_of(&manifest.created_at);
     let walhouse = serde_json::to_value(manifest)
         .map_err(|e| CheckpointError::Task(format!("cannot encode manifest: {e}")))?;
@@ -167,6 +220,7 @@ pub(crate) fn changelog_entry(manifest: &Manifest) -> Result<Vec<u8>, Checkpoint
         "engineInfo": ENGINE,
         "walhouse": walhouse,
     }))];
+    actions.extend(metadata);
     actions.extend(txns(manifest, ts));
     for file in &manifest.changelog {
         actions.push(Action::Add(Add {
@@ -188,7 +242,11 @@ pub(crate) fn changelog_entry(manifest: &Manifest) -> Result<Vec<u8>, Checkpoint
 /// is gone or whose deletion vector changed, an `add` of every new file or
 /// new deletion vector. A pure function of the two manifests, so writing it
 /// again after a crash gives the same bytes.
-fn state_entry(manifest: &Manifest, previous: Option<&Manifest>) -> Vec<u8> {
+fn state_entry(
+    manifest: &Manifest,
+    previous: Option<&Manifest>,
+    metadata: Option<Action>,
+) -> Vec<u8> {
     let ts = millis_of(&manifest.created_at);
     let before: &[StateFile] = previous.map_or(&[], |p| p.state.table.as_slice());
     let after = &manifest.state.table;
@@ -200,6 +258,7 @@ fn state_entry(manifest: &Manifest, previous: Option<&Manifest>) -> Vec<u8> {
         "engineInfo": ENGINE,
         "walhouse": {"checkpoint": manifest.checkpoint},
     }))];
+    actions.extend(metadata);
     actions.extend(txns(manifest, ts));
     for old in before.iter().filter(|f| !after.contains(f)) {
         actions.push(Action::Remove(Remove {
@@ -236,7 +295,8 @@ pub(crate) async fn complete_state_version(
     previous: Option<&Manifest>,
 ) -> Result<(), CheckpointError> {
     let rel = log_path(STATE_TABLE, manifest.checkpoint);
-    let body = state_entry(manifest, previous);
+    let metadata = owner_metadata(store, STATE_TABLE, manifest, previous).await?;
+    let body = state_entry(manifest, previous, metadata);
     commit_entry(store, rel, body, manifest.checkpoint).await
 }
 
