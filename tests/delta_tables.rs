@@ -547,7 +547,10 @@ async fn the_owner_is_a_table_property_set_again_after_a_take_over() {
         }
         m.sync_all().unwrap();
     };
-    TableOwner::new("owner-a", tmp.path()).claim(&store).await.unwrap();
+    TableOwner::new("owner-a", tmp.path())
+        .claim(&store)
+        .await
+        .unwrap();
     let a = Checkpointer::new(store.clone(), settings())
         .unwrap()
         .with_owner("owner-a");
@@ -571,7 +574,10 @@ async fn the_owner_is_a_table_property_set_again_after_a_take_over() {
 
     // A new data directory takes the table over: its first checkpoint sets
     // the property anew in both tables, keeping the table's identity.
-    TableOwner::new("owner-b", tmp.path()).take_over(&store).await.unwrap();
+    TableOwner::new("owner-b", tmp.path())
+        .take_over(&store)
+        .await
+        .unwrap();
     let b = Checkpointer::new(store.clone(), settings())
         .unwrap()
         .with_owner("owner-b");
@@ -580,8 +586,15 @@ async fn the_owner_is_a_table_property_set_again_after_a_take_over() {
     for table in ["changelog", "state"] {
         let meta = latest_metadata(&root, table, 3);
         assert_eq!(meta["configuration"][OWNER_PROPERTY], "owner-b", "{table}");
-        assert_eq!(meta["id"], latest_metadata(&root, table, 0)["id"], "{table}");
-        assert_eq!(meta["schemaString"], latest_metadata(&root, table, 0)["schemaString"]);
+        assert_eq!(
+            meta["id"],
+            latest_metadata(&root, table, 0)["id"],
+            "{table}"
+        );
+        assert_eq!(
+            meta["schemaString"],
+            latest_metadata(&root, table, 0)["schemaString"]
+        );
     }
     assert_eq!(created["configuration"][OWNER_PROPERTY], "owner-a");
     // The old owner's writer commits nothing more.
