@@ -528,7 +528,7 @@ fn latest_metadata(root: &Path, table: &str, version: u64) -> Value {
     actions(root, table, version)
         .into_iter()
         .filter_map(|a| a.get("metaData").cloned())
-        .last()
+        .next_back()
         .unwrap()
 }
 
