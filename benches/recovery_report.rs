@@ -196,12 +196,11 @@ fn prepare(wal: &Path, store: Option<&Path>, checkpoint_keys: u64, tail: u64) ->
             .enable_all()
             .build()?;
         let outcome = runtime.block_on(checkpointer.checkpoint(&mut manager))?;
-        if outcome.manifest.stats.puts != checkpoint_keys
-            || outcome.manifest.stats.snapshot_keys != Some(checkpoint_keys)
-        {
+        let built = runtime.block_on(checkpointer.finish_state())?;
+        if outcome.manifest.stats.puts != checkpoint_keys || built.keys != Some(checkpoint_keys) {
             return Err(format!(
-                "checkpoint holds {} puts and a snapshot of {:?} keys, expected {checkpoint_keys}",
-                outcome.manifest.stats.puts, outcome.manifest.stats.snapshot_keys
+                "checkpoint holds {} puts and a state of {:?} keys, expected {checkpoint_keys}",
+                outcome.manifest.stats.puts, built.keys
             )
             .into());
         }

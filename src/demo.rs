@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::checkpoint::{recover, CheckpointSettings, Checkpointer, Manifest};
+use crate::checkpoint::{
+    recover, CheckpointSettings, Checkpointer, Manifest, StateBuilt, StateVersion,
+};
 use crate::per_core_wal::{
     PerCoreRecoveryManager, PerCoreWalConfig, PerCoreWalError, PerCoreWalManager,
 };
@@ -61,11 +63,18 @@ pub struct DemoReport {
     pub merge: Duration,
     /// Time of the checkpoint (seal, Parquet upload, manifest, WAL removal).
     pub checkpoint: Duration,
+    /// Time of the `state` table's version 1 (a full snapshot), built after
+    /// the checkpoint's commit.
+    pub state_build: Duration,
+    /// What that build wrote.
+    pub state: StateBuilt,
     /// The committed manifest.
     pub manifest: Manifest,
     /// The manifest of the second checkpoint (the first tail's overwrites
     /// and deletes).
     pub second: Manifest,
+    /// The `state` table's version of the second checkpoint.
+    pub second_state: StateVersion,
     /// Bytes of Parquet written.
     pub checkpoint_bytes: u64,
     /// WAL segment files removed after the commit.
@@ -220,6 +229,22 @@ fn model_of(opts: &DemoOptions, per_core: u64, extra: u64) -> BTreeMap<Vec<u8>, 
     model
 }
 
+/// Merges every segment and checks the order; returns the entries and the
+/// time taken.
+fn check_merge(manager: &PerCoreWalManager) -> Result<(u64, Duration), DemoError> {
+    let started = Instant::now();
+    let mut stream = manager.merge_stream()?;
+    let mut last = None;
+    while let Some(entry) = stream.next_ref() {
+        let key = entry?.order_key();
+        if last.is_some_and(|l| l >= key) {
+            return Err(format!("merge out of order at {key:?}").into());
+        }
+        last = Some(key);
+    }
+    Ok((stream.entries(), started.elapsed()))
+}
+
 /// Runs the demo.
 pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
     let wal_dir = opts.data_dir.join("wal");
@@ -239,19 +264,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
         .count();
     let wal_bytes = manager.total_size();
 
-    let started = Instant::now();
-    let mut stream = manager.merge_stream()?;
-    let mut last = None;
-    while let Some(entry) = stream.next_ref() {
-        let key = entry?.order_key();
-        if last.is_some_and(|l| l >= key) {
-            return Err(format!("merge out of order at {key:?}").into());
-        }
-        last = Some(key);
-    }
-    let merged = stream.entries();
-    let merge = started.elapsed();
-
+    let (merged, merge) = check_merge(&manager)?;
     drop(manager);
 
     // Restart: recovery replays the whole WAL; its state must be exactly the
@@ -284,10 +297,13 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
     let started = Instant::now();
     let outcome = runtime.block_on(checkpointer.checkpoint(&mut manager))?;
     let checkpoint = started.elapsed();
+    let started = Instant::now();
+    let first_state = runtime.block_on(checkpointer.finish_state())?;
+    let state_time = started.elapsed();
     let report = runtime.block_on(checkpointer.verify(None))?;
-    verified &= report.is_ok();
+    verified &= report.is_ok() && report.state_version;
     verified &= outcome.manifest.stats.entries == merged;
-    verified &= outcome.manifest.stats.snapshot_keys == Some(live.len() as u64);
+    verified &= first_state.keys == Some(live.len() as u64);
     verified &= manager
         .next_sequences()
         .iter()
@@ -303,7 +319,11 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
     let (_, second) =
         runtime.block_on(write_tail(checkpointer.store(), &mut model, opts, 0, true))?;
     let second = second.ok_or("the second checkpoint found nothing to checkpoint")?;
+    let second_state = runtime
+        .block_on(checkpointer.state_version(second.manifest.checkpoint))?
+        .ok_or("the ingester's shutdown did not build the state table's version 2")?;
     verified &= runtime.block_on(checkpointer.verify(None))?.is_ok();
+    verified &= second_state.keys == model.len() as u64;
     verified &= second.manifest.checkpoint == outcome.manifest.checkpoint + 1;
 
     // A WAL tail after the second checkpoint, then restart and recover from
@@ -326,8 +346,11 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
         merged,
         merge,
         checkpoint,
+        state_build: state_time,
+        state: first_state,
         manifest: outcome.manifest,
         second: second.manifest,
+        second_state,
         checkpoint_bytes: outcome.bytes_written,
         removed_segments: outcome.removed_segments,
         table: checkpointer.store().name().to_owned(),

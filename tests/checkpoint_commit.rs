@@ -245,9 +245,11 @@ async fn checkpoint_writes_every_row_in_order_and_a_snapshot() {
     assert_eq!(manifest.checkpoint, 1);
     assert_eq!((manifest.epochs.first, manifest.epochs.last), (0, 0));
     assert_eq!(manifest.stats.entries, expected.len() as u64);
-    assert!(
-        out.snapshot_written,
-        "the first checkpoint writes a full snapshot"
+    let built = cp.finish_state().await.unwrap();
+    assert_eq!(
+        built.compacted,
+        [1],
+        "the state table's version 1 is a full snapshot"
     );
     assert!(
         out.removed_segments >= 2,
@@ -274,14 +276,19 @@ async fn checkpoint_writes_every_row_in_order_and_a_snapshot() {
     }
     let report = cp.verify(None).await.unwrap();
     assert!(report.is_ok(), "{:?}", report.problems);
+    assert!(
+        report.state_version,
+        "verify checked the state table's version"
+    );
+    let state = cp.state_version(1).await.unwrap().unwrap();
     println!(
-        "checkpoint 1: {} entries, {} changelog files, {} snapshot files ({} keys), {} bytes, {:?}",
+        "checkpoint 1: {} entries, {} changelog files, {} bytes, {:?}; state version 1: {} files ({} keys)",
         manifest.stats.entries,
         manifest.changelog.len(),
-        manifest.state.snapshot.len(),
-        manifest.stats.snapshot_keys.unwrap_or(0),
         out.bytes_written,
-        out.duration
+        out.duration,
+        state.snapshot.len(),
+        state.keys,
     );
 }
 
@@ -292,12 +299,20 @@ async fn second_checkpoint_references_the_first_snapshot_and_its_delta() {
     let cp = Checkpointer::new(Store::memory(), settings()).unwrap();
     append_mix(&mut m, 0, 300);
     let first = cp.checkpoint(&mut m).await.unwrap().manifest;
+    // The state table's version 1 (a snapshot) is built after the commit:
+    // the next manifest's state is based on it once it is, else on
+    // checkpoint 1's changelog.
+    assert_eq!(first.state.snapshot_checkpoint, 0);
+    assert_eq!(first.state.deltas, first.changelog);
+    cp.finish_state().await.unwrap();
+    let snapshot = cp.state_version(1).await.unwrap().unwrap().snapshot;
+    assert!(!snapshot.is_empty());
     append_mix(&mut m, 300, 500);
     let second = cp.checkpoint(&mut m).await.unwrap().manifest;
     assert_eq!(second.checkpoint, 2);
     assert_eq!((second.epochs.first, second.epochs.last), (1, 1));
     assert_eq!(second.state.snapshot_checkpoint, 1);
-    assert_eq!(second.state.snapshot, first.state.snapshot);
+    assert_eq!(second.state.snapshot, snapshot);
     assert_eq!(
         second.state.deltas, second.changelog,
         "the delta is the second changelog"
@@ -465,6 +480,9 @@ async fn datafusion_reads_both_tables_with_epoch_partitions() {
     let cp = Checkpointer::new(Store::local(&table).unwrap(), settings()).unwrap();
     append_mix(&mut m, 0, 300);
     cp.checkpoint(&mut m).await.unwrap();
+    // The state table's version 1 (a snapshot) is built after the commit;
+    // the next manifest's state is based on it once it is.
+    cp.finish_state().await.unwrap();
     append_mix(&mut m, 300, 450);
     let last = cp.checkpoint(&mut m).await.unwrap().manifest;
 
@@ -577,11 +595,19 @@ async fn retention_keeps_the_newest_checkpoints_and_everything_they_reference() 
     };
     let cp = Checkpointer::new(store.clone(), keep_two).unwrap();
     let mut manifests = Vec::new();
+    let mut versions = Vec::new();
     for round in 0..5u64 {
         append_mix(&mut m, round * 100, round * 100 + 100);
         manifests.push(cp.checkpoint(&mut m).await.unwrap().manifest);
+        cp.finish_state().await.unwrap();
+        versions.push(cp.state_version(round + 1).await.unwrap().unwrap());
     }
-    // Snapshots at checkpoints 1 and 4; checkpoint 5 = snapshot 4 + its delta.
+    // Full rewrites of the state table at checkpoints 1 and 4; checkpoint
+    // 5's manifest = snapshot 4 + its delta, its state version = snapshot 4
+    // with deletion vectors + its changes.
+    assert_eq!(versions[0].snapshot_checkpoint, 1);
+    assert_eq!(versions[3].snapshot_checkpoint, 4);
+    assert_eq!(versions[4].snapshot_checkpoint, 4);
     assert_eq!(manifests[4].state.snapshot_checkpoint, 4);
     let all_before: Vec<_> = store.object_store().list(None).try_collect().await.unwrap();
 
@@ -605,8 +631,24 @@ async fn retention_keeps_the_newest_checkpoints_and_everything_they_reference() 
             );
         }
     }
-    // What only the removed checkpoints used is gone: checkpoint 1's snapshot.
-    for file in &manifests[0].state.snapshot {
+    for kept in &versions[3..] {
+        for file in kept.referenced_files() {
+            assert!(
+                left.contains(&file.path),
+                "{} is referenced by a kept state version",
+                file.path
+            );
+        }
+    }
+    // What only the removed versions used is gone: the changes and deletion
+    // vectors of the state table's versions 2 and 3.
+    let only_old: Vec<_> = versions[1..3]
+        .iter()
+        .flat_map(|v| v.referenced_files())
+        .filter(|f| !f.path.starts_with("state/checkpoint=1/"))
+        .collect();
+    assert!(!only_old.is_empty());
+    for file in only_old {
         assert!(
             gc.objects_removed.contains(&file.path),
             "{} should be collected",
@@ -636,11 +678,11 @@ async fn snapshot_sort_spills_into_the_configured_directory() {
         spill_dir: Some(missing.clone()),
         ..settings()
     };
-    let err = Checkpointer::new(Store::memory(), tiny)
-        .unwrap()
-        .checkpoint(&mut m)
-        .await
-        .unwrap_err();
+    // The checkpoint commits; the state table's build after it fails, and
+    // says where.
+    let failing = Checkpointer::new(Store::memory(), tiny).unwrap();
+    failing.checkpoint(&mut m).await.unwrap();
+    let err = failing.finish_state().await.unwrap_err();
     println!("spill into a missing directory: {err}");
     assert!(err.to_string().contains("no-such-spill-dir"), "{err}");
     std::fs::create_dir_all(&missing).unwrap();
@@ -649,12 +691,11 @@ async fn snapshot_sort_spills_into_the_configured_directory() {
         spill_dir: Some(missing.clone()),
         ..settings()
     };
-    let out = Checkpointer::new(Store::memory(), ok)
-        .unwrap()
-        .checkpoint(&mut m)
-        .await
-        .unwrap();
-    assert_eq!(out.manifest.stats.snapshot_keys, Some(5000));
+    // The same store, the next checkpointer: it builds the missing version.
+    let retry = Checkpointer::new(failing.store().clone(), ok).unwrap();
+    let built = retry.finish_state().await.unwrap();
+    assert_eq!(built.versions, [1]);
+    assert_eq!(built.keys, Some(5000));
     assert_eq!(
         std::fs::read_dir(&missing).unwrap().count(),
         0,

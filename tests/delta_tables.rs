@@ -304,10 +304,13 @@ async fn every_version_of_the_state_table_is_the_model_at_that_checkpoint() {
             )
             .unwrap();
         m.sync_all().unwrap();
+        // Back to back: each checkpoint waits for the state table's build
+        // of the one before, after its own commit.
         let out = cp.checkpoint(&mut m).await.unwrap();
         assert_eq!(out.manifest.checkpoint, round);
         models.push(model.clone());
     }
+    cp.finish_state().await.unwrap();
 
     let mut dv = DvStats::default();
     for (version, expected) in models.iter().enumerate().skip(1) {
@@ -412,7 +415,7 @@ async fn every_version_of_the_state_table_is_the_model_at_that_checkpoint() {
 }
 
 #[tokio::test]
-async fn a_state_entry_lost_in_a_crash_is_written_again_byte_for_byte() {
+async fn a_state_version_lost_in_a_crash_is_recovered_from_the_changelog_and_built_again() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("table");
     let store = Store::local(&root).unwrap();
@@ -430,6 +433,7 @@ async fn a_state_entry_lost_in_a_crash_is_written_again_byte_for_byte() {
         m.sync_all().unwrap();
         cp.checkpoint(&mut m).await.unwrap();
     }
+    cp.finish_state().await.unwrap();
     let entry = |v: u64| root.join(format!("state/_delta_log/{v:020}.json"));
     let written = std::fs::read(entry(3)).unwrap();
     assert!(
@@ -437,37 +441,35 @@ async fn a_state_entry_lost_in_a_crash_is_written_again_byte_for_byte() {
         "checkpoint 3 marks rows of older files"
     );
 
-    // A crash right after the changelog's commit: the state entry never
-    // came. Recovery writes it, the same bytes.
+    // A crash after the changelog's commit, before the state table's
+    // entry: recovery reads version 2 plus checkpoint 3's changelog.
     std::fs::remove_file(entry(3)).unwrap();
     drop(m);
+    let model_3 = model.clone();
     let recovered = recover(&store, &config).await.unwrap();
     assert_eq!(recovered.state.state, model);
-    assert_eq!(
-        std::fs::read(entry(3)).unwrap(),
-        written,
-        "recovery wrote it again"
-    );
-    let mut dv = DvStats::default();
-    assert_eq!(state_at(&root, 3, &mut dv), model);
+    assert!(!entry(3).exists(), "recovery only reads");
 
-    // Again, and this time the next checkpoint completes it first.
-    std::fs::remove_file(entry(3)).unwrap();
+    // The next checkpoint's build writes version 3 again (new files, the
+    // same rows), then its own.
     let mut m = PerCoreWalManager::open(config).unwrap();
     m.writer(0).append_put(b"k000", b"last").unwrap();
     m.sync_all().unwrap();
     model.insert(b"k000".to_vec(), b"last".to_vec());
     let out = cp.checkpoint(&mut m).await.unwrap();
     assert_eq!(out.manifest.checkpoint, 4);
-    assert_eq!(
-        std::fs::read(entry(3)).unwrap(),
-        written,
-        "checkpoint 4 wrote it again"
-    );
+    let built = cp.finish_state().await.unwrap();
+    assert_eq!(built.versions, [3, 4]);
+    let mut dv = DvStats::default();
+    assert_eq!(state_at(&root, 3, &mut dv), model_3);
     assert_eq!(state_at(&root, 4, &mut dv), model);
+    let fresh = recover(&store, &PerCoreWalConfig::new(&tmp.path().join("none"), 2))
+        .await
+        .unwrap();
+    assert_eq!(fresh.state.state, model);
     println!(
-        "state entry 3 ({} bytes) removed twice: rewritten byte for byte by recovery and by \
-         checkpoint 4; versions 3 and 4 equal the model",
+        "state entry 3 ({} bytes) removed: recovery = version 2 + changelog 3 = the model; \
+         checkpoint 4's build wrote versions 3 and 4, each = the model at its checkpoint",
         written.len()
     );
 }
@@ -558,6 +560,7 @@ async fn the_owner_is_a_table_property_set_again_after_a_take_over() {
         write(&mut m, round);
         a.checkpoint(&mut m).await.unwrap();
     }
+    a.finish_state().await.unwrap();
     let created = latest_metadata(&root, "changelog", 0);
     for table in ["changelog", "state"] {
         let meta = latest_metadata(&root, table, 2);
@@ -583,6 +586,7 @@ async fn the_owner_is_a_table_property_set_again_after_a_take_over() {
         .with_owner("owner-b");
     write(&mut m, 2);
     b.checkpoint(&mut m).await.unwrap();
+    b.finish_state().await.unwrap();
     for table in ["changelog", "state"] {
         let meta = latest_metadata(&root, table, 3);
         assert_eq!(meta["configuration"][OWNER_PROPERTY], "owner-b", "{table}");

@@ -327,6 +327,7 @@ async fn only_the_matching_row_groups_are_read_and_a_repeat_is_served_from_cache
     let mut model = Model::new();
     put_range(&mut m, &mut model, 0, 2000); // checkpoint 1: the snapshot
     cp.checkpoint(&mut m).await.unwrap();
+    cp.finish_state().await.unwrap(); // built after the commit
     put_range(&mut m, &mut model, 2000, 3000); // checkpoint 2: a delta
     let manifest: Manifest = cp.checkpoint(&mut m).await.unwrap().manifest;
     assert_eq!(manifest.state.snapshot.len(), 1);
@@ -404,7 +405,9 @@ async fn one_checkpoint(store: &Store, wal_dir: &std::path::Path, value: &[u8]) 
         m.writer((i % 2) as usize).append_put(&key(i), &v).unwrap();
     }
     m.sync_all().unwrap();
-    cp.checkpoint(&mut m).await.unwrap().manifest
+    let manifest = cp.checkpoint(&mut m).await.unwrap().manifest;
+    cp.finish_state().await.unwrap();
+    manifest
 }
 
 async fn wipe(inner: &InMemory) {
@@ -449,7 +452,13 @@ async fn a_new_checkpoint_or_a_replaced_object_is_never_answered_from_stale_cach
     let other_inner = Arc::new(InMemory::new());
     let other = Store::with_object_store("other", other_inner.clone(), "");
     let b = one_checkpoint(&other, &tmp.path().join("wal3"), b"replaced in place").await;
-    let b_file = &b.state.snapshot[0];
+    // The state table's version 1 of each: a snapshot, built after the commit.
+    let snapshot_of = |store: &Store, n: u64| {
+        let cp = Checkpointer::new(store.clone(), settings(1, 100)).unwrap();
+        async move { cp.state_version(n).await.unwrap().unwrap().snapshot }
+    };
+    let b_snapshot = snapshot_of(&other, b.checkpoint).await;
+    let b_file = &b_snapshot[0];
     let bytes = other_inner
         .get(&Path::from(b_file.path.as_str()))
         .await
@@ -457,7 +466,7 @@ async fn a_new_checkpoint_or_a_replaced_object_is_never_answered_from_stale_cach
         .bytes()
         .await
         .unwrap();
-    let a_path = again.state.snapshot[0].path.clone();
+    let a_path = snapshot_of(&store, again.checkpoint).await[0].path.clone();
     inner
         .put(&Path::from(a_path.as_str()), bytes.into())
         .await
@@ -466,6 +475,7 @@ async fn a_new_checkpoint_or_a_replaced_object_is_never_answered_from_stale_cach
     replaced.checkpoint = again.checkpoint + 1;
     replaced.changelog = Vec::new();
     replaced.state.deltas = Vec::new();
+    replaced.state.snapshot_checkpoint = again.checkpoint;
     replaced.state.snapshot = vec![DataFile {
         path: a_path,
         ..b_file.clone()

@@ -313,6 +313,24 @@ async fn check_manifests(inner: &Arc<InMemory>) -> usize {
                 );
             }
         }
+        // The state table's version of it, if built, references only
+        // whole objects too.
+        let cp = Checkpointer::new(store.clone(), settings()).unwrap();
+        if let Some(v) = cp.state_version(n).await.unwrap() {
+            for f in v.referenced_files() {
+                let meta = inner
+                    .head(&Path::from(f.path.as_str()))
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!("state version {n} references missing {}: {e}", f.path)
+                    });
+                assert_eq!(
+                    meta.size, f.size,
+                    "state version {n}: {} is partial",
+                    f.path
+                );
+            }
+        }
     }
     numbers.len()
 }
@@ -353,6 +371,14 @@ async fn random_store_faults_never_commit_a_broken_or_duplicate_checkpoint() {
     }
     drop(m);
     let manifests = check_manifests(&inner).await;
+    // The state builds under faults: the failed ones were redone by the
+    // next checkpoint's; a healthy view finishes what the last left.
+    let healthy = Store::with_object_store("inner://", inner.clone(), "");
+    let finished = Checkpointer::new(healthy.clone(), settings())
+        .unwrap()
+        .finish_state()
+        .await
+        .unwrap();
     // A manifest PUT that succeeded but reported a timeout, when reading it
     // back failed too, is reported as a failure: the next checkpoint skips
     // what it covers (no double commit), so the only effect is one more
@@ -362,7 +388,6 @@ async fn random_store_faults_never_commit_a_broken_or_duplicate_checkpoint() {
         "{manifests} manifests, {committed} Ok"
     );
     // Recover with a healthy view of the same objects.
-    let healthy = Store::with_object_store("inner://", inner.clone(), "");
     let recovered = recover(&healthy, &wal).await.unwrap();
     let lost = model
         .iter()
@@ -373,8 +398,9 @@ async fn random_store_faults_never_commit_a_broken_or_duplicate_checkpoint() {
         "checkpoints attempted {attempted}, committed {committed}, failed cleanly {failed} \
          (of which committed after all, an ambiguous manifest PUT: {}); faults injected {injected:?}; \
          manifests referencing a missing or partial object: 0; acknowledged keys lost: {lost}; \
-         double commits: 0",
-        manifests - committed
+         double commits: 0; state versions left for the healthy build: {}",
+        manifests - committed,
+        finished.versions.len()
     );
     assert_eq!(lost, 0);
     assert!(
@@ -388,7 +414,9 @@ async fn a_checkpoint_killed_after_every_store_call_loses_nothing() {
     // How many store calls a clean checkpoint makes (the first one writes a
     // snapshot, the second only a delta: both shapes get killed).
     let mut kill_points = 0u64;
-    let mut outcomes = (0u64, 0u64); // (committed before the kill, not committed)
+    // (committed with its state version before the kill, not committed,
+    // committed without its state version)
+    let mut outcomes = (0u64, 0u64, 0u64);
     let mut lost_total = 0;
     for round in 0..2u64 {
         let calls = {
@@ -401,6 +429,9 @@ async fn a_checkpoint_killed_after_every_store_call_loses_nothing() {
             .unwrap();
             let before = faulty.faults.lock().unwrap().calls;
             cp.checkpoint(&mut m).await.unwrap();
+            // The state table's version, built after the commit: killed
+            // too (a crash between the two tables' entries).
+            cp.finish_state().await.unwrap();
             drop(inner);
             let after = faulty.faults.lock().unwrap().calls;
             after - before
@@ -419,7 +450,11 @@ async fn a_checkpoint_killed_after_every_store_call_loses_nothing() {
                 let mut f = faulty.faults.lock().unwrap();
                 f.kill_after = Some(f.calls + kill);
             }
-            let result = cp.checkpoint(&mut m).await;
+            let result = match cp.checkpoint(&mut m).await {
+                Ok(_) => cp.finish_state().await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            let committed = check_manifests(&inner).await > usize::from(round == 1);
             drop(m); // the process dies here
             check_manifests(&inner).await;
             // Restart: recover on a healthy store, then checkpoint again.
@@ -436,6 +471,9 @@ async fn a_checkpoint_killed_after_every_store_call_loses_nothing() {
                 .unwrap();
             let cp = Checkpointer::new(healthy.clone(), settings()).unwrap();
             cp.checkpoint(&mut m).await.unwrap();
+            // The next checkpoint's build completes every state version
+            // the kill left out: the state table alone is the model.
+            cp.finish_state().await.unwrap();
             drop(m);
             check_manifests(&inner).await;
             let r = recover(&healthy, &wal).await.unwrap();
@@ -443,20 +481,24 @@ async fn a_checkpoint_killed_after_every_store_call_loses_nothing() {
                 .iter()
                 .filter(|(k, v)| r.state.state.get(k) != Some(*v))
                 .count();
+            assert_eq!(r.state.state.len(), model.len());
             if result.is_ok() {
                 outcomes.0 += 1;
+            } else if committed {
+                outcomes.2 += 1;
             } else {
                 outcomes.1 += 1;
             }
         }
     }
     println!(
-        "kill points tried: {kill_points} (checkpoint committed before the kill: {}, not committed: {}); \
-         acknowledged keys lost: {lost_total}",
-        outcomes.0, outcomes.1
+        "kill points tried: {kill_points} (checkpoint and its state version committed before \
+         the kill: {}, checkpoint not committed: {}, checkpoint committed but not its state \
+         version: {}); acknowledged keys lost: {lost_total}",
+        outcomes.0, outcomes.1, outcomes.2
     );
     assert_eq!(lost_total, 0);
-    assert!(outcomes.0 > 0 && outcomes.1 > 0);
+    assert!(outcomes.0 > 0 && outcomes.1 > 0 && outcomes.2 > 0);
 }
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -489,6 +531,7 @@ async fn setup(tmp: &tempfile::TempDir, round: u64) -> Setup {
         )
         .unwrap();
         cp.checkpoint(&mut m).await.unwrap();
+        cp.finish_state().await.unwrap();
         write(&mut m, 200, 300);
     }
     (inner, faulty, m, model)
@@ -511,6 +554,8 @@ async fn an_ambiguous_manifest_put_is_resolved_by_reading_it_back() {
     let out = cp.checkpoint(&mut m).await.unwrap();
     assert_eq!(out.manifest.checkpoint, 1);
     assert_eq!(check_manifests(&inner).await, 1);
+    let built = cp.finish_state().await.unwrap();
+    assert_eq!(built.versions, [1]);
     for entry in [
         "changelog/_delta_log/00000000000000000000.json",
         "state/_delta_log/00000000000000000000.json",
@@ -537,11 +582,9 @@ async fn one_checkpoint(
 ) -> (Arc<FaultStore>, Store, PerCoreWalConfig, Model) {
     let (inner, faulty, mut m, model) = setup(tmp, 0).await;
     let store = Store::with_object_store("faulty://", faulty.clone(), "");
-    Checkpointer::new(store.clone(), settings())
-        .unwrap()
-        .checkpoint(&mut m)
-        .await
-        .unwrap();
+    let cp = Checkpointer::new(store.clone(), settings()).unwrap();
+    cp.checkpoint(&mut m).await.unwrap();
+    cp.finish_state().await.unwrap();
     let wal = m.config().clone();
     drop((m, inner));
     (faulty, store, wal, model)

@@ -58,9 +58,11 @@ async fn checkpoint_plus_wal_tail_equals_everything_acknowledged() {
     let mut model = Model::new();
     let mut m = PerCoreWalManager::new(wal.clone()).unwrap();
     ingest(&mut m, &mut model, 0, 1000);
-    cp.checkpoint(&mut m).await.unwrap(); // snapshot
+    cp.checkpoint(&mut m).await.unwrap();
+    cp.finish_state().await.unwrap(); // the state table's version 1: a snapshot
     ingest(&mut m, &mut model, 1000, 1600);
     let second = cp.checkpoint(&mut m).await.unwrap().manifest; // delta only
+    cp.finish_state().await.unwrap(); // version 2: changes + deletion vectors
     assert_eq!(second.state.snapshot_checkpoint, 1);
     assert!(!second.state.deltas.is_empty());
     ingest(&mut m, &mut model, 1600, 1900); // the WAL tail
@@ -144,11 +146,16 @@ async fn a_damaged_newest_checkpoint_is_an_error_naming_the_object() {
     cp.checkpoint(&mut m).await.unwrap();
     ingest(&mut m, &mut model, 300, 400);
     let newest = cp.checkpoint(&mut m).await.unwrap().manifest;
+    cp.finish_state().await.unwrap();
     drop(m);
     let mut detected = 0;
 
-    // A referenced object cut short: named, no fallback to checkpoint 1.
-    let victim = table.join(&newest.state.snapshot[0].path);
+    // A referenced object (of the state table's newest version, a full
+    // snapshot) cut short: named, no fallback to checkpoint 1.
+    let state = cp.state_version(newest.checkpoint).await.unwrap().unwrap();
+    assert_eq!(state.snapshot_checkpoint, newest.checkpoint);
+    let victim_path = state.snapshot[0].path.clone();
+    let victim = table.join(&victim_path);
     let original = std::fs::read(&victim).unwrap();
     std::fs::write(&victim, &original[..original.len() - 10]).unwrap();
     let err = recover(&store, &wal).await.unwrap_err();
@@ -157,7 +164,7 @@ async fn a_damaged_newest_checkpoint_is_an_error_naming_the_object() {
         matches!(err, CheckpointError::CorruptObject { .. }),
         "{err}"
     );
-    assert!(err.to_string().contains(&newest.state.snapshot[0].path));
+    assert!(err.to_string().contains(&victim_path));
     detected += 1;
 
     // A flipped bit (same size): caught by the checksum before decoding.
@@ -172,10 +179,7 @@ async fn a_damaged_newest_checkpoint_is_an_error_naming_the_object() {
     std::fs::remove_file(&victim).unwrap();
     let err = recover(&store, &wal).await.unwrap_err();
     println!("missing snapshot: {err}");
-    assert!(
-        err.to_string().contains(&newest.state.snapshot[0].path),
-        "{err}"
-    );
+    assert!(err.to_string().contains(&victim_path), "{err}");
     detected += 1;
     std::fs::write(&victim, &original).unwrap();
     assert_eq!(recover(&store, &wal).await.unwrap().state.state, model);

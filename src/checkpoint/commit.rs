@@ -1,30 +1,29 @@
-//! The commit protocol: data files, then the manifest (create-only), then,
-//! and only then, removal of the WAL segments the manifest covers.
+//! The commit protocol: changelog files, then the manifest (create-only),
+//! then, and only then, removal of the WAL segments the manifest covers;
+//! then the `state` table's version, built on a task of its own
+//! (`state_build.rs`).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime};
 
 use object_store::ObjectStoreExt;
-use tokio::sync::mpsc;
 
 use super::delta::{
-    complete_state_version, ensure_state_version, mark_replaced, write_log_checkpoints,
+    latest_state_version, list_versions, load_state_version, write_log_checkpoint, CHANGELOG_TABLE,
+    STATE_TABLE,
 };
 use super::error::CheckpointError;
 use super::manifest::{
     commit_manifest_after, latest_manifest, list_manifests, load_manifest, CheckpointStats,
-    CoreCoverage, DataFile, EpochRange, Manifest, StateFile, StateRef, MANIFEST_FORMAT_VERSION,
+    CoreCoverage, DataFile, EpochRange, Manifest, StateRef, MANIFEST_FORMAT_VERSION,
 };
 use super::owner::check_owner;
 use super::parquet::{file_crc32c, write_changelog_tee, ChangelogSummary};
 use super::schema::SCHEMA_VERSION;
-use super::state::{build_snapshot, build_snapshot_fed, Build, SnapshotSummary, TouchedKeys};
+use super::state_build::{changelog_after, changelog_checkpoint, SharedBackground};
 use super::{CheckpointSettings, GraceCheck};
-use crate::per_core_wal::{MergeStream, PerCoreWalManager};
+use crate::per_core_wal::PerCoreWalManager;
 use crate::store::Store;
-
-/// Changelog batches queued for the snapshot built alongside it.
-const TEE_BATCHES: usize = 2;
 
 /// What a committed checkpoint did.
 #[derive(Debug, Clone)]
@@ -33,12 +32,15 @@ pub struct CheckpointOutcome {
     pub manifest: Manifest,
     /// WAL segment files removed after the commit.
     pub removed_segments: usize,
-    /// Bytes of data files written (changelog and snapshot).
+    /// Bytes of changelog files written.
     pub bytes_written: u64,
-    /// Whether this checkpoint wrote a full state snapshot.
-    pub snapshot_written: bool,
-    /// Wall time of the whole checkpoint.
+    /// Wall time of the checkpoint, up to its commit and the WAL's removal
+    /// (the `state` table's version is built after it, see
+    /// [`Checkpointer::finish_state`]).
     pub duration: Duration,
+    /// Time spent after the commit waiting for the state table's build of
+    /// the checkpoint before (zero when it was done).
+    pub waited_for_state: Duration,
 }
 
 /// What [`Checkpointer::verify`] found.
@@ -46,6 +48,9 @@ pub struct CheckpointOutcome {
 pub struct VerifyReport {
     /// The checkpoint verified.
     pub checkpoint: u64,
+    /// Whether the `state` table's version of it exists (its files are
+    /// among those checked); when not, its build is still to come.
+    pub state_version: bool,
     /// Files checked.
     pub files: usize,
     /// Bytes read.
@@ -89,11 +94,15 @@ pub struct GcReport {
 }
 
 /// Writes checkpoints of sealed WAL epochs to a store and manages them.
+///
+/// Clones share the background build of the `state` table
+/// ([`Checkpointer::finish_state`]).
 #[derive(Debug, Clone)]
 pub struct Checkpointer {
-    store: Store,
-    settings: CheckpointSettings,
-    owner_id: Option<String>,
+    pub(crate) store: Store,
+    pub(crate) settings: CheckpointSettings,
+    pub(crate) owner_id: Option<String>,
+    pub(crate) background: SharedBackground,
 }
 
 impl Checkpointer {
@@ -104,6 +113,7 @@ impl Checkpointer {
             store,
             settings,
             owner_id: None,
+            background: SharedBackground::default(),
         })
     }
 
@@ -162,14 +172,20 @@ impl Checkpointer {
     /// core must have sealed (writers may be detached and keep appending to
     /// later epochs meanwhile).
     ///
-    /// Order of durability: the changelog (and, when due, snapshot) files are
-    /// uploaded (and fsynced on a local store); then the manifest is
-    /// committed with a create-only PUT; then the WAL segments of the
-    /// covered epochs are removed. A failure before the commit leaves no
-    /// manifest and the WAL intact: the next checkpoint covers the same
-    /// entries again, and GC removes the orphaned files. Entries the previous
-    /// checkpoint already holds (left by a crash between its commit and its
-    /// WAL removal) are skipped by sequence number, never written twice.
+    /// Order of durability: the changelog files are uploaded (and fsynced
+    /// on a local store); then the manifest is committed with a create-only
+    /// PUT; then the WAL segments of the covered epochs are removed. A
+    /// failure before the commit leaves no manifest and the WAL intact: the
+    /// next checkpoint covers the same entries again, and GC removes the
+    /// orphaned files. Entries the previous checkpoint already holds (left
+    /// by a crash between its commit and its WAL removal) are skipped by
+    /// sequence number, never written twice.
+    ///
+    /// After the commit it waits for the `state` table's build of the
+    /// checkpoint before, if that is still running, then starts this one's
+    /// on a task of its own and returns: the state table's version N is
+    /// built off the checkpoint's critical path
+    /// ([`Checkpointer::finish_state`] waits for it).
     pub async fn checkpoint_sealed(
         &self,
         wal: &PerCoreWalManager,
@@ -189,20 +205,27 @@ impl Checkpointer {
             }
         }
         let number = previous.as_ref().map_or(1, |m| m.checkpoint + 1);
-        // A crash between the previous commit and its `state` entry left
-        // that entry to complete (the same bytes as it would have had).
-        if let Some(prev) = &previous {
-            ensure_state_version(&self.store, prev).await?;
-        }
         // Garbage collection keeps every object of an in-flight checkpoint:
         // the marker is written before the first object and removed after
-        // the commit (or the failure), see `Checkpointer::gc`.
+        // the failure, or after the state table's version is built, see
+        // `Checkpointer::gc`.
         self.put_inflight_marker(number).await?;
         let result = self
             .checkpoint_numbered(wal, epoch, number, previous, started)
             .await;
-        self.remove_inflight_marker(number).await;
-        result
+        match result {
+            Ok(mut outcome) => {
+                let waiting = Instant::now();
+                self.spawn_state_build(number).await;
+                outcome.waited_for_state = waiting.elapsed();
+                outcome.duration = started.elapsed();
+                Ok(outcome)
+            }
+            Err(e) => {
+                self.remove_inflight_marker(number).await;
+                Err(e)
+            }
+        }
     }
 
     /// [`Checkpointer::checkpoint_sealed`] once its number is known and its
@@ -229,22 +252,23 @@ impl Checkpointer {
             .merge_sealed(epoch)?
             .skip_covered(covered)
             .drop_cache_after_read();
-        let (changelog, state_written, kind) = self
-            .write_changelog_and_state(number, previous.as_ref(), stream, wal.num_cores())
-            .await?;
-
-        let (state, snapshot, mut state_files) = self
-            .next_state(
-                number,
-                previous.as_ref(),
-                &changelog.files,
-                state_written,
-                kind,
-            )
-            .await?;
-        let snapshot_written = snapshot.is_some();
-        let mut new_files: Vec<DataFile> = changelog.files.clone();
-        new_files.append(&mut state_files);
+        let changelog = write_changelog_tee(
+            &self.store,
+            number,
+            stream,
+            wal.num_cores(),
+            &self.settings,
+            None,
+        )
+        .await?;
+        let new_files: Vec<DataFile> = changelog.files.clone();
+        let state = match self.state_ref(previous.as_ref(), &changelog.files).await {
+            Ok(state) => state,
+            Err(e) => {
+                self.remove_unreferenced(&new_files).await;
+                return Err(e);
+            }
+        };
         let mut manifest = manifest_for(
             number,
             EpochRange {
@@ -254,7 +278,6 @@ impl Checkpointer {
             previous.as_ref(),
             &changelog,
             state,
-            snapshot.map(|s| s.keys),
             wal.num_cores(),
         );
         manifest.owner_id.clone_from(&self.owner_id);
@@ -269,26 +292,16 @@ impl Checkpointer {
         // Durable on return (`Store::put_create_durable`): the commit point.
         commit_manifest_after(&self.store, &manifest, previous.as_ref()).await?;
         let committed = started.elapsed();
-        // The `state` table's entry of this version follows from the
-        // manifests alone: if it fails here, the next checkpoint or
-        // recovery writes it (the same bytes).
-        if let Err(e) = complete_state_version(&self.store, &manifest, previous.as_ref()).await {
-            tracing::warn!(
-                checkpoint = number,
-                error = %e,
-                "checkpoint committed, but the state table's entry of this version is not \
-                 written yet; the next checkpoint or recovery writes it"
-            );
-        }
         let removed_segments = wal.remove_segments_up_to_epoch(epoch)?;
         let interval = self.settings.log_checkpoint_interval;
         if interval > 0 && number.is_multiple_of(interval) {
-            // Best effort: without it readers replay more log entries.
-            if let Err(e) = write_log_checkpoints(&self.store, number).await {
+            // Best effort: without it readers replay more log entries. The
+            // state table's follows its version's build.
+            if let Err(e) = write_log_checkpoint(&self.store, CHANGELOG_TABLE, number).await {
                 tracing::warn!(
                     checkpoint = number,
                     error = %e,
-                    "cannot write the Delta log checkpoint; readers replay the log instead"
+                    "cannot write the changelog table's Delta log checkpoint; readers replay the log instead"
                 );
             }
         }
@@ -307,203 +320,56 @@ impl Checkpointer {
         );
         Ok(CheckpointOutcome {
             bytes_written: new_files.iter().map(|f| f.size).sum(),
-            snapshot_written,
             manifest,
             removed_segments,
             duration: started.elapsed(),
+            waited_for_state: Duration::ZERO,
         })
     }
 
-    /// The state of checkpoint `number`, and the new files it wrote for it:
-    /// a new full snapshot when due (the first checkpoint, every
-    /// `snapshot_every`, past `snapshot_delta_bytes` of changelog, or when
-    /// the state table's files or deleted rows pass their limits), else the
-    /// previous snapshot plus the changelog deltas after it, and in the
-    /// `state` table the changes `built` alongside the changelog with
-    /// deletion vectors over the older files.
-    ///
-    /// `written` is what [`Checkpointer::write_changelog_and_state`] built
-    /// alongside the changelog, a snapshot or only the changes (`kind`).
-    async fn next_state(
+    /// The state of the next checkpoint for lookups: the newest full
+    /// rewrite of the state table that has committed (known from this
+    /// process's builds, else read from the state table's log once), and
+    /// every changelog file after it, this checkpoint's `changelog`
+    /// included.
+    async fn state_ref(
         &self,
-        number: u64,
         previous: Option<&Manifest>,
         changelog: &[DataFile],
-        written: SnapshotSummary,
-        kind: Build,
-    ) -> Result<(StateRef, Option<SnapshotSummary>, Vec<DataFile>), CheckpointError> {
-        let (base_checkpoint, base, mut deltas, mut delta_bytes) = match previous {
-            Some(p) => (
-                p.state.snapshot_checkpoint,
-                p.state.snapshot.clone(),
-                p.state.deltas.clone(),
-                p.state.delta_bytes,
-            ),
-            None => (0, Vec::new(), Vec::new(), 0),
-        };
-        deltas.extend(changelog.iter().cloned());
-        delta_bytes += changelog.iter().map(|f| f.size).sum::<u64>();
-        let snapshot = |snap: SnapshotSummary| {
-            let state = StateRef {
-                snapshot_checkpoint: number,
-                snapshot: snap.files.clone(),
+    ) -> Result<StateRef, CheckpointError> {
+        if previous.is_some() && self.background.snapshot().is_none() {
+            if let Some(v) = latest_state_version(&self.store).await? {
+                self.background
+                    .set_snapshot(v.snapshot_checkpoint, &v.snapshot);
+            }
+        }
+        let mut state = previous.map_or_else(
+            || StateRef {
+                snapshot_checkpoint: 0,
+                snapshot: Vec::new(),
                 deltas: Vec::new(),
                 delta_bytes: 0,
-                table: snap
-                    .files
-                    .iter()
-                    .map(|f| StateFile {
-                        file: f.clone(),
-                        deletion_vector: None,
-                    })
-                    .collect(),
-            };
-            let files = snap.files.clone();
-            (state, Some(snap), files)
-        };
-        if kind == Build::Snapshot {
-            return Ok(snapshot(written));
-        }
-        if delta_bytes > self.settings.snapshot_delta_bytes {
-            // Due only now that the changelog's size is known: the changes
-            // built alongside are not needed.
-            self.remove_unreferenced(&written.files).await;
-            let snap = build_snapshot(&self.store, number, &base, &deltas, &self.settings).await?;
-            return Ok(snapshot(snap));
-        }
-        let live = previous.map_or(&[][..], |p| p.state.table.as_slice());
-        let touched = written.touched.unwrap_or_else(TouchedKeys::empty);
-        let marked = match mark_replaced(&self.store, number, live, &touched).await {
-            Ok(marked) => marked,
-            Err(e) => {
-                self.remove_unreferenced(&written.files).await;
-                return Err(e);
-            }
-        };
-        tracing::debug!(
-            checkpoint = number,
-            touched_keys = touched.len(),
-            rows_newly_deleted = marked.rows_newly_deleted,
-            files_dropped = marked.files_dropped,
-            "state table: older rows marked deleted"
+            },
+            |p| p.state.clone(),
         );
-        let mut table = marked.table;
-        table.extend(written.files.iter().map(|f| StateFile {
-            file: f.clone(),
-            deletion_vector: None,
-        }));
-        let mut files = written.files;
-        files.extend(marked.dv_file);
-        let state = StateRef {
-            snapshot_checkpoint: base_checkpoint,
-            snapshot: base,
-            deltas,
-            delta_bytes,
-            table,
-        };
-        Ok((state, None, files))
-    }
-
-    /// Writes the changelog of checkpoint `number` and, at the same time on
-    /// another task, from the changelog's batches (no files read back), the
-    /// state: a full snapshot when one is due whatever the changelog holds,
-    /// else only the changes (live puts as files, touched keys kept).
-    async fn write_changelog_and_state(
-        &self,
-        number: u64,
-        previous: Option<&Manifest>,
-        stream: MergeStream,
-        num_cores: usize,
-    ) -> Result<(ChangelogSummary, SnapshotSummary, Build), CheckpointError> {
-        let build = if self.snapshot_due_before(number, previous) {
-            Build::Snapshot
-        } else {
-            Build::Changes
-        };
-        // The state build sorts the changelog's batches while they are
-        // encoded (on another worker), instead of reading the files back.
-        let (tee, current) = mpsc::channel(TEE_BATCHES);
-        let (store, settings) = (self.store.clone(), self.settings.clone());
-        let (base, deltas) = match (build, previous) {
-            (Build::Snapshot, Some(p)) => (p.state.snapshot.clone(), p.state.deltas.clone()),
-            _ => Default::default(),
-        };
-        let state = tokio::spawn(async move {
-            build_snapshot_fed(
-                &store,
-                number,
-                &base,
-                &deltas,
-                Some(current),
-                &settings,
-                build,
-            )
-            .await
-        });
-        let changelog = write_changelog_tee(
-            &self.store,
-            number,
-            stream,
-            num_cores,
-            &self.settings,
-            Some(tee),
-        )
-        .await;
-        // The state build usually runs on after the changelog is written
-        // (its final merge and its own file): the changelog's files are
-        // fsynced meanwhile instead of after it. `checkpoint_sealed` still
-        // makes every new file durable before the commit (a no-op for these
-        // by then).
-        let early_sync = async {
-            match &changelog {
-                Ok(c) => {
-                    let paths: Vec<String> = c.files.iter().map(|f| f.path.clone()).collect();
-                    self.durable(&paths).await
-                }
-                Err(_) => Ok(()),
+        if let Some((checkpoint, files)) = self.background.snapshot() {
+            if checkpoint > state.snapshot_checkpoint {
+                let deltas = changelog_after(&state.deltas, checkpoint).ok_or_else(|| {
+                    CheckpointError::CorruptObject {
+                        store: self.store.name().to_owned(),
+                        path: previous
+                            .map_or_else(String::new, |p| super::manifest_path(p.checkpoint)),
+                        reason: "a changelog file's name does not carry its checkpoint".into(),
+                    }
+                })?;
+                state.snapshot_checkpoint = checkpoint;
+                state.snapshot = files;
+                state.deltas = deltas;
             }
-        };
-        let (synced, state) = tokio::join!(early_sync, state);
-        let state = state
-            .map_err(|e| CheckpointError::Task(format!("state task of checkpoint {number}: {e}")));
-        let state = state.and_then(|r| r);
-        let changelog = changelog.and_then(|c| synced.map(|()| c));
-        match (changelog, state) {
-            (Ok(changelog), Ok(state)) => Ok((changelog, state, build)),
-            (Ok(changelog), Err(e)) => {
-                self.remove_unreferenced(&changelog.files).await;
-                Err(e)
-            }
-            (Err(e), Ok(state)) => {
-                self.remove_unreferenced(&state.files).await;
-                Err(e)
-            }
-            // When both failed, one only saw the other stop (a `Task`
-            // error): the other's error is the cause.
-            (Err(e), Err(s)) => Err(match (&e, &s) {
-                (CheckpointError::Task(_), other) if !matches!(other, CheckpointError::Task(_)) => {
-                    s
-                }
-                _ => e,
-            }),
         }
-    }
-
-    /// Whether a snapshot is due whatever this checkpoint's changelog
-    /// holds (the first checkpoint, every `snapshot_every`, or a delta
-    /// already past `snapshot_delta_bytes`). Then it is built alongside the
-    /// changelog; a snapshot due only once the new changelog's size is known
-    /// reads the changelog files back instead.
-    fn snapshot_due_before(&self, number: u64, previous: Option<&Manifest>) -> bool {
-        previous.is_none_or(|p| {
-            let table = &p.state.table;
-            let rows: u64 = table.iter().map(|f| f.file.rows).sum();
-            let deleted: u64 = table.iter().map(StateFile::deleted_rows).sum();
-            number - p.state.snapshot_checkpoint >= self.settings.snapshot_every
-                || p.state.delta_bytes > self.settings.snapshot_delta_bytes
-                || table.len() > self.settings.state_max_files
-                || deleted * 100 > rows * u64::from(self.settings.state_max_deleted_percent)
-        })
+        state.deltas.extend(changelog.iter().cloned());
+        state.delta_bytes = state.deltas.iter().map(|f| f.size).sum();
+        Ok(state)
     }
 
     /// An error of a local file operation on `relative` (a path under a
@@ -524,7 +390,7 @@ impl Checkpointer {
         }
     }
 
-    async fn durable(&self, paths: &[String]) -> Result<(), CheckpointError> {
+    pub(crate) async fn durable(&self, paths: &[String]) -> Result<(), CheckpointError> {
         self.store
             .make_durable(paths)
             .await
@@ -554,7 +420,9 @@ impl Checkpointer {
     }
 
     /// Checks that every file of checkpoint `checkpoint` (default: the
-    /// newest) exists with the recorded size and crc32c. Reads every byte.
+    /// newest) exists with the recorded size and crc32c: those its manifest
+    /// references, and those of the `state` table's version of it if that
+    /// is built. Reads every byte.
     pub async fn verify(&self, checkpoint: Option<u64>) -> Result<VerifyReport, CheckpointError> {
         let number = match checkpoint {
             Some(n) => n,
@@ -564,11 +432,24 @@ impl Checkpointer {
             },
         };
         let manifest = load_manifest(&self.store, number).await?;
+        let state = if list_versions(&self.store, STATE_TABLE)
+            .await?
+            .contains(&number)
+        {
+            Some(load_state_version(&self.store, number).await?)
+        } else {
+            None
+        };
         let mut report = VerifyReport {
             checkpoint: number,
+            state_version: state.is_some(),
             ..VerifyReport::default()
         };
-        for file in manifest.referenced_files() {
+        let mut files = manifest.referenced_files();
+        files.extend(state.iter().flat_map(super::StateVersion::referenced_files));
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        files.dedup_by(|a, b| a.path == b.path);
+        for file in files {
             report.files += 1;
             match file_crc32c(&self.store, &file.path).await {
                 Ok((size, crc)) => {
@@ -650,22 +531,32 @@ impl Checkpointer {
                 inflight.insert(number);
             }
         }
-        // 3. The manifests, read last. The changelog table is append-only:
-        // every version's files stay in its latest version. The state
-        // table's files stay while a retained version references them.
+        // 3. The manifests and state versions, read last. The changelog
+        // table is append-only: every version's files stay in its latest
+        // version. The state table's files stay while a retained version
+        // references them.
         let numbers = list_manifests(&self.store).await?;
         let keep = self.settings.retain_checkpoints.max(1);
         let split = numbers.len().saturating_sub(keep);
         let (old, retained) = numbers.split_at(split);
+        let state_versions = list_versions(&self.store, STATE_TABLE).await?;
         let mut referenced = BTreeSet::new();
         for &n in &numbers {
             let manifest = load_manifest(&self.store, n).await?;
-            let files = if retained.contains(&n) {
-                manifest.referenced_files()
+            if retained.contains(&n) {
+                referenced.extend(
+                    manifest
+                        .referenced_files()
+                        .into_iter()
+                        .map(|f| f.path.clone()),
+                );
+                if state_versions.contains(&n) {
+                    let version = load_state_version(&self.store, n).await?;
+                    referenced.extend(version.referenced_files().into_iter().map(|f| f.path.clone()));
+                }
             } else {
-                manifest.changelog.iter().collect()
-            };
-            referenced.extend(files.into_iter().map(|f| f.path.clone()));
+                referenced.extend(manifest.changelog.iter().map(|f| f.path.clone()));
+            }
         }
         let mut report = GcReport {
             retained: retained.to_vec(),
@@ -745,7 +636,7 @@ impl Checkpointer {
         Ok((objects, staged))
     }
 
-    async fn put_inflight_marker(&self, number: u64) -> Result<(), CheckpointError> {
+    pub(crate) async fn put_inflight_marker(&self, number: u64) -> Result<(), CheckpointError> {
         let rel = inflight_path(number);
         let body = format!(
             "{{\"checkpoint\":{number},\"started_at\":\"{}\"}}\n",
@@ -768,7 +659,7 @@ impl Checkpointer {
 
     /// Best effort: a marker left behind only delays the removal of its
     /// checkpoint's orphans until it is stale.
-    async fn remove_inflight_marker(&self, number: u64) {
+    pub(crate) async fn remove_inflight_marker(&self, number: u64) {
         let rel = inflight_path(number);
         if let Err(e) = self.delete(&rel).await {
             tracing::warn!(path = rel, error = %e, "cannot remove the in-flight marker of a finished checkpoint; gc removes it once it is stale");
@@ -801,7 +692,7 @@ impl Checkpointer {
 
     /// Deletes files no manifest references (best effort: garbage
     /// collection removes what remains).
-    async fn remove_unreferenced(&self, files: &[DataFile]) {
+    pub(crate) async fn remove_unreferenced(&self, files: &[DataFile]) {
         for file in files {
             if let Err(e) = self.delete(&file.path).await {
                 tracing::warn!(path = file.path, error = %e, "cannot delete an unreferenced file; garbage collection will");
@@ -835,7 +726,6 @@ fn manifest_for(
     previous: Option<&Manifest>,
     changelog: &ChangelogSummary,
     state: StateRef,
-    snapshot_keys: Option<u64>,
     num_cores: usize,
 ) -> Manifest {
     let cores = (0..num_cores)
@@ -872,7 +762,6 @@ fn manifest_for(
             puts: changelog.puts,
             deletes: changelog.deletes,
             wal_bytes: changelog.wal_bytes,
-            snapshot_keys,
         },
     }
 }
@@ -951,8 +840,5 @@ fn object_checkpoint(relative: &str) -> Option<u64> {
     if let Some(rest) = relative.strip_prefix("state/dv-") {
         return rest.split('/').next()?.parse().ok();
     }
-    let rest = relative.strip_prefix("changelog/")?;
-    let name = rest.rsplit('/').next()?;
-    let digits = name.strip_prefix("part-")?.get(..20)?;
-    digits.parse().ok()
+    changelog_checkpoint(relative)
 }

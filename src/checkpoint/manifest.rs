@@ -56,11 +56,19 @@ pub struct CoreCoverage {
     pub last_sequence: Option<u64>,
 }
 
-/// Where the state (latest value per key) of a checkpoint is.
+/// Where the state (latest value per key) of a checkpoint is, for readers
+/// that apply changelog deltas to a sorted snapshot (lookups): the newest
+/// full rewrite of the `state` table that was complete when the checkpoint
+/// committed, and every changelog file after it.
+///
+/// The `state` table's own version of the checkpoint (its files and
+/// deletion vectors) is not here: it is built after the commit, off the
+/// checkpoint's critical path, and recorded in that table's log entry
+/// ([`StateVersion`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StateRef {
-    /// Checkpoint whose full snapshot is the base.
+    /// Checkpoint whose full snapshot is the base (0: none yet).
     pub snapshot_checkpoint: u64,
     /// The snapshot's files (`state/checkpoint=<N>/`), sorted by key.
     pub snapshot: Vec<DataFile>,
@@ -70,10 +78,49 @@ pub struct StateRef {
     pub deltas: Vec<DataFile>,
     /// Bytes of `deltas`.
     pub delta_bytes: u64,
-    /// The files of the `state` Delta table at this checkpoint (version N),
-    /// each with the deletion vector that marks its replaced and deleted
-    /// rows: their live rows are the state, one row per live key.
+}
+
+/// Version N of the `state` Delta table, as its log entry's
+/// `commitInfo.walhouse` records it: the state after checkpoint N.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StateVersion {
+    /// The checkpoint (and Delta version) N.
+    pub checkpoint: u64,
+    /// The newest checkpoint at or before N whose state was a full rewrite
+    /// (a snapshot: the first one, and every compaction).
+    pub snapshot_checkpoint: u64,
+    /// The files that rewrite wrote, sorted by key and disjoint (some may
+    /// have left the table since, every row of theirs replaced).
+    pub snapshot: Vec<DataFile>,
+    /// The files of the table at version N, each with the deletion vector
+    /// that marks its replaced and deleted rows: their live rows are the
+    /// state, one row per live key.
     pub table: Vec<StateFile>,
+    /// Live keys (rows of `table` no deletion vector marks).
+    pub keys: u64,
+}
+
+impl StateVersion {
+    /// Every object version N references: its files, their deletion
+    /// vectors, and the snapshot's files.
+    #[must_use]
+    pub fn referenced_files(&self) -> Vec<&DataFile> {
+        let mut files: Vec<&DataFile> = self
+            .table
+            .iter()
+            .map(|f| &f.file)
+            .chain(
+                self.table
+                    .iter()
+                    .filter_map(|f| f.deletion_vector.as_ref().map(|dv| &dv.file)),
+            )
+            .chain(&self.snapshot)
+            .collect();
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        files.dedup_by(|a, b| a.path == b.path);
+        files
+    }
 }
 
 /// A file of the `state` Delta table.
@@ -119,8 +166,6 @@ pub struct CheckpointStats {
     pub deletes: u64,
     /// Bytes of WAL records they came from.
     pub wal_bytes: u64,
-    /// Live keys in the state, if a snapshot was written by this checkpoint.
-    pub snapshot_keys: Option<u64>,
 }
 
 /// A checkpoint's manifest.
@@ -175,8 +220,8 @@ impl Manifest {
         (0..num_cores).map(|c| self.covered_sequence(c)).collect()
     }
 
-    /// Every object the manifest references (changelog, snapshot, deltas,
-    /// the state table's files and deletion vectors).
+    /// Every object the manifest references (changelog, snapshot, deltas;
+    /// the `state` table's version has its own, [`StateVersion`]).
     #[must_use]
     pub fn referenced_files(&self) -> Vec<&DataFile> {
         let mut files: Vec<&DataFile> = self
@@ -184,13 +229,6 @@ impl Manifest {
             .iter()
             .chain(&self.state.snapshot)
             .chain(&self.state.deltas)
-            .chain(self.state.table.iter().map(|f| &f.file))
-            .chain(
-                self.state
-                    .table
-                    .iter()
-                    .filter_map(|f| f.deletion_vector.as_ref().map(|dv| &dv.file)),
-            )
             .collect();
         files.sort_by(|a, b| a.path.cmp(&b.path));
         files.dedup_by(|a, b| a.path == b.path);
@@ -343,9 +381,28 @@ pub fn manifest_json_schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(Manifest)).unwrap_or_default()
 }
 
+/// The JSON Schema of [`StateVersion`], as `schemas/state_version.schema.json`
+/// holds it.
+#[must_use]
+pub fn state_version_json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(StateVersion)).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checked_in_state_version_schema_matches_the_code() {
+        let file: serde_json::Value =
+            serde_json::from_str(include_str!("../../schemas/state_version.schema.json")).unwrap();
+        assert_eq!(
+            file,
+            state_version_json_schema(),
+            "schemas/state_version.schema.json is stale: regenerate it with \
+             `cargo run -- schema state-version > schemas/state_version.schema.json`"
+        );
+    }
 
     #[test]
     fn a_manifest_is_the_changelog_tables_log_entry() {

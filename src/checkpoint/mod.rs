@@ -7,7 +7,7 @@
 //! ```text
 //! changelog/_delta_log/<N, 20 digits>.json                     commit point of checkpoint N (manifest in commitInfo.walhouse)
 //! changelog/epoch=<E>/part-<checkpoint>-<n>-<unique>.parquet   every operation of epoch E (partition `epoch`)
-//! state/_delta_log/<N, 20 digits>.json                         the state table's version N (follows from the manifests)
+//! state/_delta_log/<N, 20 digits>.json                         the state table's version N (built after checkpoint N's commit)
 //! state/checkpoint=<N>/part-<n>-<unique>.parquet               a snapshot (all live keys) or the changes of checkpoint N, sorted by key
 //! state/dv-<N, 20 digits>/deletion_vector_<uuid>.bin         rows of older state files that checkpoint N replaced or deleted
 //! _walhouse/inflight/<N, 20 digits>.json                       checkpoint N is running (gc keeps its objects)
@@ -25,6 +25,7 @@ mod parquet;
 mod recover;
 mod schema;
 mod state;
+mod state_build;
 
 pub use commit::{
     CheckpointOutcome, Checkpointer, GcReport, VerifyReport, MIN_GC_GRACE_SECS, STALE_MARKER_SECS,
@@ -37,12 +38,13 @@ pub use error::CheckpointError;
 pub use lookup::{CheckpointReader, LookupSettings, LookupStats};
 pub use manifest::{
     commit_manifest, latest_manifest, list_manifests, load_manifest, manifest_json_schema,
-    manifest_path, CheckpointStats, CoreCoverage, DataFile, EpochRange, Manifest, StateDv,
-    StateFile, StateRef, MANIFEST_FORMAT_VERSION,
+    manifest_path, state_version_json_schema, CheckpointStats, CoreCoverage, DataFile, EpochRange,
+    Manifest, StateDv, StateFile, StateRef, StateVersion, MANIFEST_FORMAT_VERSION,
 };
 pub use owner::{TableOwner, OWNER_FORMAT_VERSION, OWNER_PATH};
 pub use recover::{recover, Recovered};
 pub use schema::{changelog_schema, state_schema, SCHEMA_VERSION};
+pub use state_build::StateBuilt;
 
 use serde::{Deserialize, Serialize};
 

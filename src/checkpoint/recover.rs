@@ -1,5 +1,7 @@
 //! Recovery: the newest checkpoint from the store (the `state` Delta table
-//! at its version, deletion vectors applied), then the local WAL tail.
+//! at its newest version, deletion vectors applied, then the changelog of
+//! any checkpoint after that version whose state build has not committed
+//! yet), then the local WAL tail.
 //!
 //! The newest manifest is the only one used: if it cannot be (unreadable
 //! JSON, a referenced object missing or not matching its size and crc32c),
@@ -9,14 +11,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path as FsPath;
 
-use arrow_array::{BinaryArray, RecordBatch};
+use arrow_array::{Array, BinaryArray, RecordBatch, StringArray};
 use futures::TryStreamExt;
 use roaring::RoaringTreemap;
 
-use super::delta::{ensure_state_version, read_existing};
+use super::delta::{latest_state_version, read_existing};
 use super::error::CheckpointError;
-use super::manifest::{latest_manifest, DataFile, Manifest};
+use super::manifest::{latest_manifest, DataFile, Manifest, StateVersion};
 use super::parquet::{file_crc32c, open_parquet_stream, read_error};
+use super::state_build::changelog_after;
 use crate::per_core_wal::{
     LogStart, PerCoreRecoveredState, PerCoreRecoveryManager, PerCoreWalConfig, StateMapBuilder,
 };
@@ -78,11 +81,12 @@ pub async fn recover(
     let mut objects_verified = 0;
     let loaded = async {
         if let Some(m) = &manifest {
-            // A crash between the commit and the state table's entry left
-            // it to write: readers of the state table see this version too.
-            ensure_state_version(store, m).await?;
-            objects_verified = verify_all(store, m).await?;
-            load_state(store, m, &mut base).await?;
+            // The state table's build of the newest checkpoints may not have
+            // committed (it runs after the commit): their changelog follows.
+            let version = latest_state_version(store).await?;
+            let deltas = pending_changelog(store, m, version.as_ref())?;
+            objects_verified = verify_all(store, m, version.as_ref(), &deltas).await?;
+            load_state(store, version.as_ref(), &deltas, &mut base).await?;
             base.source_offsets = m.source_offsets.clone().into_iter().collect();
             base.watermark = m.watermark;
             base.final_epoch = m.epochs.last;
@@ -133,15 +137,48 @@ fn wal_exists(dir: &FsPath) -> bool {
     std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some())
 }
 
+/// The changelog files of the checkpoints after state version `version`
+/// up to `manifest`'s, in commit order.
+fn pending_changelog(
+    store: &Store,
+    manifest: &Manifest,
+    version: Option<&StateVersion>,
+) -> Result<Vec<DataFile>, CheckpointError> {
+    let since = version.map_or(0, |v| v.checkpoint);
+    let corrupt = |reason: String| CheckpointError::CorruptObject {
+        store: store.name().to_owned(),
+        path: super::delta::log_path(super::delta::STATE_TABLE, since),
+        reason,
+    };
+    if since > manifest.checkpoint || since < manifest.state.snapshot_checkpoint {
+        return Err(corrupt(format!(
+            "the state table's newest version is {since}, but checkpoint {} is the newest \
+             and its state is based on version {}",
+            manifest.checkpoint, manifest.state.snapshot_checkpoint
+        )));
+    }
+    changelog_after(&manifest.state.deltas, since).ok_or_else(|| {
+        corrupt(format!(
+            "a changelog file of manifest {} does not name its checkpoint",
+            manifest.checkpoint
+        ))
+    })
+}
+
 /// Checks the size and crc32c of every object recovery reads (the state
-/// table's files and deletion vectors); the first mismatch or missing
-/// object is an error naming it.
-async fn verify_all(store: &Store, manifest: &Manifest) -> Result<usize, CheckpointError> {
-    let mut files: Vec<&DataFile> = manifest
-        .state
-        .table
-        .iter()
-        .flat_map(|f| std::iter::once(&f.file).chain(f.deletion_vector.as_ref().map(|d| &d.file)))
+/// table's files and deletion vectors, the changelog after it); the first
+/// mismatch or missing object is an error naming it.
+async fn verify_all(
+    store: &Store,
+    manifest: &Manifest,
+    version: Option<&StateVersion>,
+    deltas: &[DataFile],
+) -> Result<usize, CheckpointError> {
+    let mut files: Vec<&DataFile> = version
+        .map(StateVersion::referenced_files)
+        .unwrap_or_default()
+        .into_iter()
+        .chain(deltas)
         .collect();
     files.sort_by(|a, b| a.path.cmp(&b.path));
     files.dedup_by(|a, b| a.path == b.path);
@@ -152,7 +189,7 @@ async fn verify_all(store: &Store, manifest: &Manifest) -> Result<usize, Checkpo
                 store: store.name().to_owned(),
                 path: file.path.clone(),
                 reason: format!(
-                    "{size} bytes with crc32c {crc:#010x}; manifest {} says {} bytes with {:#010x}",
+                    "{size} bytes with crc32c {crc:#010x}; checkpoint {} says {} bytes with {:#010x}",
                     manifest.checkpoint, file.size, file.crc32c
                 ),
             });
@@ -161,25 +198,27 @@ async fn verify_all(store: &Store, manifest: &Manifest) -> Result<usize, Checkpo
     Ok(files.len())
 }
 
-/// The state table at the manifest's version: the live rows (those no
-/// deletion vector marks) of every file. The snapshot's files are sorted
-/// and disjoint, so their rows go to one arena in order; the rows of the
-/// files of later checkpoints (their changes) are applied over it.
+/// The state table at `version`: the live rows (those no deletion vector
+/// marks) of every file. The snapshot's files are sorted and disjoint, so
+/// their rows go to one arena in order; the rows of the files of later
+/// checkpoints (their changes) are applied over it, and then the changelog
+/// files `deltas` in order.
 async fn load_state(
     store: &Store,
-    manifest: &Manifest,
+    version: Option<&StateVersion>,
+    deltas: &[DataFile],
     out: &mut PerCoreRecoveredState,
 ) -> Result<(), CheckpointError> {
     let mut snapshot = StateMapBuilder::new();
     let mut changes: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
     let mut vectors = HashMap::new();
-    for entry in &manifest.state.table {
+    for entry in version.map_or(&[][..], |v| v.table.as_slice()) {
         let file = &entry.file;
         let deleted = match &entry.deletion_vector {
             Some(dv) => read_existing(store, dv, &mut vectors).await?,
             None => RoaringTreemap::new(),
         };
-        let in_snapshot = manifest.state.snapshot.iter().any(|f| f.path == file.path);
+        let in_snapshot = version.is_some_and(|v| v.snapshot.iter().any(|f| f.path == file.path));
         let mut row = 0_u64;
         for_each_batch(store, file, |batch| {
             let (keys, values) = (
@@ -201,6 +240,38 @@ async fn load_state(
                     }
                 }
                 row += 1;
+            }
+            Ok(())
+        })
+        .await?;
+    }
+    // The changelog after the version, in order (the last change of a key
+    // wins).
+    for file in deltas {
+        for_each_batch(store, file, |batch| {
+            let keys = binary(store, file, batch, "key")?;
+            let values = binary(store, file, batch, "value")?;
+            let ops = batch
+                .column_by_name("op")
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                .ok_or_else(|| corrupt(store, file, "no utf8 column `op`".into()))?;
+            for r in 0..batch.num_rows() {
+                match ops.value(r) {
+                    "put" if !keys.is_null(r) && !values.is_null(r) => {
+                        changes.insert(keys.value(r).to_vec(), Some(values.value(r).to_vec()));
+                    }
+                    "delete" if !keys.is_null(r) => {
+                        changes.insert(keys.value(r).to_vec(), None);
+                    }
+                    "put" | "delete" => {
+                        return Err(corrupt(
+                            store,
+                            file,
+                            format!("{} row {r} lacks a key or value", ops.value(r)),
+                        ))
+                    }
+                    _ => {}
+                }
             }
             Ok(())
         })

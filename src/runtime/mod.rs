@@ -64,7 +64,7 @@ use self::core::{GroupLimits, Request, Work};
 use self::metrics::Counters;
 pub use self::metrics::{HistogramSnapshot, IngestMetrics, LatencyHistogram};
 use crate::checkpoint::{
-    CheckpointError, CheckpointOutcome, CheckpointSettings, Checkpointer, TableOwner,
+    CheckpointError, CheckpointOutcome, CheckpointSettings, Checkpointer, StateBuilt, TableOwner,
 };
 use crate::per_core_wal::{
     CoreWalWriter, PerCoreWalConfig, PerCoreWalError, PerCoreWalManager, WalFileSystem,
@@ -567,6 +567,10 @@ impl IngestHandle {
 pub struct ShutdownReport {
     /// The final checkpoint, when one was asked for and anything was new.
     pub final_checkpoint: Option<CheckpointOutcome>,
+    /// What the `state` table's build did after the last checkpoint (it
+    /// runs after each commit; shutdown waits for it, and after a final
+    /// checkpoint builds whatever version is still missing).
+    pub state: StateBuilt,
     /// Counters and histograms over the ingester's life.
     pub metrics: IngestMetrics,
 }
@@ -909,6 +913,9 @@ impl Ingester {
                 .map(|c| c.map_or(0, |last| last + 1))
                 .collect();
             builder = builder.resume_at(next, m.epochs.last + 1);
+            // A crash may have cut the state table's build of the newest
+            // checkpoints short: it runs again in the background.
+            checkpointer.spawn_state_build(m.checkpoint).await;
         }
         builder = builder.covered(covered);
         // Every repair of the open (a cut tail, a removed segment) was
@@ -1044,8 +1051,23 @@ impl Ingester {
             }
         }
         drop(manager);
+        let state = if outcome.is_some() {
+            self.shared.checkpointer.finish_state().await?
+        } else {
+            // Without a final checkpoint the store may be unreachable: only
+            // the build already running is waited for; a failure of it is
+            // left to the next checkpoint, which builds what is missing.
+            match self.shared.checkpointer.wait_state_build().await {
+                Ok(built) => built,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the state table's build failed; the next checkpoint redoes it");
+                    StateBuilt::default()
+                }
+            }
+        };
         Ok(ShutdownReport {
             final_checkpoint: outcome,
+            state,
             metrics: self.shared.counters.snapshot(),
         })
     }

@@ -80,20 +80,26 @@ fn print_report(r: &demo::DemoReport, temporary: bool) {
     );
     let m = &r.manifest;
     println!(
-        "checkpoint {}: epochs {}..={}, {} entries, {} changelog + {} snapshot files \
-                 ({} keys), {:.1} MiB of Parquet in {:.2} s = {:.0} MB/s of WAL; \
-                 {} WAL segments removed",
+        "checkpoint {}: epochs {}..={}, {} entries, {} changelog files, {:.1} MiB of Parquet, \
+                 committed in {:.2} s = {:.0} MB/s of WAL; {} WAL segments removed",
         m.checkpoint,
         m.epochs.first,
         m.epochs.last,
         m.stats.entries,
         m.changelog.len(),
-        m.state.snapshot.len(),
-        m.stats.snapshot_keys.unwrap_or(0),
         r.checkpoint_bytes as f64 / f64::from(1 << 20),
         r.checkpoint.as_secs_f64(),
         m.stats.wal_bytes as f64 / 1e6 / r.checkpoint.as_secs_f64(),
         r.removed_segments
+    );
+    println!(
+        "          state table version {}, built after the commit: a snapshot of {} keys in {} \
+                 files, {:.1} MiB, in {:.2} s",
+        m.checkpoint,
+        r.state.keys.unwrap_or(0),
+        r.second_state.snapshot.len(),
+        r.state.bytes_written as f64 / f64::from(1 << 20),
+        r.state_build.as_secs_f64(),
     );
     let s = &r.second;
     println!(
@@ -102,8 +108,8 @@ fn print_report(r: &demo::DemoReport, temporary: bool) {
         s.checkpoint,
         s.stats.puts + s.stats.deletes,
         s.changelog.len(),
-        s.state.table.len(),
-        s.state
+        r.second_state.table.len(),
+        r.second_state
             .table
             .iter()
             .map(walhouse::checkpoint::StateFile::deleted_rows)

@@ -16,8 +16,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use walhouse::checkpoint::{
-    changelog_schema, load_manifest, manifest_json_schema, state_schema, CheckpointReader,
-    CheckpointSettings, GraceCheck, LookupSettings,
+    changelog_schema, load_manifest, manifest_json_schema, state_schema, state_version_json_schema,
+    CheckpointReader, CheckpointSettings, GraceCheck, LookupSettings,
 };
 use walhouse::checkpoint::{list_manifests, Checkpointer, TableOwner};
 use walhouse::per_core_wal::{PerCoreRecoveryManager, PerCoreWalConfig};
@@ -213,10 +213,12 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Print a schema: `manifest` (JSON Schema), `changelog` or `state` (Arrow).
+    /// Print a schema: `manifest` or `state-version` (JSON Schema of the
+    /// `commitInfo.walhouse` of each table's log entries), `changelog` or
+    /// `state` (Arrow).
     Schema {
         /// Which schema.
-        #[arg(value_parser = ["manifest", "changelog", "state"])]
+        #[arg(value_parser = ["manifest", "state-version", "changelog", "state"])]
         name: String,
     },
     /// Per core and segment: entries, bytes, epoch, valid end, torn tail.
@@ -417,6 +419,7 @@ fn run(cli: Cli) -> CliResult {
         Command::Schema { name } => {
             let text = match name.as_str() {
                 "manifest" => serde_json::to_string_pretty(&manifest_json_schema())?,
+                "state-version" => serde_json::to_string_pretty(&state_version_json_schema())?,
                 "changelog" => serde_json::to_string_pretty(changelog_schema().as_ref())?,
                 _ => serde_json::to_string_pretty(state_schema().as_ref())?,
             };

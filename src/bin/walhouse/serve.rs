@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-use walhouse::checkpoint::{recover as recover_state, CheckpointOutcome};
+use walhouse::checkpoint::{recover as recover_state, CheckpointOutcome, StateBuilt};
 use walhouse::per_core_wal::PerCoreWalConfig;
 use walhouse::runtime::ndjson::ingest_ndjson;
 use walhouse::runtime::{
@@ -34,17 +34,31 @@ fn spinner(message: &str) -> indicatif::ProgressBar {
 fn describe(o: &CheckpointOutcome) -> String {
     let m = &o.manifest;
     format!(
-        "checkpoint {}: epochs {}..={}, {} entries, {} files, {} bytes written{}, {} WAL segments removed, {:.3} s",
+        "checkpoint {}: epochs {}..={}, {} entries, {} changelog files, {} bytes written, {} WAL segments removed, committed in {:.3} s",
         m.checkpoint,
         m.epochs.first,
         m.epochs.last,
         m.stats.entries,
-        m.changelog.len() + if o.snapshot_written { m.state.snapshot.len() } else { 0 },
+        m.changelog.len(),
         o.bytes_written,
-        if o.snapshot_written { " (with a state snapshot)" } else { "" },
         o.removed_segments,
         o.duration.as_secs_f64()
     )
+}
+
+fn describe_state(s: &StateBuilt) -> Option<String> {
+    let last = s.versions.last()?;
+    Some(format!(
+        "state table: version {last} built after the commit ({} keys; {} bytes written{}) in {:.3} s",
+        s.keys.unwrap_or(0),
+        s.bytes_written,
+        if s.compacted.contains(last) {
+            "; a full rewrite"
+        } else {
+            ""
+        },
+        s.duration.as_secs_f64()
+    ))
 }
 
 fn socket_path(data_dir: &Path) -> PathBuf {
@@ -156,6 +170,9 @@ pub(crate) async fn ingest(
     if let Some(o) = &report.final_checkpoint {
         eprintln!("walhouse ingest: final {}", describe(o));
     }
+    if let Some(line) = describe_state(&report.state) {
+        eprintln!("walhouse ingest: {line}");
+    }
     outcome
 }
 
@@ -249,8 +266,11 @@ pub(crate) async fn checkpoint(place: &Place, mut settings: IngestSettings) -> C
     let bar = spinner("checkpointing");
     let outcome = ingester.checkpoint().await;
     bar.finish_and_clear();
-    ingester.shutdown(false).await?;
+    let report = ingester.shutdown(false).await?;
     println!("{}", describe(&outcome?));
+    if let Some(line) = describe_state(&report.state) {
+        println!("{line}");
+    }
     Ok(())
 }
 

@@ -5,11 +5,13 @@
 //!
 //! The commit point of checkpoint N is the create-only PUT of
 //! `changelog/_delta_log/<N>.json`, which carries walhouse's manifest in
-//! `commitInfo.walhouse`. The `state` table's entry N follows from the
-//! manifests of N and N-1 alone (byte for byte), so it is completed
-//! idempotently: right after the commit, and again before the next
-//! checkpoint or at recovery if a crash came between. A reader of either
-//! table sees only files that a committed version references.
+//! `commitInfo.walhouse`. The `state` table's version N is built after
+//! that commit, off the checkpoint's critical path, from its version N-1
+//! and the changelog of checkpoint N (see `Checkpointer::finish_state`),
+//! and committed with a create-only PUT of `state/_delta_log/<N>.json`; a
+//! crash before it leaves it to the next checkpoint, which builds every
+//! missing version in order. A reader of either table sees only files that
+//! a committed version references.
 
 pub(crate) mod dv;
 mod log;
@@ -18,11 +20,13 @@ mod merge;
 mod tables;
 
 pub use dv::DeletionVectorDescriptor;
-pub(crate) use log::{decode_entry, list_versions, log_dir, log_path, parse_log_path};
+pub(crate) use log::{
+    create_entry, decode_entry, list_versions, log_dir, log_path, parse_log_path, Created,
+};
 pub use log::{CHANGELOG_TABLE, EPOCH_PARTITION, STATE_TABLE};
 pub(crate) use merge::{mark_replaced, read_existing};
 pub use tables::OWNER_PROPERTY;
 pub(crate) use tables::{
-    changelog_entry, commit_entry, complete_state_version, ensure_state_version, ensure_tables,
-    owner_metadata, write_log_checkpoints,
+    changelog_entry, commit_entry, ensure_tables, latest_state_version, load_state_version,
+    owner_metadata, parse_state_version, state_entry, write_log_checkpoint,
 };

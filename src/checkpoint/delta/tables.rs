@@ -1,6 +1,6 @@
 //! The log entries walhouse writes: version 0 of both tables, the
 //! `changelog` entry of a checkpoint (its commit point) and the `state`
-//! entry that follows from two manifests.
+//! entry built after it.
 
 use std::collections::BTreeMap;
 
@@ -9,13 +9,13 @@ use serde_json::json;
 use object_store::ObjectStoreExt;
 
 use super::log::{
-    create_entry, decode_entry, encode_entry, log_path, millis_of, schema_string, Action, Add,
-    Created, Format, Metadata, Protocol, Remove, Txn, CHANGELOG_TABLE, EPOCH_PARTITION,
-    STATE_TABLE,
+    create_entry, decode_entry, encode_entry, list_versions, log_path, millis_of, schema_string,
+    Action, Add, Created, Format, Metadata, Protocol, Remove, Txn, CHANGELOG_TABLE,
+    EPOCH_PARTITION, STATE_TABLE,
 };
 use super::log_checkpoint::{checkpoint_parquet, last_checkpoint_json, reconcile};
 use crate::checkpoint::error::CheckpointError;
-use crate::checkpoint::manifest::{load_manifest, Manifest, StateFile};
+use crate::checkpoint::manifest::{Manifest, StateFile, StateVersion};
 use crate::checkpoint::schema::{changelog_schema, state_schema, SCHEMA_VERSION};
 use crate::store::Store;
 
@@ -236,27 +236,30 @@ pub(crate) fn changelog_entry(
     Ok(encode_entry(&actions))
 }
 
-/// The `state` table's log entry of checkpoint `manifest.checkpoint`, from
-/// its state files and those of the checkpoint before (`previous`): a
-/// `remove` of every file (with the deletion vector it was added with) that
-/// is gone or whose deletion vector changed, an `add` of every new file or
-/// new deletion vector. A pure function of the two manifests, so writing it
-/// again after a crash gives the same bytes.
-fn state_entry(
+/// The `state` table's log entry of version `version.checkpoint`, after
+/// the files `before` of the version before: a `remove` of every file (with
+/// the deletion vector it was added with) that is gone or whose deletion
+/// vector changed, an `add` of every new file or new deletion vector, the
+/// sources' `txn` actions of `manifest` (the same checkpoint's), and
+/// `version` itself in `commitInfo.walhouse`.
+pub(crate) fn state_entry(
+    version: &StateVersion,
+    before: &[StateFile],
     manifest: &Manifest,
-    previous: Option<&Manifest>,
     metadata: Option<Action>,
-) -> Vec<u8> {
+) -> Result<Vec<u8>, CheckpointError> {
     let ts = millis_of(&manifest.created_at);
-    let before: &[StateFile] = previous.map_or(&[], |p| p.state.table.as_slice());
-    let after = &manifest.state.table;
+    let after = &version.table;
+    let walhouse = serde_json::to_value(version)
+        .map_err(|e| CheckpointError::Task(format!("cannot encode the state version: {e}")))?;
+    let compacted = version.snapshot_checkpoint == version.checkpoint;
     let mut actions = vec![Action::CommitInfo(json!({
         "timestamp": ts,
-        "operation": "MERGE",
-        "operationParameters": {"predicate": "key"},
+        "operation": if compacted { "OPTIMIZE" } else { "MERGE" },
+        "operationParameters": if compacted { json!({"predicate": "[]"}) } else { json!({"predicate": "key"}) },
         "isBlindAppend": false,
         "engineInfo": ENGINE,
-        "walhouse": {"checkpoint": manifest.checkpoint},
+        "walhouse": walhouse,
     }))];
     actions.extend(metadata);
     actions.extend(txns(manifest, ts));
@@ -282,22 +285,66 @@ fn state_entry(
             deletion_vector: new.deletion_vector.as_ref().map(|d| d.descriptor.clone()),
         }));
     }
-    encode_entry(&actions)
+    Ok(encode_entry(&actions))
 }
 
-/// Writes the `state` table's entry of checkpoint `manifest.checkpoint`
-/// unless it exists with the same bytes; `previous` is the manifest of the
-/// checkpoint before (`None` for checkpoint 1). Durable on `Ok`. A
-/// different entry of that version is [`CheckpointError::ManifestConflict`].
-pub(crate) async fn complete_state_version(
+/// The [`StateVersion`] in the `state` table's log entry `rel` (version
+/// `version`); anything else is an error naming the object.
+pub(crate) fn parse_state_version(
     store: &Store,
-    manifest: &Manifest,
-    previous: Option<&Manifest>,
-) -> Result<(), CheckpointError> {
-    let rel = log_path(STATE_TABLE, manifest.checkpoint);
-    let metadata = owner_metadata(store, STATE_TABLE, manifest, previous).await?;
-    let body = state_entry(manifest, previous, metadata);
-    commit_entry(store, rel, body, manifest.checkpoint).await
+    rel: &str,
+    version: u64,
+    bytes: &[u8],
+) -> Result<StateVersion, CheckpointError> {
+    let corrupt = |reason: String| CheckpointError::CorruptObject {
+        store: store.name().to_owned(),
+        path: rel.to_owned(),
+        reason,
+    };
+    let lines =
+        decode_entry(bytes).map_err(|e| corrupt(format!("invalid Delta log entry: {e}")))?;
+    let walhouse = lines
+        .into_iter()
+        .find_map(|mut line| {
+            line.pointer_mut("/commitInfo/walhouse")
+                .map(serde_json::Value::take)
+        })
+        .ok_or_else(|| {
+            corrupt("commitInfo has no walhouse state version: not written by walhouse".into())
+        })?;
+    let parsed: StateVersion = serde_json::from_value(walhouse)
+        .map_err(|e| corrupt(format!("commitInfo.walhouse is not a state version: {e}")))?;
+    if parsed.checkpoint != version {
+        return Err(corrupt(format!(
+            "commitInfo.walhouse says checkpoint {}, the entry is version {version}",
+            parsed.checkpoint
+        )));
+    }
+    Ok(parsed)
+}
+
+/// Version `version` (at least 1) of the `state` table.
+pub(crate) async fn load_state_version(
+    store: &Store,
+    version: u64,
+) -> Result<StateVersion, CheckpointError> {
+    let rel = log_path(STATE_TABLE, version);
+    let bytes = store
+        .get_all(&store.path(&rel))
+        .await
+        .map_err(|e| CheckpointError::store(store, "get", &rel, e))?;
+    parse_state_version(store, &rel, version, &bytes)
+}
+
+/// The newest version of the `state` table after version 0 (`None`: none
+/// yet), by listing its log.
+pub(crate) async fn latest_state_version(
+    store: &Store,
+) -> Result<Option<StateVersion>, CheckpointError> {
+    match list_versions(store, STATE_TABLE).await?.last() {
+        Some(&v) if v > 0 => load_state_version(store, v).await.map(Some),
+        _ => Ok(None),
+    }
 }
 
 /// Writes log entry `rel` of checkpoint `checkpoint` with a create-only PUT
@@ -319,43 +366,19 @@ pub(crate) async fn commit_entry(
     }
 }
 
-/// Writes the `state` table's entry of checkpoint `manifest.checkpoint` if
-/// it is missing (a crash came between the commit and it), reading the
-/// manifest of the checkpoint before to derive it. One HEAD when it exists.
-pub(crate) async fn ensure_state_version(
-    store: &Store,
-    manifest: &Manifest,
-) -> Result<(), CheckpointError> {
-    let rel = log_path(STATE_TABLE, manifest.checkpoint);
-    match store.head(&store.path(&rel)).await {
-        Ok(_) => return Ok(()),
-        Err(e) if matches!(e.source, object_store::Error::NotFound { .. }) => {}
-        Err(e) => return Err(CheckpointError::store(store, "head", &rel, e)),
-    }
-    let previous = match manifest.checkpoint {
-        0 | 1 => None,
-        n => Some(load_manifest(store, n - 1).await?),
-    };
-    tracing::info!(
-        checkpoint = manifest.checkpoint,
-        path = rel,
-        "completing the state table's entry of a committed checkpoint"
-    );
-    complete_state_version(store, manifest, previous.as_ref()).await
-}
-
-/// Writes a Delta log checkpoint of both tables at `version`
+/// Writes a Delta log checkpoint of `table` at `version`
 /// (`<version>.checkpoint.parquet` and `_last_checkpoint`), so readers
 /// replay at most the entries after it. Reads every log entry of each table
 /// up to `version` (one GET each). Both objects are plain PUTs of bytes
 /// that are the same for the same version: writing one again is harmless,
 /// and a reader that finds `_last_checkpoint` pointing at an older
 /// checkpoint still reads the log after it.
-pub(crate) async fn write_log_checkpoints(
+pub(crate) async fn write_log_checkpoint(
     store: &Store,
+    table: &str,
     version: u64,
 ) -> Result<(), CheckpointError> {
-    for table in [CHANGELOG_TABLE, STATE_TABLE] {
+    {
         let mut entries = Vec::new();
         for v in 0..=version {
             let rel = log_path(table, v);
