@@ -83,7 +83,7 @@ pub struct StateRef {
 /// Version N of the `state` Delta table, as its log entry's
 /// `commitInfo.walhouse` records it: the state after checkpoint N.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(deny_unknown_fields)]
 pub struct StateVersion {
     /// The checkpoint (and Delta version) N.
     pub checkpoint: u64,

@@ -111,9 +111,11 @@ def dump_state(walhouse, data_dir, config):
     return state
 
 
-def manifests_by_version(table):
+def manifests_by_version(table, name="changelog"):
+    """commitInfo.walhouse of each log entry of the table `name` (the
+    changelog: manifests; the state: state versions), by version."""
     out = {}
-    log = os.path.join(table, "changelog", "_delta_log")
+    log = os.path.join(table, name, "_delta_log")
     for name in sorted(os.listdir(log)):
         if not name.endswith(".json"):
             continue
@@ -156,6 +158,7 @@ def run(walhouse, work, seed=DEFAULT_SEED, rounds=DEFAULT_ROUNDS):
     ingest_s = time.monotonic() - t0
 
     manifests = manifests_by_version(table)
+    state_versions = manifests_by_version(table, "state")
     assert sorted(manifests) == list(range(1, rounds + 1)), sorted(manifests)
     state_path, changelog_path = os.path.join(table, "state"), os.path.join(table, "changelog")
     con = dr.duckdb_delta_connect()
@@ -179,12 +182,14 @@ def run(walhouse, work, seed=DEFAULT_SEED, rounds=DEFAULT_ROUNDS):
                                                                counts[v]["delete"]), (v, m["stats"])
         assert m["source_offsets"] == {SOURCE: offsets[v]}, (v, m["source_offsets"])
         assert m["watermark"] == v * 1000, (v, m["watermark"])
-        table_files = m["state"]["table"]
+        sv = state_versions[v]
+        table_files = sv["table"]
         rows = sum(f["file"]["rows"] for f in table_files)
         deleted = sum(f["deletion_vector"]["descriptor"]["cardinality"]
                       for f in table_files if f.get("deletion_vector"))
         assert rows - deleted == len(models[v]), (v, rows, deleted, len(models[v]))
-        if m["state"]["snapshot_checkpoint"] == v:
+        assert sv["keys"] == len(models[v]), (v, sv["keys"], len(models[v]))
+        if sv["snapshot_checkpoint"] == v:
             snapshots.append(v)
             assert deleted == 0, (v, deleted)
         else:

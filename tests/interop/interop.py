@@ -127,10 +127,28 @@ def read_manifests(table):
     return out
 
 
-def live_rows(manifest):
-    """(rows, rows marked deleted) of the state table files of a manifest."""
+def read_state_versions(table):
+    """The state table's versions of a local table, oldest first: the
+    commitInfo.walhouse field of each state/_delta_log/<N>.json (built after
+    checkpoint N's commit; version 0 creates the table and has none)."""
+    out = []
+    for path in sorted(glob.glob(os.path.join(table, "state", "_delta_log", "*.json"))):
+        version = int(os.path.basename(path).split(".")[0])
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                info = json.loads(line).get("commitInfo") if line.strip() else None
+                if info and "walhouse" in info:
+                    v = info["walhouse"]
+                    assert v["checkpoint"] == version, (path, v["checkpoint"])
+                    out.append(v)
+    assert out, f"no state version in {table}/state/_delta_log"
+    return out
+
+
+def live_rows(version):
+    """(rows, rows marked deleted) of the files of a state table version."""
     rows = deleted = 0
-    for f in manifest["state"]["table"]:
+    for f in version["table"]:
         rows += f["file"]["rows"]
         if f.get("deletion_vector"):
             deleted += f["deletion_vector"]["descriptor"]["cardinality"]
@@ -140,7 +158,7 @@ def live_rows(manifest):
 class Expected:
     """The figures every reader must reproduce, from the model and the manifests."""
 
-    def __init__(self, manifests, records):
+    def __init__(self, manifests, state_versions, records):
         self.manifests = manifests
         ops = record_ops(records, CORES)
         tail = tail_ops(records, CORES, 0)
@@ -158,9 +176,17 @@ class Expected:
         first = manifests[0]
         assert (first["stats"]["puts"], first["stats"]["deletes"]) == (p1, d1), first["stats"]
         assert (newest["stats"]["puts"], newest["stats"]["deletes"]) == (p2, d2), newest["stats"]
-        assert first["stats"]["snapshot_keys"] == len(self.state1), first["stats"]
-        assert first["state"]["snapshot_checkpoint"] == 1 and not first["state"]["deltas"]
-        rows, deleted = live_rows(newest)
+        # The state table's versions, built after each commit: 1 a full
+        # snapshot, 2 changes + deletion vectors over it.
+        assert [v["checkpoint"] for v in state_versions] == [1, 2], state_versions
+        assert state_versions[0]["keys"] == len(self.state1), state_versions[0]["keys"]
+        assert state_versions[0]["snapshot_checkpoint"] == 1, state_versions[0]
+        assert state_versions[1]["snapshot_checkpoint"] == 1, state_versions[1]
+        # Checkpoint 1's manifest has no snapshot to start from: its state
+        # for lookups is its own changelog.
+        assert first["state"]["snapshot_checkpoint"] == 0, first["state"]
+        assert first["state"]["deltas"] == first["changelog"], first["state"]
+        rows, deleted = live_rows(state_versions[1])
         assert rows - deleted == len(self.state2), (rows, deleted, len(self.state2))
         assert deleted > 0, "checkpoint 2 marked no row deleted"
         self.dv_deleted = deleted
@@ -561,7 +587,7 @@ def main():
     shutil.rmtree(local, ignore_errors=True)
     stdout = run_demo(args.walhouse, local, args.records)
     table = os.path.join(local, "table")
-    ex = Expected(read_manifests(table), args.records)
+    ex = Expected(read_manifests(table), read_state_versions(table), args.records)
     sources.append(Source("local", ex, local_dir=table, demo_stdout=stdout))
     print(f"demo --records {args.records}: local table {table}, checkpoints 1 and 2 "
           f"({ex.dv_deleted} rows marked deleted by v2's deletion vectors) "
@@ -575,7 +601,8 @@ def main():
         copy = os.path.join(work, "s3-copy")
         shutil.rmtree(copy, ignore_errors=True)
         n = download(s3, copy)
-        sources.append(Source(url, Expected(read_manifests(copy), args.records),
+        sources.append(Source(url, Expected(read_manifests(copy), read_state_versions(copy),
+                                            args.records),
                               local_dir=copy, s3=s3, demo_stdout=stdout))
         print(f"demo --store {url}: {n} objects (local copy for DuckDB and Spark: {copy})")
 
