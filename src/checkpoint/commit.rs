@@ -552,7 +552,12 @@ impl Checkpointer {
                 );
                 if state_versions.contains(&n) {
                     let version = load_state_version(&self.store, n).await?;
-                    referenced.extend(version.referenced_files().into_iter().map(|f| f.path.clone()));
+                    referenced.extend(
+                        version
+                            .referenced_files()
+                            .into_iter()
+                            .map(|f| f.path.clone()),
+                    );
                 }
             } else {
                 referenced.extend(manifest.changelog.iter().map(|f| f.path.clone()));

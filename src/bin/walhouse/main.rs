@@ -369,10 +369,15 @@ fn run(cli: Cli) -> CliResult {
             rt.block_on(existing_table(&cp))?;
             let report = rt.block_on(cp.verify(checkpoint))?;
             println!(
-                "checkpoint {}: {} files, {} bytes checked, {} problems",
+                "checkpoint {}: {} files, {} bytes checked ({}), {} problems",
                 report.checkpoint,
                 report.files,
                 report.bytes,
+                if report.state_version {
+                    "its changelog and the state table's version"
+                } else {
+                    "its changelog; the state table's version of it is not built yet"
+                },
                 report.problems.len()
             );
             for p in &report.problems {
