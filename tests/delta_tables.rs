@@ -475,6 +475,64 @@ async fn a_state_version_lost_in_a_crash_is_recovered_from_the_changelog_and_bui
 }
 
 #[tokio::test]
+async fn gc_keeps_the_newest_state_version_while_the_state_table_lags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("table");
+    let store = Store::local(&root).unwrap();
+    let keep_one = CheckpointSettings {
+        retain_checkpoints: 1,
+        ..settings()
+    };
+    let cp = Checkpointer::new(store.clone(), keep_one.clone()).unwrap();
+    let config = PerCoreWalConfig::new(&tmp.path().join("wal"), 2);
+    let mut m = PerCoreWalManager::new(config.clone()).unwrap();
+    let mut model = Model::new();
+    for round in 0..3_u64 {
+        for i in 0..120_u64 {
+            let key = format!("k{:03}", (i * 11 + round) % 150).into_bytes();
+            let value = format!("r{round}-{i}").into_bytes();
+            m.writer((i % 2) as usize).append_put(&key, &value).unwrap();
+            model.insert(key, value);
+        }
+        m.sync_all().unwrap();
+        cp.checkpoint(&mut m).await.unwrap();
+        cp.finish_state().await.unwrap();
+    }
+    // A crash after checkpoint 3's commit, before its state entry: version
+    // 2 is the newest, and only checkpoint 3 is retained.
+    let entry3 = root.join("state/_delta_log/00000000000000000003.json");
+    std::fs::remove_file(&entry3).unwrap();
+    drop(m);
+    let gc = cp.gc().await.unwrap();
+    assert_eq!(gc.retained, [3]);
+    let v2 = cp.state_version(2).await.unwrap().unwrap();
+    for file in v2.referenced_files() {
+        assert!(
+            root.join(&file.path).exists(),
+            "{} of the newest state version was collected",
+            file.path
+        );
+    }
+    let recovered = recover(&store, &config).await.unwrap();
+    assert_eq!(recovered.state.state, model);
+    let built = Checkpointer::new(store.clone(), keep_one)
+        .unwrap()
+        .finish_state()
+        .await
+        .unwrap();
+    assert_eq!(built.versions, [3]);
+    let mut dv = DvStats::default();
+    assert_eq!(state_at(&root, 3, &mut dv), model);
+    println!(
+        "state table one version behind, retention 1: gc removed {} objects and kept the {} \
+         files of version 2; recovery and the build of version 3 from it = the model ({} keys)",
+        gc.objects_removed.len(),
+        v2.referenced_files().len(),
+        model.len()
+    );
+}
+
+#[tokio::test]
 async fn table_roots_that_are_not_walhouse_delta_tables_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     // The layout before Delta Lake.

@@ -563,6 +563,21 @@ impl Checkpointer {
                 referenced.extend(manifest.changelog.iter().map(|f| f.path.clone()));
             }
         }
+        // The newest state version is kept whatever the retention: the next
+        // build starts from it, and recovery reads it, when the state table
+        // lags behind the changelog (its build after the newest commits
+        // has not committed yet).
+        if let Some(&newest) = state_versions.iter().rfind(|&&v| v > 0) {
+            if !retained.contains(&newest) {
+                let version = load_state_version(&self.store, newest).await?;
+                referenced.extend(
+                    version
+                        .referenced_files()
+                        .into_iter()
+                        .map(|f| f.path.clone()),
+                );
+            }
+        }
         let mut report = GcReport {
             retained: retained.to_vec(),
             versions_expired: old.to_vec(),
