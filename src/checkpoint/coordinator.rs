@@ -75,7 +75,9 @@ impl PerCoreCheckpointCoordinator {
         self.wal_manager.merge_sealed(epoch)
     }
 
-    /// Seals the current epoch and checkpoints everything up to it.
+    /// Seals the current epoch and checkpoints everything up to it. The
+    /// `state` table's version of it is built after the commit, on a task of
+    /// its own: `self.checkpointer().finish_state()` waits for it.
     pub async fn create_checkpoint(&mut self) -> Result<CheckpointOutcome, CheckpointError> {
         self.checkpointer.checkpoint(&mut self.wal_manager).await
     }
