@@ -256,6 +256,18 @@ fn next(x: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// `puts` puts of round `round` over 150 keys (key `(i * stride + round) %
+/// 150`), on two cores, synced.
+fn put_round(m: &mut PerCoreWalManager, model: &mut Model, round: u64, puts: u64, stride: u64) {
+    for i in 0..puts {
+        let key = format!("k{:03}", (i * stride + round) % 150).into_bytes();
+        let value = format!("r{round}-{i}").into_bytes();
+        m.writer((i % 2) as usize).append_put(&key, &value).unwrap();
+        model.insert(key, value);
+    }
+    m.sync_all().unwrap();
+}
+
 fn settings() -> CheckpointSettings {
     CheckpointSettings {
         row_group_rows: 64,
@@ -424,13 +436,7 @@ async fn a_state_version_lost_in_a_crash_is_recovered_from_the_changelog_and_bui
     let mut m = PerCoreWalManager::new(config.clone()).unwrap();
     let mut model = Model::new();
     for round in 0..3_u64 {
-        for i in 0..100_u64 {
-            let key = format!("k{:03}", (i * 7 + round) % 150).into_bytes();
-            let value = format!("r{round}-{i}").into_bytes();
-            m.writer((i % 2) as usize).append_put(&key, &value).unwrap();
-            model.insert(key, value);
-        }
-        m.sync_all().unwrap();
+        put_round(&mut m, &mut model, round, 100, 7);
         cp.checkpoint(&mut m).await.unwrap();
     }
     cp.finish_state().await.unwrap();
@@ -488,13 +494,7 @@ async fn gc_keeps_the_newest_state_version_while_the_state_table_lags() {
     let mut m = PerCoreWalManager::new(config.clone()).unwrap();
     let mut model = Model::new();
     for round in 0..3_u64 {
-        for i in 0..120_u64 {
-            let key = format!("k{:03}", (i * 11 + round) % 150).into_bytes();
-            let value = format!("r{round}-{i}").into_bytes();
-            m.writer((i % 2) as usize).append_put(&key, &value).unwrap();
-            model.insert(key, value);
-        }
-        m.sync_all().unwrap();
+        put_round(&mut m, &mut model, round, 120, 11);
         cp.checkpoint(&mut m).await.unwrap();
         cp.finish_state().await.unwrap();
     }

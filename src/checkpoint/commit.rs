@@ -531,53 +531,10 @@ impl Checkpointer {
                 inflight.insert(number);
             }
         }
-        // 3. The manifests and state versions, read last. The changelog
-        // table is append-only: every version's files stay in its latest
-        // version. The state table's files stay while a retained version
-        // references them.
-        let numbers = list_manifests(&self.store).await?;
+        // 3. The manifests and state versions, read last.
+        let (numbers, referenced) = self.referenced_objects().await?;
         let keep = self.settings.retain_checkpoints.max(1);
-        let split = numbers.len().saturating_sub(keep);
-        let (old, retained) = numbers.split_at(split);
-        let state_versions = list_versions(&self.store, STATE_TABLE).await?;
-        let mut referenced = BTreeSet::new();
-        for &n in &numbers {
-            let manifest = load_manifest(&self.store, n).await?;
-            if retained.contains(&n) {
-                referenced.extend(
-                    manifest
-                        .referenced_files()
-                        .into_iter()
-                        .map(|f| f.path.clone()),
-                );
-                if state_versions.contains(&n) {
-                    let version = load_state_version(&self.store, n).await?;
-                    referenced.extend(
-                        version
-                            .referenced_files()
-                            .into_iter()
-                            .map(|f| f.path.clone()),
-                    );
-                }
-            } else {
-                referenced.extend(manifest.changelog.iter().map(|f| f.path.clone()));
-            }
-        }
-        // The newest state version is kept whatever the retention: the next
-        // build starts from it, and recovery reads it, when the state table
-        // lags behind the changelog (its build after the newest commits
-        // has not committed yet).
-        if let Some(&newest) = state_versions.iter().rfind(|&&v| v > 0) {
-            if !retained.contains(&newest) {
-                let version = load_state_version(&self.store, newest).await?;
-                referenced.extend(
-                    version
-                        .referenced_files()
-                        .into_iter()
-                        .map(|f| f.path.clone()),
-                );
-            }
-        }
+        let (old, retained) = numbers.split_at(numbers.len().saturating_sub(keep));
         let mut report = GcReport {
             retained: retained.to_vec(),
             versions_expired: old.to_vec(),
@@ -622,6 +579,38 @@ impl Checkpointer {
             report.stale_markers_removed.push(n);
         }
         Ok(report)
+    }
+
+    /// Every committed checkpoint, and the objects gc keeps: every
+    /// changelog file (the table is append-only: every version's files stay
+    /// in its latest version), the files the newest `retain_checkpoints`
+    /// manifests and state versions reference, and the newest state
+    /// version's whatever the retention (the next build starts from it, and
+    /// recovery reads it, while the state table lags behind the changelog).
+    async fn referenced_objects(&self) -> Result<(Vec<u64>, BTreeSet<String>), CheckpointError> {
+        let numbers = list_manifests(&self.store).await?;
+        let keep = self.settings.retain_checkpoints.max(1);
+        let retained = &numbers[numbers.len().saturating_sub(keep)..];
+        let state_versions = list_versions(&self.store, STATE_TABLE).await?;
+        let mut referenced = BTreeSet::new();
+        let mut add = |files: Vec<&DataFile>| {
+            referenced.extend(files.into_iter().map(|f| f.path.clone()));
+        };
+        for &n in &numbers {
+            let manifest = load_manifest(&self.store, n).await?;
+            if retained.contains(&n) {
+                add(manifest.referenced_files());
+            } else {
+                add(manifest.changelog.iter().collect());
+            }
+        }
+        let newest = state_versions.iter().rfind(|&&v| v > 0).copied();
+        for &v in &state_versions {
+            if v > 0 && (retained.contains(&v) || Some(v) == newest) {
+                add(load_state_version(&self.store, v).await?.referenced_files());
+            }
+        }
+        Ok((numbers, referenced))
     }
 
     /// Every object under `changelog/` and `state/`, and the staging files

@@ -12,8 +12,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::delta::{
-    changelog_entry, commit_entry, decode_entry, ensure_tables, list_versions, log_path,
-    owner_metadata, DeletionVectorDescriptor, CHANGELOG_TABLE,
+    changelog_entry, commit_entry, ensure_tables, list_versions, log_path, owner_metadata,
+    walhouse_info, DeletionVectorDescriptor, CHANGELOG_TABLE,
 };
 use super::error::CheckpointError;
 use crate::store::Store;
@@ -298,17 +298,7 @@ pub(crate) fn parse_manifest(
         path: rel.to_owned(),
         reason,
     };
-    let lines =
-        decode_entry(bytes).map_err(|e| corrupt(format!("invalid Delta log entry: {e}")))?;
-    let info = lines
-        .into_iter()
-        .find_map(|mut line| line.get_mut("commitInfo").map(serde_json::Value::take))
-        .ok_or_else(|| corrupt("no commitInfo action".into()))?;
-    let walhouse = info.get("walhouse").cloned().ok_or_else(|| {
-        corrupt("commitInfo has no walhouse manifest: not written by walhouse".into())
-    })?;
-    let manifest: Manifest = serde_json::from_value(walhouse)
-        .map_err(|e| corrupt(format!("invalid manifest in commitInfo.walhouse: {e}")))?;
+    let manifest: Manifest = walhouse_info(bytes, "manifest").map_err(corrupt)?;
     if manifest.format_version != MANIFEST_FORMAT_VERSION {
         return Err(corrupt(format!(
             "manifest format {} (this build reads {MANIFEST_FORMAT_VERSION})",

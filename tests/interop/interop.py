@@ -109,30 +109,12 @@ def apply(state, ops):
     return puts, deletes
 
 
-def read_manifests(table):
-    """The walhouse manifests of a local table, oldest first: the
-    commitInfo.walhouse field of each changelog/_delta_log/<N>.json
-    (version 0 creates the table and has none)."""
+def read_walhouse_infos(table, name, what):
+    """The commitInfo.walhouse field of each log entry of the table `name`
+    under a local table root, oldest first (version 0 creates the table and
+    has none); `what` names them in errors."""
     out = []
-    for path in sorted(glob.glob(os.path.join(table, "changelog", "_delta_log", "*.json"))):
-        version = int(os.path.basename(path).split(".")[0])
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                info = json.loads(line).get("commitInfo") if line.strip() else None
-                if info and "walhouse" in info:
-                    m = info["walhouse"]
-                    assert m["checkpoint"] == version, (path, m["checkpoint"])
-                    out.append(m)
-    assert out, f"no manifest in {table}/changelog/_delta_log"
-    return out
-
-
-def read_state_versions(table):
-    """The state table's versions of a local table, oldest first: the
-    commitInfo.walhouse field of each state/_delta_log/<N>.json (built after
-    checkpoint N's commit; version 0 creates the table and has none)."""
-    out = []
-    for path in sorted(glob.glob(os.path.join(table, "state", "_delta_log", "*.json"))):
+    for path in sorted(glob.glob(os.path.join(table, name, "_delta_log", "*.json"))):
         version = int(os.path.basename(path).split(".")[0])
         with open(path, encoding="utf-8") as f:
             for line in f:
@@ -141,8 +123,19 @@ def read_state_versions(table):
                     v = info["walhouse"]
                     assert v["checkpoint"] == version, (path, v["checkpoint"])
                     out.append(v)
-    assert out, f"no state version in {table}/state/_delta_log"
+    assert out, f"no {what} in {table}/{name}/_delta_log"
     return out
+
+
+def read_manifests(table):
+    """The walhouse manifests of a local table (changelog/_delta_log)."""
+    return read_walhouse_infos(table, "changelog", "manifest")
+
+
+def read_state_versions(table):
+    """The state table's versions (state/_delta_log; built after checkpoint
+    N's commit)."""
+    return read_walhouse_infos(table, "state", "state version")
 
 
 def live_rows(version):

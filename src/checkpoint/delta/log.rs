@@ -208,6 +208,25 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Vec<Value>, String> {
         .collect()
 }
 
+/// The `commitInfo.walhouse` field of a log entry, as a `T` (`what` names
+/// it in the reason of an error).
+pub fn walhouse_info<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: &str,
+) -> Result<T, String> {
+    let lines = decode_entry(bytes).map_err(|e| format!("invalid Delta log entry: {e}"))?;
+    let info = lines
+        .into_iter()
+        .find_map(|mut line| line.get_mut("commitInfo").map(Value::take))
+        .ok_or("no commitInfo action")?;
+    let walhouse = info
+        .get("walhouse")
+        .cloned()
+        .ok_or_else(|| format!("commitInfo has no walhouse {what}: not written by walhouse"))?;
+    serde_json::from_value(walhouse)
+        .map_err(|e| format!("invalid {what} in commitInfo.walhouse: {e}"))
+}
+
 /// The Delta schema of `schema` (plus `extra` partition columns, `long`
 /// and not nullable), as `metaData.schemaString` holds it.
 #[must_use]

@@ -21,7 +21,7 @@ mod tables;
 
 pub use dv::DeletionVectorDescriptor;
 pub(crate) use log::{
-    create_entry, decode_entry, list_versions, log_dir, log_path, parse_log_path, Created,
+    create_entry, list_versions, log_dir, log_path, parse_log_path, walhouse_info, Created,
 };
 pub use log::{CHANGELOG_TABLE, EPOCH_PARTITION, STATE_TABLE};
 pub(crate) use merge::{mark_replaced, read_existing};

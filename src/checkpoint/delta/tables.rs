@@ -10,7 +10,7 @@ use object_store::ObjectStoreExt;
 
 use super::log::{
     create_entry, decode_entry, encode_entry, list_versions, log_path, millis_of, schema_string,
-    Action, Add, Created, Format, Metadata, Protocol, Remove, Txn, CHANGELOG_TABLE,
+    walhouse_info, Action, Add, Created, Format, Metadata, Protocol, Remove, Txn, CHANGELOG_TABLE,
     EPOCH_PARTITION, STATE_TABLE,
 };
 use super::log_checkpoint::{checkpoint_parquet, last_checkpoint_json, reconcile};
@@ -301,19 +301,7 @@ pub(crate) fn parse_state_version(
         path: rel.to_owned(),
         reason,
     };
-    let lines =
-        decode_entry(bytes).map_err(|e| corrupt(format!("invalid Delta log entry: {e}")))?;
-    let walhouse = lines
-        .into_iter()
-        .find_map(|mut line| {
-            line.pointer_mut("/commitInfo/walhouse")
-                .map(serde_json::Value::take)
-        })
-        .ok_or_else(|| {
-            corrupt("commitInfo has no walhouse state version: not written by walhouse".into())
-        })?;
-    let parsed: StateVersion = serde_json::from_value(walhouse)
-        .map_err(|e| corrupt(format!("commitInfo.walhouse is not a state version: {e}")))?;
+    let parsed: StateVersion = walhouse_info(bytes, "state version").map_err(corrupt)?;
     if parsed.checkpoint != version {
         return Err(corrupt(format!(
             "commitInfo.walhouse says checkpoint {}, the entry is version {version}",
