@@ -257,8 +257,12 @@ async fn checkpoint_list_recover_verify_and_gc_on_s3() {
     let mut model = BTreeMap::new();
     append_mix(&mut m, &mut model, 0, 3000);
     let first = cp.checkpoint(&mut m).await.unwrap();
+    // The state table's version 1 (a snapshot), built after the commit.
+    cp.finish_state().await.unwrap();
     append_mix(&mut m, &mut model, 3000, 4000);
     let second = cp.checkpoint(&mut m).await.unwrap();
+    cp.finish_state().await.unwrap();
+    let state_2 = cp.state_version(2).await.unwrap().unwrap();
     assert_eq!(second.manifest.checkpoint, 2);
     assert_eq!(second.manifest.state.snapshot_checkpoint, 1);
     let model_at_2 = model.clone();
@@ -324,6 +328,14 @@ async fn checkpoint_list_recover_verify_and_gc_on_s3() {
     // The changelog table is append-only: checkpoint 1's changelog stays;
     // so do both tables' log entries.
     referenced.extend(first.manifest.changelog.iter().map(|f| f.path.clone()));
+    // The state table's retained version 2 (checkpoint 1's snapshot with
+    // deletion vectors, and checkpoint 2's changes).
+    referenced.extend(
+        state_2
+            .referenced_files()
+            .into_iter()
+            .map(|f| f.path.clone()),
+    );
     for table in ["changelog", "state"] {
         for version in 0..=2 {
             referenced.push(format!("{table}/_delta_log/{version:020}.json"));
@@ -412,10 +424,17 @@ async fn a_data_file_over_10_mib_goes_through_multipart() {
     )
     .unwrap();
     let out = cp.checkpoint(&mut m).await.unwrap();
-    let big: Vec<_> = out
-        .manifest
-        .referenced_files()
-        .into_iter()
+    // The state table's version 1 (a snapshot), built after the commit,
+    // uploads too: its files are counted with the changelog's.
+    cp.finish_state().await.unwrap();
+    let state = cp.state_version(1).await.unwrap().unwrap();
+    let mut files = out.manifest.referenced_files();
+    files.extend(state.referenced_files());
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    files.dedup_by(|a, b| a.path == b.path);
+    let big: Vec<_> = files
+        .iter()
+        .copied()
         .filter(|f| f.size > 10 << 20)
         .cloned()
         .collect();
@@ -424,10 +443,9 @@ async fn a_data_file_over_10_mib_goes_through_multipart() {
         "a data file over 10 MiB: {:?}",
         out.manifest
     );
-    let multipart_files: Vec<_> = out
-        .manifest
-        .referenced_files()
-        .into_iter()
+    let multipart_files: Vec<_> = files
+        .iter()
+        .copied()
         .filter(|f| f.size as usize > PART)
         .cloned()
         .collect();
@@ -616,7 +634,9 @@ async fn two_checkpointers_racing_for_one_manifest_number_one_wins() {
             200 + 1,
             "the loser keeps its WAL (200 puts and a barrier)"
         );
-        // The loser's uploaded files are orphans: GC removes them.
+        // The loser's uploaded files are orphans: GC removes them (once the
+        // winner's state build, after its commit, is done).
+        cps[winner].finish_state().await.unwrap();
         let gc = cps[winner].gc().await.unwrap();
         assert!(!gc.objects_removed.is_empty());
         assert!(cps[winner].verify(None).await.unwrap().is_ok());

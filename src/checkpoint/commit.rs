@@ -9,8 +9,8 @@ use std::time::{Duration, Instant, SystemTime};
 use object_store::ObjectStoreExt;
 
 use super::delta::{
-    latest_state_version, list_versions, load_state_version, write_log_checkpoint, CHANGELOG_TABLE,
-    STATE_TABLE,
+    latest_state_version, list_versions, load_state_version, parse_log_path, write_log_checkpoint,
+    CHANGELOG_TABLE, STATE_TABLE,
 };
 use super::error::CheckpointError;
 use super::manifest::{
@@ -841,8 +841,15 @@ fn inflight_path(checkpoint: u64) -> String {
 
 /// The checkpoint that wrote a data object, from its name:
 /// `changelog/epoch=E/part-<checkpoint, 20 digits>-...`,
-/// `state/checkpoint=N/...` or `state/dv-<N, 20 digits>/...`.
+/// `state/checkpoint=N/...`, `state/dv-<N, 20 digits>/...`, or a log entry
+/// `<table>/_delta_log/<N, 20 digits>.json`.
 fn object_checkpoint(relative: &str) -> Option<u64> {
+    // A log entry being written (its staging file on a local store).
+    for table in [CHANGELOG_TABLE, STATE_TABLE] {
+        if let Some(n) = parse_log_path(table, relative) {
+            return Some(n);
+        }
+    }
     if let Some(rest) = relative.strip_prefix("state/checkpoint=") {
         return rest.split('/').next()?.parse().ok();
     }
@@ -850,4 +857,30 @@ fn object_checkpoint(relative: &str) -> Option<u64> {
         return rest.split('/').next()?.parse().ok();
     }
     changelog_checkpoint(relative)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::object_checkpoint;
+
+    #[test]
+    fn every_object_a_checkpoint_or_its_state_build_writes_names_it() {
+        for (path, n) in [
+            (
+                "changelog/epoch=3/part-00000000000000000007-0001-x.parquet",
+                Some(7),
+            ),
+            ("state/checkpoint=7/part-0000-x.parquet", Some(7)),
+            (
+                "state/dv-00000000000000000007/deletion_vector_x.bin",
+                Some(7),
+            ),
+            ("state/_delta_log/00000000000000000007.json", Some(7)),
+            ("changelog/_delta_log/00000000000000000007.json", Some(7)),
+            ("state/_delta_log/_last_checkpoint", None),
+            ("changelog/epoch=3/notes", None),
+        ] {
+            assert_eq!(object_checkpoint(path), n, "{path}");
+        }
+    }
 }
