@@ -293,18 +293,8 @@ impl Checkpointer {
         commit_manifest_after(&self.store, &manifest, previous.as_ref()).await?;
         let committed = started.elapsed();
         let removed_segments = wal.remove_segments_up_to_epoch(epoch)?;
-        let interval = self.settings.log_checkpoint_interval;
-        if interval > 0 && number.is_multiple_of(interval) {
-            // Best effort: without it readers replay more log entries. The
-            // state table's follows its version's build.
-            if let Err(e) = write_log_checkpoint(&self.store, CHANGELOG_TABLE, number).await {
-                tracing::warn!(
-                    checkpoint = number,
-                    error = %e,
-                    "cannot write the changelog table's Delta log checkpoint; readers replay the log instead"
-                );
-            }
-        }
+        // The state table's follows its version's build.
+        self.log_checkpoint_if_due(CHANGELOG_TABLE, number).await;
         let micros = |d: std::time::Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         tracing::info!(
             checkpoint = number,
@@ -325,6 +315,23 @@ impl Checkpointer {
             duration: started.elapsed(),
             waited_for_state: Duration::ZERO,
         })
+    }
+
+    /// A Delta log checkpoint of `table` at `version` if one is due
+    /// (every `log_checkpoint_interval` versions). Best effort: without it
+    /// readers replay more log entries.
+    pub(crate) async fn log_checkpoint_if_due(&self, table: &str, version: u64) {
+        let interval = self.settings.log_checkpoint_interval;
+        if interval > 0 && version.is_multiple_of(interval) {
+            if let Err(e) = write_log_checkpoint(&self.store, table, version).await {
+                tracing::warn!(
+                    table,
+                    version,
+                    error = %e,
+                    "cannot write the Delta log checkpoint; readers replay the log instead"
+                );
+            }
+        }
     }
 
     /// The state of the next checkpoint for lookups: the newest full
@@ -432,14 +439,7 @@ impl Checkpointer {
             },
         };
         let manifest = load_manifest(&self.store, number).await?;
-        let state = if list_versions(&self.store, STATE_TABLE)
-            .await?
-            .contains(&number)
-        {
-            Some(load_state_version(&self.store, number).await?)
-        } else {
-            None
-        };
+        let state = self.state_version(number).await?;
         let mut report = VerifyReport {
             checkpoint: number,
             state_version: state.is_some(),
@@ -532,9 +532,10 @@ impl Checkpointer {
             }
         }
         // 3. The manifests and state versions, read last.
-        let (numbers, referenced) = self.referenced_objects().await?;
+        let numbers = list_manifests(&self.store).await?;
         let keep = self.settings.retain_checkpoints.max(1);
         let (old, retained) = numbers.split_at(numbers.len().saturating_sub(keep));
+        let referenced = self.referenced_objects(&numbers, retained).await?;
         let mut report = GcReport {
             retained: retained.to_vec(),
             versions_expired: old.to_vec(),
@@ -581,22 +582,23 @@ impl Checkpointer {
         Ok(report)
     }
 
-    /// Every committed checkpoint, and the objects gc keeps: every
+    /// The objects gc keeps of the checkpoints `numbers`: every
     /// changelog file (the table is append-only: every version's files stay
-    /// in its latest version), the files the newest `retain_checkpoints`
-    /// manifests and state versions reference, and the newest state
+    /// in its latest version), the files the `retained` manifests and state
+    /// versions reference, and the newest state
     /// version's whatever the retention (the next build starts from it, and
     /// recovery reads it, while the state table lags behind the changelog).
-    async fn referenced_objects(&self) -> Result<(Vec<u64>, BTreeSet<String>), CheckpointError> {
-        let numbers = list_manifests(&self.store).await?;
-        let keep = self.settings.retain_checkpoints.max(1);
-        let retained = &numbers[numbers.len().saturating_sub(keep)..];
+    async fn referenced_objects(
+        &self,
+        numbers: &[u64],
+        retained: &[u64],
+    ) -> Result<BTreeSet<String>, CheckpointError> {
         let state_versions = list_versions(&self.store, STATE_TABLE).await?;
         let mut referenced = BTreeSet::new();
         let mut add = |files: Vec<&DataFile>| {
             referenced.extend(files.into_iter().map(|f| f.path.clone()));
         };
-        for &n in &numbers {
+        for &n in numbers {
             let manifest = load_manifest(&self.store, n).await?;
             if retained.contains(&n) {
                 add(manifest.referenced_files());
@@ -610,7 +612,7 @@ impl Checkpointer {
                 add(load_state_version(&self.store, v).await?.referenced_files());
             }
         }
-        Ok((numbers, referenced))
+        Ok(referenced)
     }
 
     /// Every object under `changelog/` and `state/`, and the staging files

@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 
 use super::delta::{
     create_entry, latest_state_version, list_versions, load_state_version, log_path, mark_replaced,
-    owner_metadata, parse_state_version, state_entry, write_log_checkpoint, Created, STATE_TABLE,
+    owner_metadata, parse_state_version, state_entry, Created, STATE_TABLE,
 };
 use super::error::CheckpointError;
 use super::manifest::{load_manifest, DataFile, Manifest, StateFile, StateVersion};
@@ -272,17 +272,7 @@ impl Checkpointer {
                 return Err(e);
             }
         };
-        let interval = self.settings.log_checkpoint_interval;
-        if interval > 0 && number.is_multiple_of(interval) {
-            // Best effort: without it readers replay more log entries.
-            if let Err(e) = write_log_checkpoint(&self.store, STATE_TABLE, number).await {
-                tracing::warn!(
-                    checkpoint = number,
-                    error = %e,
-                    "cannot write the state table's Delta log checkpoint; readers replay the log instead"
-                );
-            }
-        }
+        self.log_checkpoint_if_due(STATE_TABLE, number).await;
         tracing::info!(
             checkpoint = number,
             compacted = version.snapshot_checkpoint == number,
