@@ -22,6 +22,7 @@
 //! write.
 
 use std::fmt;
+use std::ops::Range;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -653,6 +654,14 @@ impl Store {
     pub async fn get_all(&self, location: &Path) -> Result<Bytes, Retried> {
         self.retrying("get", location.as_ref(), || async {
             self.inner.get(location).await?.bytes().await
+        })
+        .await
+    }
+
+    /// Bytes `range` of an object, see [`Store::retrying`].
+    pub async fn get_range(&self, location: &Path, range: Range<u64>) -> Result<Bytes, Retried> {
+        self.retrying("get", location.as_ref(), || {
+            self.inner.get_range(location, range.clone())
         })
         .await
     }

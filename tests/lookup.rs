@@ -27,7 +27,7 @@ use object_store::{
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use walhouse::checkpoint::{
     commit_manifest, CheckpointReader, CheckpointSettings, Checkpointer, DataFile, LookupSettings,
-    Manifest,
+    Manifest, StateFile,
 };
 use walhouse::per_core_wal::{PerCoreWalConfig, PerCoreWalManager};
 use walhouse::store::Store;
@@ -234,31 +234,55 @@ async fn lookups_match_the_model_for_present_overwritten_deleted_and_absent_keys
             }
         }
         let manifest = cp.checkpoint(&mut m).await.unwrap().manifest;
-        let (mut present, mut overwritten, mut gone, mut absent) = (0, 0, 0, 0);
-        for i in 0..700 {
-            let k = key(i);
-            let got = r.get(&k).await.unwrap();
-            assert_eq!(got.as_ref(), model.get(&k), "key {i} after round {round}");
-            match (&got, writes.get(&k).copied().unwrap_or(0)) {
-                (None, 0) => absent += 1,
-                (None, _) => gone += 1,
-                (Some(_), 1) => present += 1,
-                (Some(_), _) => overwritten += 1,
+        // Looked up while the state table's version is being built (the
+        // previous version plus this changelog, or this version), then once
+        // it is built (its files with their deletion vectors alone).
+        for built in [false, true] {
+            if built {
+                cp.finish_state().await.unwrap();
             }
+            let (mut present, mut overwritten, mut gone, mut absent) = (0, 0, 0, 0);
+            for i in 0..700 {
+                let k = key(i);
+                let got = r.get(&k).await.unwrap();
+                assert_eq!(
+                    got.as_ref(),
+                    model.get(&k),
+                    "key {i} after round {round} (state built: {built})"
+                );
+                match (&got, writes.get(&k).copied().unwrap_or(0)) {
+                    (None, 0) => absent += 1,
+                    (None, _) => gone += 1,
+                    (Some(_), 1) => present += 1,
+                    (Some(_), _) => overwritten += 1,
+                }
+            }
+            println!(
+                "checkpoint {} (state built: {built}): {present} written once, \
+                 {overwritten} overwritten, {gone} deleted, {absent} never written; all match the model",
+                manifest.checkpoint,
+            );
+            assert!(gone > 0 && absent > 0 && (present + overwritten) > 0);
         }
+        let version = cp
+            .state_version(manifest.checkpoint)
+            .await
+            .unwrap()
+            .unwrap();
+        let marked: u64 = version.table.iter().map(StateFile::deleted_rows).sum();
         println!(
-            "checkpoint {} (snapshot {}, {} delta files): {present} written once, \
-             {overwritten} overwritten, {gone} deleted, {absent} never written; all match the model",
-            manifest.checkpoint,
-            manifest.state.snapshot_checkpoint,
-            manifest.state.deltas.len()
+            "  state version {}: {} files, {marked} rows marked by deletion vectors",
+            version.checkpoint,
+            version.table.len()
         );
-        assert!(gone > 0 && absent > 0 && (present + overwritten) > 0);
     }
     let stats = r.stats();
     println!("{stats:?}");
     assert!(stats.row_groups_pruned_by_stats + stats.row_groups_pruned_by_bloom > 0);
     assert!(!deleted.is_empty());
+    // Deleted keys of the state versions with deletion vectors were found
+    // in a file and refused by its vector.
+    assert!(stats.vectors_loaded > 0, "{stats:?}");
 }
 
 /// Per data file, the byte ranges of each row group's column chunks.
@@ -328,12 +352,27 @@ async fn only_the_matching_row_groups_are_read_and_a_repeat_is_served_from_cache
     put_range(&mut m, &mut model, 0, 2000); // checkpoint 1: the snapshot
     cp.checkpoint(&mut m).await.unwrap();
     cp.finish_state().await.unwrap(); // built after the commit
-    put_range(&mut m, &mut model, 2000, 3000); // checkpoint 2: a delta
+    put_range(&mut m, &mut model, 2000, 3000); // checkpoint 2: its changes
     let manifest: Manifest = cp.checkpoint(&mut m).await.unwrap().manifest;
-    assert_eq!(manifest.state.snapshot.len(), 1);
-    assert_eq!(manifest.state.deltas.len(), 1);
-    let snapshot = &manifest.state.snapshot[0];
-    let delta = &manifest.state.deltas[0];
+    cp.finish_state().await.unwrap();
+    let version = cp
+        .state_version(manifest.checkpoint)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(version.snapshot.len(), 1);
+    assert_eq!(
+        version.table.len(),
+        2,
+        "the snapshot and checkpoint 2's changes"
+    );
+    let snapshot = &version.snapshot[0];
+    let delta = &version
+        .table
+        .iter()
+        .find(|f| f.file.path != snapshot.path)
+        .unwrap()
+        .file;
     let files = vec![
         (snapshot, row_group_ranges(&inner, snapshot).await),
         (delta, row_group_ranges(&inner, delta).await),
@@ -481,6 +520,36 @@ async fn a_new_checkpoint_or_a_replaced_object_is_never_answered_from_stale_cach
         ..b_file.clone()
     }];
     commit_manifest(&store, &replaced).await.unwrap();
+    // The state table's version of that checkpoint: version 1's entry with
+    // the file's new size and crc32c.
+    let entry = |n: u64| Path::from(format!("state/_delta_log/{n:020}.json"));
+    let old_entry = inner
+        .get(&entry(again.checkpoint))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let mut lines = Vec::new();
+    for line in std::str::from_utf8(&old_entry).unwrap().lines() {
+        let mut action: serde_json::Value = serde_json::from_str(line).unwrap();
+        if let Some(info) = action.pointer_mut("/commitInfo/walhouse") {
+            info["checkpoint"] = replaced.checkpoint.into();
+            for file in ["/snapshot/0", "/table/0/file"] {
+                let file = info.pointer_mut(file).unwrap();
+                file["size"] = b_file.size.into();
+                file["crc32c"] = b_file.crc32c.into();
+            }
+        }
+        lines.push(action.to_string());
+    }
+    inner
+        .put(
+            &entry(replaced.checkpoint),
+            (lines.join("\n") + "\n").into(),
+        )
+        .await
+        .unwrap();
     assert_eq!(r.get(&key(1)).await.unwrap().unwrap(), b"replaced in place");
     println!("data file replaced in place, new manifest: the new bytes are read");
     println!("{:?}", r.stats());

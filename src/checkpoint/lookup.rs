@@ -1,10 +1,17 @@
 //! Point lookups on the newest checkpoint: [`CheckpointReader::get`].
 //!
-//! The answer is a key's value as of the checkpoint: the changelog files
-//! newer than the base snapshot (`state.deltas`) are searched newest first,
-//! and within a file the last operation on the key wins (a `delete` means
-//! absent); a key none of them touches is looked up in the snapshot (sorted
-//! by key).
+//! The answer is a key's value as of the checkpoint, read from the `state`
+//! Delta table and the changelog after it:
+//!
+//! - the newest version of `state` at or before the checkpoint (its build
+//!   runs after the commit, so it can be one version behind) holds one live
+//!   row per key: a row its file's deletion vector marks is not live;
+//! - the changelog files of the checkpoints after that version are searched
+//!   first, newest first, and within a file the last operation on the key
+//!   wins (a `delete` means absent);
+//! - a key none of them touches is looked up in the state version's files
+//!   (each sorted by key); a row found there counts only if its deletion
+//!   vector does not mark it, and the vector is read only then.
 //!
 //! Only what can hold the key is read. For each file, a row group is read
 //! only if its `key` statistics (min/max) include the key and its bloom
@@ -16,33 +23,34 @@
 //! # The cache
 //!
 //! One `moka` cache under a byte budget ([`LookupSettings::cache_bytes`])
-//! holds parsed manifests, Parquet footers (metadata with the page indexes),
-//! parsed bloom filters and the byte ranges (pages, column chunks) recently
-//! read. Each entry's weight is its size in bytes (approximate for parsed
-//! structures).
+//! holds parsed log entries (manifests and state versions), Parquet footers
+//! (metadata with the page indexes), parsed bloom filters, deletion vectors
+//! and the byte ranges (pages, column chunks) recently read. Each entry's
+//! weight is its size in bytes (approximate for parsed structures).
 //!
 //! Keys are chosen so that a changed object is never served stale:
 //!
-//! - A manifest is keyed on its path plus the size, `e_tag` and
-//!   `last_modified` the LIST that found it returned. Manifests are written
+//! - A log entry is keyed on its path plus the size, `e_tag` and
+//!   `last_modified` the LIST that found it returned. Entries are written
 //!   create-only and never rewritten, but a table root that is wiped and
 //!   written again reuses the names; any rewrite changes the `e_tag` (and on
 //!   stores without one, the modification time).
-//! - A data file's footer, bloom filters and byte ranges are keyed on its
-//!   path plus the size and crc32c that the manifest records. Data files are
-//!   immutable and their names carry a random unique part, so the writer
-//!   never reuses a path; if something else rewrites one, a manifest that
-//!   references the new content records a new size or crc32c, so the new
-//!   content gets new cache keys. The manifest's figures are used instead of
-//!   a HEAD per lookup: a cached lookup then makes no request at all. (A
-//!   replacement with identical size and crc32c but different bytes would
-//!   go unnoticed: that is a 1-in-2^32 corruption, the same one full
-//!   verification by crc32c in recovery accepts.) When the footer is first
-//!   read, a HEAD checks that the object's size is the manifest's.
+//! - A data file's footer, bloom filters and byte ranges, and a deletion
+//!   vector, are keyed on the file's path plus the size and crc32c that the
+//!   log entry records. Data files are immutable and their names carry a
+//!   random unique part, so the writer never reuses a path; if something
+//!   else rewrites one, an entry that references the new content records a
+//!   new size or crc32c, so the new content gets new cache keys. The
+//!   entry's figures are used instead of a HEAD per lookup: a cached lookup
+//!   then makes no request at all. (A replacement with identical size and
+//!   crc32c but different bytes would go unnoticed: that is a 1-in-2^32
+//!   corruption, the same one full verification by crc32c in recovery
+//!   accepts.) When the footer is first read, a HEAD checks that the
+//!   object's size is the entry's.
 //!
 //! Which checkpoint is the newest is found by a LIST of
-//! `changelog/_delta_log/`, done
-//! again when it is older than [`LookupSettings::relist_after_ms`]; between
+//! `changelog/_delta_log/` (and one of `state/_delta_log/`), done again
+//! when it is older than [`LookupSettings::relist_after_ms`]; between
 //! LISTs, lookups answer as of the checkpoint last found (a consistent,
 //! possibly older, checkpoint — never a mix). [`CheckpointReader::refresh`]
 //! forces a LIST.
@@ -67,10 +75,16 @@ use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataR
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use serde::{Deserialize, Serialize};
 
-use super::delta::{log_dir, parse_log_path, CHANGELOG_TABLE};
+use roaring::RoaringTreemap;
+
+use super::delta::{
+    dv::read_dv, log_dir, log_path, parse_log_path, parse_state_version, CHANGELOG_TABLE,
+    STATE_TABLE,
+};
 use super::error::CheckpointError;
-use super::manifest::{load_manifest, DataFile, Manifest};
+use super::manifest::{load_manifest, DataFile, Manifest, StateDv, StateVersion};
 use super::parquet::read_error;
+use super::recover::pending_changelog;
 use crate::store::Store;
 
 /// Footer bytes fetched in the first read of a file.
@@ -80,8 +94,8 @@ const FOOTER_PREFETCH_BYTES: usize = 64 << 10;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LookupSettings {
-    /// Byte budget of the cache (manifests, footers, bloom filters, pages).
-    /// Default: 64 MiB.
+    /// Byte budget of the cache (log entries, footers, bloom filters,
+    /// deletion vectors, pages). Default: 64 MiB.
     pub cache_bytes: u64,
     /// The newest manifest is found again by a LIST when the last LIST is
     /// older than this; 0 lists on every lookup. Default: 1000 ms.
@@ -102,10 +116,14 @@ impl Default for LookupSettings {
 pub struct LookupStats {
     /// Lookups answered.
     pub lookups: u64,
-    /// LIST requests of `changelog/_delta_log/`.
+    /// LIST requests of `changelog/_delta_log/` and `state/_delta_log/`.
     pub lists: u64,
     /// Manifests read from the store (cache misses).
     pub manifests_loaded: u64,
+    /// State table versions read from the store (cache misses).
+    pub state_versions_loaded: u64,
+    /// Deletion vectors read from the store (cache misses).
+    pub vectors_loaded: u64,
     /// Parquet footers read from the store (cache misses).
     pub footers_loaded: u64,
     /// Footers served from the cache.
@@ -137,6 +155,8 @@ struct Counters {
     lookups: AtomicU64,
     lists: AtomicU64,
     manifests_loaded: AtomicU64,
+    state_versions_loaded: AtomicU64,
+    vectors_loaded: AtomicU64,
     footers_loaded: AtomicU64,
     footer_hits: AtomicU64,
     blooms_loaded: AtomicU64,
@@ -176,8 +196,9 @@ impl FileId {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum CacheKey {
-    /// A manifest: path, size, `e_tag` and `last_modified` (ns) from LIST.
-    Manifest {
+    /// A log entry (a manifest or a state version): path, size, `e_tag` and
+    /// `last_modified` (ns) from LIST.
+    Entry {
         path: String,
         size: u64,
         e_tag: Option<String>,
@@ -186,11 +207,15 @@ enum CacheKey {
     Footer(Arc<FileId>),
     Bloom(Arc<FileId>, usize),
     Range(Arc<FileId>, u64, u64),
+    /// A deletion vector: its file and offset.
+    Vector(Arc<FileId>, i32),
 }
 
 #[derive(Debug, Clone)]
 enum CacheValue {
     Manifest(Arc<Manifest>, u32),
+    State(Arc<StateVersion>, u32),
+    Vector(Arc<RoaringTreemap>, u32),
     Footer(ArrowReaderMetadata),
     Bloom(Option<Arc<Sbbf>>, u32),
     Range(Bytes),
@@ -198,11 +223,17 @@ enum CacheValue {
 
 fn weigh(key: &CacheKey, value: &CacheValue) -> u32 {
     let key_bytes = match key {
-        CacheKey::Manifest { path, .. } => path.len(),
-        CacheKey::Footer(f) | CacheKey::Bloom(f, _) | CacheKey::Range(f, _, _) => f.path.len(),
+        CacheKey::Entry { path, .. } => path.len(),
+        CacheKey::Footer(f)
+        | CacheKey::Bloom(f, _)
+        | CacheKey::Range(f, _, _)
+        | CacheKey::Vector(f, _) => f.path.len(),
     };
     let value_bytes = match value {
-        CacheValue::Manifest(_, w) | CacheValue::Bloom(_, w) => *w as usize,
+        CacheValue::Manifest(_, w)
+        | CacheValue::State(_, w)
+        | CacheValue::Vector(_, w)
+        | CacheValue::Bloom(_, w) => *w as usize,
         CacheValue::Footer(m) => m.metadata().memory_size(),
         CacheValue::Range(b) => b.len(),
     };
@@ -215,11 +246,31 @@ enum Found {
     Deleted,
 }
 
-/// The newest manifest as last listed.
+/// The kind of file searched.
+#[derive(Clone, Copy)]
+enum Rows<'a> {
+    /// A changelog file: the last `put` or `delete` of the key wins.
+    Changelog,
+    /// A state file (sorted, a key at most once), with the deletion vector
+    /// that marks its rows no longer live.
+    State(Option<&'a StateDv>),
+}
+
+/// What lookups as of one checkpoint read: its manifest, the newest
+/// version of the state table at or before it, and the changelog files of
+/// the checkpoints after that version.
+#[derive(Debug)]
+struct View {
+    manifest: Arc<Manifest>,
+    state: Option<Arc<StateVersion>>,
+    pending: Vec<DataFile>,
+}
+
+/// The newest checkpoint as last listed.
 #[derive(Debug, Clone)]
 struct Pinned {
     at: Instant,
-    manifest: Option<Arc<Manifest>>,
+    view: Option<Arc<View>>,
 }
 
 /// Point lookups on the newest checkpoint of a table, with a byte-bounded
@@ -281,64 +332,109 @@ impl CheckpointReader {
     /// deleted; also `None` when the table has no checkpoint yet).
     ///
     /// Errors name the object: a store failure (retry), or a file that is
-    /// not what its manifest says or cannot be decoded (corrupt).
+    /// not what its log entry says or cannot be decoded (corrupt).
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, CheckpointError> {
-        if let Some(manifest) = self.newest().await? {
-            self.get_in(&manifest, key).await
+        if let Some(view) = self.newest_view().await? {
+            self.get_from(&view, key).await
         } else {
             bump(&self.counters.lookups, 1);
             Ok(None)
         }
     }
 
-    /// The value of `key` as of `manifest`'s checkpoint.
+    /// The value of `key` as of `manifest`'s checkpoint: read from the
+    /// newest state table version at or before it (a LIST of the state
+    /// table's log, unless `manifest` is the one pinned by the last LIST)
+    /// and the changelog after that version.
     pub async fn get_in(
         &self,
         manifest: &Manifest,
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, CheckpointError> {
+        let pinned = self
+            .pinned_copy()
+            .and_then(|p| p.view)
+            .filter(|v| *v.manifest == *manifest);
+        let view = match pinned {
+            Some(view) => view,
+            None => Arc::new(self.view_of(Arc::new(manifest.clone())).await?),
+        };
+        self.get_from(&view, key).await
+    }
+
+    /// The newest manifest (`None`: no checkpoint yet), listing again if the
+    /// last LIST is older than `relist_after_ms`.
+    pub async fn newest(&self) -> Result<Option<Arc<Manifest>>, CheckpointError> {
+        Ok(self.newest_view().await?.map(|v| Arc::clone(&v.manifest)))
+    }
+
+    /// Lists `changelog/_delta_log/` and `state/_delta_log/` now and pins
+    /// the newest checkpoint (and the state version lookups read for it)
+    /// for later lookups.
+    pub async fn refresh(&self) -> Result<Option<Arc<Manifest>>, CheckpointError> {
+        Ok(self.refresh_view().await?.map(|v| Arc::clone(&v.manifest)))
+    }
+
+    async fn get_from(&self, view: &View, key: &[u8]) -> Result<Option<Vec<u8>>, CheckpointError> {
         bump(&self.counters.lookups, 1);
-        for file in manifest.state.deltas.iter().rev() {
-            match self.search(file, key, true).await? {
+        for file in view.pending.iter().rev() {
+            match self.search(file, key, Rows::Changelog).await? {
                 Some(Found::Put(value)) => return Ok(Some(value)),
                 Some(Found::Deleted) => return Ok(None),
                 None => {}
             }
         }
-        for file in &manifest.state.snapshot {
-            if let Some(Found::Put(value)) = self.search(file, key, false).await? {
+        // One live row per key in the state version: the first found wins.
+        for entry in view.state.iter().flat_map(|v| &v.table) {
+            let rows = Rows::State(entry.deletion_vector.as_ref());
+            if let Some(Found::Put(value)) = self.search(&entry.file, key, rows).await? {
                 return Ok(Some(value));
             }
         }
         Ok(None)
     }
 
-    /// The newest manifest (`None`: no checkpoint yet), listing again if the
-    /// last LIST is older than `relist_after_ms`.
-    pub async fn newest(&self) -> Result<Option<Arc<Manifest>>, CheckpointError> {
+    async fn newest_view(&self) -> Result<Option<Arc<View>>, CheckpointError> {
         let fresh = Duration::from_millis(self.settings.relist_after_ms);
         if let Some(p) = self.pinned_copy() {
             if p.at.elapsed() < fresh {
-                return Ok(p.manifest);
+                return Ok(p.view);
             }
         }
-        self.refresh().await
+        self.refresh_view().await
     }
 
-    /// Lists `changelog/_delta_log/` now and pins the newest one for later lookups.
-    pub async fn refresh(&self) -> Result<Option<Arc<Manifest>>, CheckpointError> {
+    async fn refresh_view(&self) -> Result<Option<Arc<View>>, CheckpointError> {
         let at = Instant::now();
-        let manifest = match self.list_newest().await? {
-            Some((number, meta)) => Some(self.manifest(number, &meta).await?),
+        let view = match self.list_newest(CHANGELOG_TABLE, u64::MAX).await? {
+            Some((number, meta)) => {
+                let manifest = self.manifest(number, &meta).await?;
+                Some(Arc::new(self.view_of(manifest).await?))
+            }
             None => None,
         };
         if let Ok(mut pinned) = self.pinned.lock() {
             *pinned = Some(Pinned {
                 at,
-                manifest: manifest.clone(),
+                view: view.clone(),
             });
         }
-        Ok(manifest)
+        Ok(view)
+    }
+
+    /// What a lookup as of `manifest` reads: the newest state version at or
+    /// before its checkpoint (by a LIST), and the changelog after it.
+    async fn view_of(&self, manifest: Arc<Manifest>) -> Result<View, CheckpointError> {
+        let state = match self.list_newest(STATE_TABLE, manifest.checkpoint).await? {
+            Some((version, meta)) => Some(self.state_version(version, &meta).await?),
+            None => None,
+        };
+        let pending = pending_changelog(&self.store, &manifest, state.as_deref())?;
+        Ok(View {
+            manifest,
+            state,
+            pending,
+        })
     }
 
     /// Counters since the reader was opened.
@@ -350,6 +446,8 @@ impl CheckpointReader {
             lookups: get(&c.lookups),
             lists: get(&c.lists),
             manifests_loaded: get(&c.manifests_loaded),
+            state_versions_loaded: get(&c.state_versions_loaded),
+            vectors_loaded: get(&c.vectors_loaded),
             footers_loaded: get(&c.footers_loaded),
             footer_hits: get(&c.footer_hits),
             blooms_loaded: get(&c.blooms_loaded),
@@ -375,9 +473,15 @@ impl CheckpointReader {
         self.pinned.lock().ok().and_then(|p| p.clone())
     }
 
-    async fn list_newest(&self) -> Result<Option<(u64, ObjectMeta)>, CheckpointError> {
+    /// The newest version after 0 and at most `at_most` in `table`'s log
+    /// (`None`: none), with what the LIST returned of its entry.
+    async fn list_newest(
+        &self,
+        table: &str,
+        at_most: u64,
+    ) -> Result<Option<(u64, ObjectMeta)>, CheckpointError> {
         bump(&self.counters.lists, 1);
-        let dir = log_dir(CHANGELOG_TABLE);
+        let dir = log_dir(table);
         let metas: Vec<ObjectMeta> = self
             .store
             .list_all(&self.store.path(&dir))
@@ -388,10 +492,23 @@ impl CheckpointReader {
             .into_iter()
             .filter_map(|m| {
                 let rel = self.store.relative(&m.location)?;
-                let n = parse_log_path(CHANGELOG_TABLE, rel).filter(|&n| n > 0)?;
+                let n = parse_log_path(table, rel).filter(|&n| n > 0 && n <= at_most)?;
                 Some((n, m))
             })
             .max_by_key(|(n, _)| *n))
+    }
+
+    fn entry_key(meta: &ObjectMeta) -> CacheKey {
+        CacheKey::Entry {
+            path: meta.location.to_string(),
+            size: meta.size,
+            e_tag: meta.e_tag.clone(),
+            modified_ns: meta.last_modified.timestamp_nanos_opt().unwrap_or(0),
+        }
+    }
+
+    fn entry_weight(meta: &ObjectMeta) -> u32 {
+        u32::try_from(meta.size.saturating_mul(2)).unwrap_or(u32::MAX)
     }
 
     async fn manifest(
@@ -399,22 +516,90 @@ impl CheckpointReader {
         number: u64,
         meta: &ObjectMeta,
     ) -> Result<Arc<Manifest>, CheckpointError> {
-        let key = CacheKey::Manifest {
-            path: meta.location.to_string(),
-            size: meta.size,
-            e_tag: meta.e_tag.clone(),
-            modified_ns: meta.last_modified.timestamp_nanos_opt().unwrap_or(0),
-        };
+        let key = Self::entry_key(meta);
         if let Some(CacheValue::Manifest(m, _)) = self.cache.get(&key).await {
             return Ok(m);
         }
         bump(&self.counters.manifests_loaded, 1);
         let manifest = Arc::new(load_manifest(&self.store, number).await?);
-        let weight = u32::try_from(meta.size.saturating_mul(2)).unwrap_or(u32::MAX);
+        let weight = Self::entry_weight(meta);
         self.cache
             .insert(key, CacheValue::Manifest(Arc::clone(&manifest), weight))
             .await;
         Ok(manifest)
+    }
+
+    async fn state_version(
+        &self,
+        version: u64,
+        meta: &ObjectMeta,
+    ) -> Result<Arc<StateVersion>, CheckpointError> {
+        let key = Self::entry_key(meta);
+        if let Some(CacheValue::State(v, _)) = self.cache.get(&key).await {
+            return Ok(v);
+        }
+        bump(&self.counters.state_versions_loaded, 1);
+        let rel = log_path(STATE_TABLE, version);
+        let bytes = self
+            .store
+            .get_all(&meta.location)
+            .await
+            .map_err(|e| CheckpointError::store(&self.store, "get", &rel, e))?;
+        let parsed = Arc::new(parse_state_version(&self.store, &rel, version, &bytes)?);
+        let weight = Self::entry_weight(meta);
+        self.cache
+            .insert(key, CacheValue::State(Arc::clone(&parsed), weight))
+            .await;
+        Ok(parsed)
+    }
+
+    /// The rows `dv` marks, from the cache or the store: one ranged GET of
+    /// the vector (its size field, data and CRC), checked like the whole
+    /// file is in recovery.
+    async fn vector(&self, dv: &StateDv) -> Result<Arc<RoaringTreemap>, CheckpointError> {
+        let d = &dv.descriptor;
+        let key = CacheKey::Vector(FileId::of(&dv.file), d.offset.unwrap_or(1));
+        if let Some(CacheValue::Vector(v, _)) = self.cache.get(&key).await {
+            return Ok(v);
+        }
+        bump(&self.counters.vectors_loaded, 1);
+        let bad = |reason: String| CheckpointError::CorruptObject {
+            store: self.store.name().to_owned(),
+            path: dv.file.path.clone(),
+            reason: format!("deletion vector: {reason}"),
+        };
+        let rows = if d.storage_type == "i" {
+            d.read_inline().map_err(|e| bad(e.to_string()))?
+        } else {
+            let (Ok(start), Ok(size)) = (
+                u64::try_from(d.offset.unwrap_or(1)),
+                u64::try_from(d.size_in_bytes),
+            ) else {
+                return Err(bad(format!(
+                    "offset {:?} or size {} is negative",
+                    d.offset, d.size_in_bytes
+                )));
+            };
+            let range = start..start + 4 + size + 4;
+            let got = self
+                .store
+                .get_range(&self.store.path(&dv.file.path), range)
+                .await
+                .map_err(|e| CheckpointError::store(&self.store, "get", &dv.file.path, e))?;
+            bump(&self.counters.bytes_fetched, got.len() as u64);
+            // `read_dv` reads a whole file: the version byte (checked when
+            // the file is verified), then the vector at offset 1.
+            let mut file = Vec::with_capacity(1 + got.len());
+            file.push(1);
+            file.extend_from_slice(&got);
+            read_dv(&file, Some(1), d.size_in_bytes).map_err(|e| bad(e.to_string()))?
+        };
+        let weight = u32::try_from(rows.serialized_size()).unwrap_or(u32::MAX);
+        let rows = Arc::new(rows);
+        self.cache
+            .insert(key, CacheValue::Vector(Arc::clone(&rows), weight))
+            .await;
+        Ok(rows)
     }
 
     fn corrupt(&self, file: &DataFile, reason: String) -> CheckpointError {
@@ -511,12 +696,12 @@ impl CheckpointReader {
     }
 
     /// What `file` says about `key`: for a changelog file the last `put` or
-    /// `delete` of it, for a snapshot file its value.
+    /// `delete` of it, for a state file its value if that row is live.
     async fn search(
         &self,
         file: &DataFile,
         key: &[u8],
-        changelog: bool,
+        rows: Rows<'_>,
     ) -> Result<Option<Found>, CheckpointError> {
         let id = FileId::of(file);
         let metadata = self.footer(file, &id).await?;
@@ -548,25 +733,31 @@ impl CheckpointReader {
             candidates.push(rg);
         }
         // In a changelog file the last operation wins: newest row group first.
-        if changelog {
+        if matches!(rows, Rows::Changelog) {
             candidates.reverse();
         }
         for rg in candidates {
-            let Some(selection) = page_selection(parquet, rg, column, key) else {
+            let Some(pages) = page_selection(parquet, rg, column, key) else {
                 bump(&self.counters.row_groups_pruned_by_pages, 1);
                 continue;
             };
             bump(&self.counters.row_groups_read, 1);
-            if let Some(found) = self
-                .read_row_group(file, &id, &metadata, rg, selection, key, changelog)
+            let Some((found, row)) = self
+                .read_row_group(file, &id, &metadata, rg, &pages, key, rows)
                 .await?
-            {
-                return Ok(Some(found));
-            }
+            else {
+                continue;
+            };
+            return match rows {
+                Rows::State(Some(dv)) if self.vector(dv).await?.contains(row) => Ok(None),
+                _ => Ok(Some(found)),
+            };
         }
         Ok(None)
     }
 
+    /// The last (changelog) or first (state) row with `key` among the rows
+    /// `pages` of row group `rg`, and its row number in the file.
     #[expect(
         clippy::too_many_arguments,
         reason = "private helper; the arguments are one lookup's context"
@@ -577,15 +768,20 @@ impl CheckpointReader {
         id: &Arc<FileId>,
         metadata: &ArrowReaderMetadata,
         rg: usize,
-        selection: RowSelection,
+        pages: &[Range<usize>],
         key: &[u8],
-        changelog: bool,
-    ) -> Result<Option<Found>, CheckpointError> {
+        rows: Rows<'_>,
+    ) -> Result<Option<(Found, u64)>, CheckpointError> {
+        let changelog = matches!(rows, Rows::Changelog);
         let columns: &[&str] = if changelog {
             &["key", "value", "op"]
         } else {
             &["key", "value"]
         };
+        let parquet = metadata.metadata();
+        let rg_rows = usize::try_from(parquet.row_group(rg).num_rows()).unwrap_or(0);
+        let first_row: i64 = (0..rg).map(|g| parquet.row_group(g).num_rows()).sum();
+        let selection = RowSelection::from_consecutive_ranges(pages.iter().cloned(), rg_rows);
         let mask = ProjectionMask::columns(metadata.parquet_schema(), columns.iter().copied());
         let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
             self.reader(id, true),
@@ -597,29 +793,39 @@ impl CheckpointReader {
         .build()
         .map_err(|e| read_error(&self.store, &file.path, e))?;
         let mut found = None;
+        let mut seen = 0;
         while let Some(batch) = stream
             .try_next()
             .await
             .map_err(|e| read_error(&self.store, &file.path, e))?
         {
-            if let Some(f) = self.scan(file, &batch, key, changelog)? {
-                found = Some(f);
+            if let Some((f, r)) = self.scan(file, &batch, key, changelog)? {
+                let row = selected_row(pages, seen + r).ok_or_else(|| {
+                    self.corrupt(
+                        file,
+                        format!("row group {rg} has fewer rows than its pages"),
+                    )
+                })?;
+                let row = u64::try_from(first_row).unwrap_or(0) + row as u64;
+                found = Some((f, row));
                 if !changelog {
                     break;
                 }
             }
+            seen += batch.num_rows();
         }
         Ok(found)
     }
 
-    /// The last row of `batch` with `key`, as a [`Found`].
+    /// The last row of `batch` with `key`, as a [`Found`], and its index in
+    /// the batch.
     fn scan(
         &self,
         file: &DataFile,
         batch: &RecordBatch,
         key: &[u8],
         changelog: bool,
-    ) -> Result<Option<Found>, CheckpointError> {
+    ) -> Result<Option<(Found, usize)>, CheckpointError> {
         let binary = |name: &str| {
             batch
                 .column_by_name(name)
@@ -643,8 +849,8 @@ impl CheckpointReader {
             }
             let op = ops.map_or("put", |o| o.value(r));
             return match op {
-                "put" if !values.is_null(r) => Ok(Some(Found::Put(values.value(r).to_vec()))),
-                "delete" => Ok(Some(Found::Deleted)),
+                "put" if !values.is_null(r) => Ok(Some((Found::Put(values.value(r).to_vec()), r))),
+                "delete" => Ok(Some((Found::Deleted, r))),
                 "put" => {
                     Err(self.corrupt(file, format!("put of a key without a value at row {r}")))
                 }
@@ -655,6 +861,18 @@ impl CheckpointReader {
     }
 }
 
+/// The row (in its row group) of the `ordinal`-th row that `pages` select.
+fn selected_row(pages: &[Range<usize>], mut ordinal: usize) -> Option<usize> {
+    for p in pages {
+        let len = p.end - p.start;
+        if ordinal < len {
+            return Some(p.start + ordinal);
+        }
+        ordinal -= len;
+    }
+    None
+}
+
 /// The rows of row group `rg` in pages whose `key` min/max can hold `key`
 /// (`None`: no page can). Without page indexes, every row.
 fn page_selection(
@@ -662,14 +880,9 @@ fn page_selection(
     rg: usize,
     column: usize,
     key: &[u8],
-) -> Option<RowSelection> {
+) -> Option<Vec<Range<usize>>> {
     let rows = usize::try_from(parquet.row_group(rg).num_rows()).unwrap_or(0);
-    let all = || {
-        Some(RowSelection::from_consecutive_ranges(
-            std::iter::once(0..rows),
-            rows,
-        ))
-    };
+    let all = || Some(std::iter::once(0..rows).collect());
     let (Some(columns), Some(offsets)) = (parquet.column_index(), parquet.offset_index()) else {
         return all();
     };
@@ -702,10 +915,7 @@ fn page_selection(
     if ranges.is_empty() {
         return None;
     }
-    Some(RowSelection::from_consecutive_ranges(
-        ranges.into_iter(),
-        rows,
-    ))
+    Some(ranges)
 }
 
 /// An [`AsyncFileReader`] over one data file that serves byte ranges from

@@ -139,7 +139,7 @@ fn wal_exists(dir: &FsPath) -> bool {
 
 /// The changelog files of the checkpoints after state version `version`
 /// up to `manifest`'s, in commit order.
-fn pending_changelog(
+pub(crate) fn pending_changelog(
     store: &Store,
     manifest: &Manifest,
     version: Option<&StateVersion>,
