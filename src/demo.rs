@@ -160,7 +160,10 @@ fn ingest(
     for handle in handles {
         let (writer, n) = handle
             .join()
-            .map_err(|_| PerCoreWalError::RecoveryFailed("a writer thread panicked".into()))??;
+            .map_err(|p| PerCoreWalError::ThreadPanicked {
+                thread: "a demo writer thread",
+                message: panic_message(p.as_ref()),
+            })??;
         syncs += n;
         manager.attach_writer(writer)?;
     }
@@ -362,4 +365,12 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
         live_keys: recovered.state.len(),
         verified,
     })
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
 }

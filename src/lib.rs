@@ -15,9 +15,12 @@
 //!   `main`).
 
 pub mod checkpoint;
+mod error;
 pub mod malloc;
 pub mod per_core_wal;
 pub mod runtime;
 pub mod store;
 
 pub mod demo;
+
+pub use error::{Error, ErrorKind};

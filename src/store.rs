@@ -129,6 +129,23 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// What the caller should do.
+    #[must_use]
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind as K;
+        match self {
+            Self::InvalidUrl { .. }
+            | Self::Configure { .. }
+            | Self::CreateOnlyIgnored { .. }
+            | Self::CreateOnlyUnsupported { .. } => K::InvalidInput,
+            Self::CreateDir { .. } => K::Io,
+            Self::NoTable { .. } => K::NotFound,
+            Self::Probe { .. } => K::Unavailable,
+        }
+    }
+}
+
 /// How many times a store read ([`Store::list_all`], [`Store::get_all`],
 /// [`Store::head`]) and the probe are tried when they fail with a transient
 /// error ([`is_transient`]).

@@ -90,7 +90,7 @@ fn every_single_bit_flip_in_a_sealed_segment_is_detected() {
         std::fs::write(&sealed[which], &flipped).unwrap();
         match recover(tmp.path()) {
             Err(e) => {
-                assert_eq!(e.kind(), ErrorKind::Corruption, "{e}");
+                assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
                 detected += 1;
                 let name = sealed[which].file_name().unwrap().to_str().unwrap();
                 if e.to_string().contains(name) {
@@ -176,7 +176,7 @@ fn a_missing_middle_segment_is_a_gap_error() {
     std::fs::remove_file(victim).unwrap();
     let err = recover(tmp.path()).unwrap_err();
     println!("missing segment: {err}");
-    assert_eq!(err.kind(), ErrorKind::Corruption);
+    assert_eq!(err.kind(), ErrorKind::Corrupt);
     assert!(err.to_string().contains("missing"), "{err}");
     // Opening for writing refuses too: nothing would silently skip it.
     let err = PerCoreWalManager::open(PerCoreWalConfig::new(tmp.path(), 2)).unwrap_err();

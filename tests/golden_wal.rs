@@ -663,7 +663,7 @@ fn flipped_bit_in_a_sealed_segment_is_an_error_naming_file_and_offset() {
         msg.contains(&file) && msg.contains("at offset 120"),
         "{msg}"
     );
-    assert_eq!(err.kind(), walhouse::per_core_wal::ErrorKind::Corruption);
+    assert_eq!(err.kind(), walhouse::per_core_wal::ErrorKind::Corrupt);
     let err = recovery.segment_stats().unwrap_err();
     assert!(err.to_string().contains("at offset 120"), "{err}");
     assert_eq!(

@@ -549,7 +549,7 @@ fn a_failed_fsync_poisons_the_writer_and_is_never_retried() {
         m.writer(0).sync().unwrap_err(),
         m.writer(0).append_put(b"more", b"3").unwrap_err(),
     ] {
-        assert_eq!(err.kind(), ErrorKind::NeedsRecovery);
+        assert_eq!(err.kind(), ErrorKind::Poisoned);
         assert!(err.to_string().contains("recovery is needed"), "{err}");
     }
     assert!(m.writer(0).is_poisoned());

@@ -54,7 +54,7 @@ async fn the_oldest_segment_deleted_without_a_checkpoint_is_an_error_naming_it()
     let CheckpointError::Wal(wal_err) = &err else {
         panic!("expected a WAL error, got {err}");
     };
-    assert_eq!(wal_err.kind(), ErrorKind::Corruption);
+    assert_eq!(wal_err.kind(), ErrorKind::Corrupt);
     let PerCoreWalError::MissingSegments {
         path,
         core_id,

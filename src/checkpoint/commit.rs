@@ -195,12 +195,10 @@ impl Checkpointer {
         let previous = latest_manifest(&self.store).await?;
         if let Some(prev) = &previous {
             if epoch <= prev.epochs.last {
-                return Err(CheckpointError::InvalidSetting {
-                    field: "epoch",
-                    reason: format!(
-                        "epoch {epoch} is already covered by checkpoint {} (epochs up to {})",
-                        prev.checkpoint, prev.epochs.last
-                    ),
+                return Err(CheckpointError::EpochCovered {
+                    epoch,
+                    checkpoint: prev.checkpoint,
+                    last: prev.epochs.last,
                 });
             }
         }

@@ -115,6 +115,19 @@ pub enum CheckpointError {
         /// Why.
         reason: String,
     },
+    /// The epoch asked for is already in a committed checkpoint.
+    #[error(
+        "epoch {epoch} is already covered by checkpoint {checkpoint} (epochs up to {last}): \
+         nothing to checkpoint"
+    )]
+    EpochCovered {
+        /// The epoch asked for.
+        epoch: u64,
+        /// The newest checkpoint.
+        checkpoint: u64,
+        /// The last epoch it covers.
+        last: u64,
+    },
     /// A background task of a checkpoint failed (panicked, was cancelled,
     /// or stopped because another part of the checkpoint failed).
     #[error("checkpoint task failed: {0}")]
@@ -152,6 +165,33 @@ pub enum CheckpointError {
 }
 
 impl CheckpointError {
+    /// What the caller should do.
+    #[must_use]
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind as K;
+        match self {
+            Self::Store { source, .. } => match source {
+                object_store::Error::NotFound { .. } => K::NotFound,
+                object_store::Error::PermissionDenied { .. }
+                | object_store::Error::Unauthenticated { .. }
+                | object_store::Error::NotSupported { .. }
+                | object_store::Error::NotImplemented { .. } => K::InvalidInput,
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. } => K::Conflict,
+                _ => K::Unavailable,
+            },
+            Self::StoreRetried { .. } => K::Unavailable,
+            Self::ManifestConflict { .. } | Self::NotOwner { .. } => K::Conflict,
+            Self::OldLayout { .. } | Self::InvalidSetting { .. } | Self::EpochCovered { .. } => {
+                K::InvalidInput
+            }
+            Self::CorruptObject { .. } | Self::Parquet { .. } => K::Corrupt,
+            Self::Wal(e) => e.kind(),
+            Self::Io { .. } => K::Io,
+            Self::Arrow { .. } | Self::Task(_) | Self::TaskPanicked { .. } => K::Internal,
+        }
+    }
+
     /// The error of a task that did not finish: names `task`, the operation
     /// it ran, and the panic's message.
     pub(crate) fn joined(task: &'static str, e: tokio::task::JoinError) -> Self {

@@ -2,30 +2,14 @@
 //!
 //! Every variant that comes from reading a segment names the file, the core,
 //! the segment number and the byte offset, so a message alone says what broke
-//! and where. [`PerCoreWalError::kind`] gives the coarse class a caller acts on.
+//! and where. [`PerCoreWalError::kind`] gives the coarse class a caller acts on, and the
+//! error converts into the crate's [`crate::Error`].
 
 use std::path::PathBuf;
 
-/// What a caller should do about an error: the coarse class of a
-/// [`PerCoreWalError`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ErrorKind {
-    /// The operating system refused an operation (disk full, permissions,
-    /// missing directory). Fix the cause and retry; nothing was acknowledged
-    /// that is not durable.
-    Io,
-    /// Bytes on disk are not what was written: a checksum, a length, a header
-    /// or the sequence numbering is wrong. The data needs attention; nothing is
-    /// dropped silently.
-    Corruption,
-    /// The call itself was wrong (bad configuration, unknown core, oversized
-    /// record, a segment still in use). Fix the input.
-    InvalidInput,
-    /// A write or fsync failed earlier and the writer refuses further work.
-    /// Reopen the WAL (which recovers from what is durable) to continue.
-    NeedsRecovery,
-}
+/// What a caller should do about an error: the crate's [`crate::ErrorKind`],
+/// also reachable here for code written against this module.
+pub use crate::ErrorKind;
 
 /// Errors that can occur in per-core WAL operations.
 #[derive(Debug, thiserror::Error)]
@@ -246,28 +230,18 @@ pub enum PerCoreWalError {
         active_epoch: u64,
     },
 
-    /// Checkpoint not found.
-    #[error("checkpoint not found at {}", path.display())]
-    CheckpointNotFound {
-        /// Expected path.
-        path: PathBuf,
-    },
-
-    /// Recovery failed.
+    /// Recovery read an operation its in-memory state cannot hold (a key of
+    /// 4 GiB or more, a core past 65,535): the WAL is damaged.
     #[error("recovery failed: {0}")]
     RecoveryFailed(String),
 
-    /// Writer not initialized.
-    #[error("writer for core {0} not initialized")]
-    WriterNotInitialized(usize),
-
-    /// Epoch mismatch.
-    #[error("epoch mismatch: expected {expected}, got {actual}")]
-    EpochMismatch {
-        /// Expected epoch.
-        expected: u64,
-        /// Actual epoch.
-        actual: u64,
+    /// A thread of walhouse's panicked: a bug, not damaged data.
+    #[error("{thread} panicked: {message}")]
+    ThreadPanicked {
+        /// Which thread (`"a demo writer thread"`, ...).
+        thread: &'static str,
+        /// The panic's message.
+        message: String,
     },
 }
 
@@ -283,8 +257,9 @@ impl PerCoreWalError {
             | Self::SequenceGap { .. }
             | Self::MissingSegments { .. }
             | Self::Deserialization(_)
-            | Self::RecoveryFailed(_) => ErrorKind::Corruption,
-            Self::Poisoned { .. } => ErrorKind::NeedsRecovery,
+            | Self::RecoveryFailed(_) => ErrorKind::Corrupt,
+            Self::Poisoned { .. } => ErrorKind::Poisoned,
+            Self::ThreadPanicked { .. } => ErrorKind::Internal,
             Self::Serialization(_)
             | Self::InvalidCoreId { .. }
             | Self::UnexpectedCore { .. }
@@ -292,10 +267,7 @@ impl PerCoreWalError {
             | Self::RecordTooLarge { .. }
             | Self::InvalidConfig { .. }
             | Self::WriterDetached { .. }
-            | Self::EpochNotSealed { .. }
-            | Self::CheckpointNotFound { .. }
-            | Self::WriterNotInitialized(_)
-            | Self::EpochMismatch { .. } => ErrorKind::InvalidInput,
+            | Self::EpochNotSealed { .. } => ErrorKind::InvalidInput,
         }
     }
 

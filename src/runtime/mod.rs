@@ -185,6 +185,26 @@ pub enum IngestError {
     },
 }
 
+impl IngestError {
+    /// What the caller should do.
+    #[must_use]
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind as K;
+        match self {
+            Self::Poisoned { .. } | Self::ShutDown => K::Poisoned,
+            Self::Rejected { .. } | Self::InvalidSetting { .. } | Self::Mismatch { .. } => {
+                K::InvalidInput
+            }
+            Self::Locked { .. } | Self::NotOwner { .. } => K::Conflict,
+            Self::Wal(e) => e.kind(),
+            Self::Store(e) => e.kind(),
+            Self::Checkpoint(e) => e.kind(),
+            Self::NoDataDir { .. } => K::NotFound,
+            Self::Io { .. } => K::Io,
+        }
+    }
+}
+
 impl From<PerCoreWalError> for IngestError {
     fn from(e: PerCoreWalError) -> Self {
         Self::Wal(Arc::new(e))

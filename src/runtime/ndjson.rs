@@ -64,6 +64,18 @@ pub enum NdjsonError {
     },
 }
 
+impl NdjsonError {
+    /// What the caller should do.
+    #[must_use]
+    pub fn kind(&self) -> crate::ErrorKind {
+        match self {
+            Self::Malformed { .. } => crate::ErrorKind::InvalidInput,
+            Self::Read { .. } | Self::Ack(_) => crate::ErrorKind::Io,
+            Self::Ingest { source, .. } => source.kind(),
+        }
+    }
+}
+
 /// What an NDJSON ingest did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NdjsonSummary {
