@@ -6,7 +6,7 @@
 # checkpoint, seconds to the commit, then seconds of the state table's build
 # after it (builds that print state_seconds), MB/s of WAL per core for both,
 # and peak RSS. BASE_KEYS=N changes the 10 M, ROUNDS=N the 3 rounds.
-# Figures: BENCHMARKS.md, "Delta Lake tables".
+# Figures: BENCHMARKS.md, "Checkpoints".
 #   bench/delta_checkpoint_ab.sh LABEL=BIN [LABEL=BIN ...]
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: $0 LABEL=CHECKPOINT_REPORT_BIN ..." >&2; exit 2; }

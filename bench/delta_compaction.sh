@@ -4,7 +4,7 @@
 # checkpoint without a snapshot; 1 M mixed, a checkpoint with snapshot_every
 # = 1. Prints each round's figures of the last one. Run from the repository
 # root after `cargo bench --bench checkpoint_report --no-run`; BIN= overrides
-# the binary. Figures: BENCHMARKS.md, "Delta Lake tables".
+# the binary. Figures: BENCHMARKS.md, "State-table compaction".
 set -euo pipefail
 bin=${BIN:-$(ls -t target/release/deps/checkpoint_report-* | grep -v "\.d$" | head -1)}
 base=target/bench-tmp/compact

@@ -4,7 +4,7 @@
 # the binaries of `cargo bench --bench checkpoint_report --bench recovery_report
 # --no-run` at each commit. Builds each build's table once (10 M distinct puts,
 # first checkpoint; 1 M mixed entries, a checkpoint with no snapshot due), then
-# alternates the recoveries. Figures: BENCHMARKS.md, "Delta Lake tables".
+# alternates the recoveries. Figures: BENCHMARKS.md, "Recovery from the store alone".
 #   bench/delta_recovery_ab.sh OLD_CKPT OLD_REC NEW_CKPT NEW_REC
 set -euo pipefail
 old_ckpt=${1:?usage}; old_rec=${2:?usage}; new_ckpt=${3:?usage}; new_rec=${4:?usage}
