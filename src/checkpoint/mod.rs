@@ -14,6 +14,7 @@
 //! _walhouse/owner.json                                         the data directory that owns the table
 //! ```
 
+mod changelog_rows;
 mod commit;
 mod coordinator;
 mod delta;

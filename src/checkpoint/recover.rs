@@ -11,10 +11,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path as FsPath;
 
-use arrow_array::{Array, BinaryArray, RecordBatch, StringArray};
+use arrow_array::{Array, BinaryArray, RecordBatch};
 use futures::TryStreamExt;
 use roaring::RoaringTreemap;
 
+use super::changelog_rows::{Change, ChangelogRows};
 use super::delta::{latest_state_version, read_existing};
 use super::error::CheckpointError;
 use super::manifest::{latest_manifest, DataFile, Manifest, StateVersion};
@@ -248,30 +249,20 @@ async fn load_state(
     // The changelog after the version, in order (the last change of a key
     // wins).
     for file in deltas {
+        let mut at = 0_u64;
         for_each_batch(store, file, |batch| {
-            let keys = binary(store, file, batch, "key")?;
-            let values = binary(store, file, batch, "value")?;
-            let ops = batch
-                .column_by_name("op")
-                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-                .ok_or_else(|| corrupt(store, file, "no utf8 column `op`".into()))?;
+            let rows = ChangelogRows::of(batch).map_err(|e| corrupt(store, file, e))?;
             for r in 0..batch.num_rows() {
-                match ops.value(r) {
-                    "put" if !keys.is_null(r) && !values.is_null(r) => {
-                        changes.insert(keys.value(r).to_vec(), Some(values.value(r).to_vec()));
+                match rows.change(r, at).map_err(|e| corrupt(store, file, e))? {
+                    Change::Put(key, value) => {
+                        changes.insert(key.to_vec(), Some(value.to_vec()));
                     }
-                    "delete" if !keys.is_null(r) => {
-                        changes.insert(keys.value(r).to_vec(), None);
+                    Change::Delete(key) => {
+                        changes.insert(key.to_vec(), None);
                     }
-                    "put" | "delete" => {
-                        return Err(corrupt(
-                            store,
-                            file,
-                            format!("{} row {r} lacks a key or value", ops.value(r)),
-                        ))
-                    }
-                    _ => {}
+                    Change::Marker => {}
                 }
+                at += 1;
             }
             Ok(())
         })

@@ -47,9 +47,7 @@ use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 
 use arrow_array::builder::{BinaryBuilder, Int64Builder};
-use arrow_array::cast::AsArray;
-use arrow_array::types::Int64Type;
-use arrow_array::{Array, ArrayRef, BinaryArray, Int64Array, RecordBatch, StringArray};
+use arrow_array::{Array, ArrayRef, BinaryArray, Int64Array, RecordBatch};
 use arrow_schema::SchemaRef;
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
@@ -58,6 +56,7 @@ use tokio::sync::mpsc;
 mod external_sort;
 
 use self::external_sort::{ExternalSorter, SortConfig, SortStats};
+use super::changelog_rows::{binary_column, int64_column, Change, ChangelogRows};
 use super::error::CheckpointError;
 use super::manifest::DataFile;
 use super::parquet::{open_parquet_stream, read_error, ChangelogBatch, ParquetSink};
@@ -718,33 +717,6 @@ fn send(output: &mpsc::Sender<RecordBatch>, batch: RecordBatch) -> Result<(), Ch
         .map_err(|_| stopped("the writer stopped"))
 }
 
-/// A binary column of `batch`, or why not.
-fn binary_column<'b>(batch: &'b RecordBatch, name: &str) -> Result<&'b BinaryArray, String> {
-    batch
-        .column_by_name(name)
-        .ok_or_else(|| format!("no column {name:?}"))?
-        .as_binary_opt::<i32>()
-        .ok_or_else(|| format!("column {name:?} is not Binary"))
-}
-
-/// An Int64 column of `batch`, or why not.
-fn int64_column<'b>(batch: &'b RecordBatch, name: &str) -> Result<&'b Int64Array, String> {
-    batch
-        .column_by_name(name)
-        .ok_or_else(|| format!("no column {name:?}"))?
-        .as_primitive_opt::<Int64Type>()
-        .ok_or_else(|| format!("column {name:?} is not Int64"))
-}
-
-/// A Utf8 column of `batch`, or why not.
-fn string_column<'b>(batch: &'b RecordBatch, name: &str) -> Result<&'b StringArray, String> {
-    batch
-        .column_by_name(name)
-        .ok_or_else(|| format!("no column {name:?}"))?
-        .as_string_opt::<i32>()
-        .ok_or_else(|| format!("column {name:?} is not Utf8"))
-}
-
 /// Feeds the `put` and `delete` rows of a changelog batch to the sorter;
 /// `order` counts every row seen, so later rows get larger orders.
 fn push_delta_batch(
@@ -757,48 +729,23 @@ fn push_delta_batch(
 ) -> Result<(), CheckpointError> {
     let path = context.delta_paths.get(file);
     let corrupt = |reason: String| context.corrupt(path, reason);
-    let ops = string_column(batch, "op").map_err(corrupt)?;
-    let keys = binary_column(batch, "key").map_err(corrupt)?;
-    let values = binary_column(batch, "value").map_err(corrupt)?;
+    let rows = ChangelogRows::of(batch).map_err(corrupt)?;
     let epochs = int64_column(batch, "wal_epoch").map_err(corrupt)?;
     for row in 0..batch.num_rows() {
         *order += 1;
-        if ops.is_null(row) || epochs.is_null(row) {
-            return Err(corrupt(format!(
-                "row {} of the file: null op or wal_epoch",
-                first_row + row as u64
-            )));
+        let at = first_row + row as u64;
+        let change = rows.change(row, at).map_err(corrupt)?;
+        if change == Change::Marker {
+            continue;
         }
-        let op = ops.value(row);
-        match op {
-            "put" | "delete" => {
-                if keys.is_null(row) {
-                    return Err(corrupt(format!(
-                        "row {} of the file: {op} without a key",
-                        first_row + row as u64
-                    )));
-                }
-                let key = keys.value(row);
-                let epoch = epochs.value(row);
-                if op == "put" {
-                    if values.is_null(row) {
-                        return Err(corrupt(format!(
-                            "row {} of the file: put without a value",
-                            first_row + row as u64
-                        )));
-                    }
-                    sorter.push_put(key, values.value(row), *order, epoch)?;
-                } else {
-                    sorter.push_delete(key, *order, epoch)?;
-                }
-            }
-            "commit" | "checkpoint" | "epoch_barrier" => {}
-            other => {
-                return Err(corrupt(format!(
-                    "row {} of the file: unknown op {other:?}",
-                    first_row + row as u64
-                )))
-            }
+        if epochs.is_null(row) {
+            return Err(corrupt(format!("row {at} of the file: null wal_epoch")));
+        }
+        let epoch = epochs.value(row);
+        match change {
+            Change::Put(key, value) => sorter.push_put(key, value, *order, epoch)?,
+            Change::Delete(key) => sorter.push_delete(key, *order, epoch)?,
+            Change::Marker => {}
         }
     }
     Ok(())
@@ -1012,7 +959,7 @@ impl StateBatchBuilder {
 mod tests {
     use std::collections::BTreeMap;
 
-    use arrow_array::{new_null_array, Int32Array, TimestampMicrosecondArray};
+    use arrow_array::{new_null_array, Int32Array, StringArray, TimestampMicrosecondArray};
     use arrow_schema::{DataType, TimeUnit};
 
     use super::*;
