@@ -20,7 +20,9 @@ pub mod malloc;
 pub mod per_core_wal;
 pub mod runtime;
 pub mod store;
+mod walhouse;
 
 pub mod demo;
 
 pub use error::{Error, ErrorKind};
+pub use walhouse::{Opened, Shutdown, Walhouse, WalhouseBuilder};

@@ -55,12 +55,13 @@
 //! possibly older, checkpoint — never a mix). [`CheckpointReader::refresh`]
 //! forces a LIST.
 
-use std::ops::Range;
+use std::collections::BTreeMap;
+use std::ops::{Bound, Range};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arrow_array::{Array, BinaryArray, RecordBatch, StringArray};
+use arrow_array::{Array, RecordBatch};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{FutureExt, TryStreamExt};
@@ -77,6 +78,7 @@ use serde::{Deserialize, Serialize};
 
 use roaring::RoaringTreemap;
 
+use super::changelog_rows::{binary_column, Change, ChangelogRows};
 use super::delta::{
     dv::read_dv, log_dir, log_path, parse_log_path, parse_state_version, CHANGELOG_TABLE,
     STATE_TABLE,
@@ -351,14 +353,7 @@ impl CheckpointReader {
         manifest: &Manifest,
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, CheckpointError> {
-        let pinned = self
-            .pinned_copy()
-            .and_then(|p| p.view)
-            .filter(|v| *v.manifest == *manifest);
-        let view = match pinned {
-            Some(view) => view,
-            None => Arc::new(self.view_of(Arc::new(manifest.clone())).await?),
-        };
+        let view = self.view_for(manifest).await?;
         self.get_from(&view, key).await
     }
 
@@ -373,6 +368,141 @@ impl CheckpointReader {
     /// for later lookups.
     pub async fn refresh(&self) -> Result<Option<Arc<Manifest>>, CheckpointError> {
         Ok(self.refresh_view().await?.map(|v| Arc::clone(&v.manifest)))
+    }
+
+    /// The live keys of `range` as of `manifest`'s checkpoint, with their
+    /// values, sorted: the state version's rows in the range (those no
+    /// deletion vector marks), then the changelog after it applied in
+    /// order. Row groups whose `key` statistics lie outside the range are
+    /// not read. The result is held in memory.
+    pub async fn scan_in(
+        &self,
+        manifest: &Manifest,
+        range: (Bound<Vec<u8>>, Bound<Vec<u8>>),
+    ) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, CheckpointError> {
+        let view = self.view_for(manifest).await?;
+        let mut rows: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+        for entry in view.state.iter().flat_map(|v| &v.table) {
+            let file = &entry.file;
+            let mut deleted: Option<Arc<RoaringTreemap>> = None;
+            for (row, key, value) in self.rows_in(file, &range, Rows::State(None)).await? {
+                if let Some(dv) = &entry.deletion_vector {
+                    if deleted.is_none() {
+                        deleted = Some(self.vector(dv).await?);
+                    }
+                    if deleted.as_ref().is_some_and(|d| d.contains(row)) {
+                        continue;
+                    }
+                }
+                rows.insert(key, value);
+            }
+        }
+        for file in &view.pending {
+            for (_, key, value) in self.rows_in(file, &range, Rows::Changelog).await? {
+                rows.insert(key, value);
+            }
+        }
+        Ok(rows
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect())
+    }
+
+    /// The view for `manifest`: the pinned one if it is that checkpoint's.
+    async fn view_for(&self, manifest: &Manifest) -> Result<Arc<View>, CheckpointError> {
+        let pinned = self
+            .pinned_copy()
+            .and_then(|p| p.view)
+            .filter(|v| *v.manifest == *manifest);
+        match pinned {
+            Some(view) => Ok(view),
+            None => Ok(Arc::new(self.view_of(Arc::new(manifest.clone())).await?)),
+        }
+    }
+
+    /// The rows of `file` whose key is in `range`, in file order, with their
+    /// row numbers: a state file's as puts, a changelog file's puts and
+    /// deletes (`None`: deleted). Only row groups whose `key` statistics
+    /// overlap the range are read.
+    async fn rows_in(
+        &self,
+        file: &DataFile,
+        range: &(Bound<Vec<u8>>, Bound<Vec<u8>>),
+        rows: Rows<'_>,
+    ) -> Result<Vec<(u64, Vec<u8>, Option<Vec<u8>>)>, CheckpointError> {
+        let id = FileId::of(file);
+        let metadata = self.footer(file, &id).await?;
+        let parquet = metadata.metadata();
+        let schema = metadata.parquet_schema();
+        let column = (0..schema.num_columns())
+            .find(|&i| schema.column(i).path().string() == "key")
+            .ok_or_else(|| self.corrupt(file, "no column `key`".into()))?;
+        let changelog = matches!(rows, Rows::Changelog);
+        let columns: &[&str] = if changelog {
+            &["key", "value", "op"]
+        } else {
+            &["key", "value"]
+        };
+        let mut out = Vec::new();
+        let mut first_row = 0_u64;
+        for rg in 0..parquet.num_row_groups() {
+            let meta = parquet.row_group(rg);
+            let start = first_row;
+            first_row += u64::try_from(meta.num_rows()).unwrap_or(0);
+            let stats = meta.column(column).statistics();
+            let min = stats.and_then(|s| s.min_bytes_opt());
+            let max = stats.and_then(|s| s.max_bytes_opt());
+            if meta.num_rows() == 0 || !overlaps(range, min, max) {
+                continue;
+            }
+            let mask = ProjectionMask::columns(schema, columns.iter().copied());
+            let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
+                self.reader(&id, false),
+                metadata.clone(),
+            )
+            .with_row_groups(vec![rg])
+            .with_projection(mask)
+            .build()
+            .map_err(|e| read_error(&self.store, &file.path, e))?;
+            let mut row = start;
+            while let Some(batch) = stream
+                .try_next()
+                .await
+                .map_err(|e| read_error(&self.store, &file.path, e))?
+            {
+                let corrupt = |reason: String| self.corrupt(file, reason);
+                if changelog {
+                    let decoded = ChangelogRows::of(&batch).map_err(corrupt)?;
+                    for r in 0..batch.num_rows() {
+                        let (key, value) = match decoded.change(r, row).map_err(corrupt)? {
+                            Change::Put(k, v) => (k, Some(v)),
+                            Change::Delete(k) => (k, None),
+                            Change::Marker => {
+                                row += 1;
+                                continue;
+                            }
+                        };
+                        if in_range(range, key) {
+                            out.push((row, key.to_vec(), value.map(<[u8]>::to_vec)));
+                        }
+                        row += 1;
+                    }
+                } else {
+                    let keys = binary_column(&batch, "key").map_err(corrupt)?;
+                    let values = binary_column(&batch, "value").map_err(corrupt)?;
+                    for r in 0..batch.num_rows() {
+                        if keys.is_null(r) || values.is_null(r) {
+                            return Err(corrupt(format!("state row {row}: a null key or value")));
+                        }
+                        if in_range(range, keys.value(r)) {
+                            out.push((row, keys.value(r).to_vec(), Some(values.value(r).to_vec())));
+                        }
+                        row += 1;
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn get_from(&self, view: &View, key: &[u8]) -> Result<Option<Vec<u8>>, CheckpointError> {
@@ -818,7 +948,8 @@ impl CheckpointReader {
     }
 
     /// The last row of `batch` with `key`, as a [`Found`], and its index in
-    /// the batch.
+    /// the batch. A changelog batch is decoded like recovery decodes it
+    /// ([`ChangelogRows`]): a bad row on the way is an error.
     fn scan(
         &self,
         file: &DataFile,
@@ -826,39 +957,68 @@ impl CheckpointReader {
         key: &[u8],
         changelog: bool,
     ) -> Result<Option<(Found, usize)>, CheckpointError> {
-        let binary = |name: &str| {
-            batch
-                .column_by_name(name)
-                .and_then(|c| c.as_any().downcast_ref::<BinaryArray>())
-                .ok_or_else(|| self.corrupt(file, format!("no binary column `{name}`")))
-        };
-        let (keys, values) = (binary("key")?, binary("value")?);
-        let ops = if changelog {
-            Some(
-                batch
-                    .column_by_name("op")
-                    .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-                    .ok_or_else(|| self.corrupt(file, "no utf8 column `op`".into()))?,
-            )
-        } else {
-            None
-        };
-        for r in (0..batch.num_rows()).rev() {
-            if keys.is_null(r) || keys.value(r) != key {
-                continue;
-            }
-            let op = ops.map_or("put", |o| o.value(r));
-            return match op {
-                "put" if !values.is_null(r) => Ok(Some((Found::Put(values.value(r).to_vec()), r))),
-                "delete" => Ok(Some((Found::Deleted, r))),
-                "put" => {
-                    Err(self.corrupt(file, format!("put of a key without a value at row {r}")))
+        let corrupt = |reason: String| self.corrupt(file, reason);
+        if changelog {
+            let rows = ChangelogRows::of(batch).map_err(corrupt)?;
+            for r in (0..batch.num_rows()).rev() {
+                // Row numbers here count the rows the page index selected.
+                match rows.change(r, r as u64).map_err(corrupt)? {
+                    Change::Put(k, value) if k == key => {
+                        return Ok(Some((Found::Put(value.to_vec()), r)))
+                    }
+                    Change::Delete(k) if k == key => return Ok(Some((Found::Deleted, r))),
+                    _ => {}
                 }
-                _ => continue,
-            };
+            }
+            return Ok(None);
+        }
+        let keys = binary_column(batch, "key").map_err(corrupt)?;
+        let values = binary_column(batch, "value").map_err(corrupt)?;
+        for r in 0..batch.num_rows() {
+            if keys.is_null(r) || values.is_null(r) {
+                return Err(corrupt(format!("state row {r}: a null key or value")));
+            }
+            if keys.value(r) == key {
+                return Ok(Some((Found::Put(values.value(r).to_vec()), r)));
+            }
         }
         Ok(None)
     }
+}
+
+/// Whether `key` is in `range`.
+fn in_range(range: &(Bound<Vec<u8>>, Bound<Vec<u8>>), key: &[u8]) -> bool {
+    let above_start = match &range.0 {
+        Bound::Included(lo) => key >= lo.as_slice(),
+        Bound::Excluded(lo) => key > lo.as_slice(),
+        Bound::Unbounded => true,
+    };
+    let below_end = match &range.1 {
+        Bound::Included(hi) => key <= hi.as_slice(),
+        Bound::Excluded(hi) => key < hi.as_slice(),
+        Bound::Unbounded => true,
+    };
+    above_start && below_end
+}
+
+/// Whether keys between `min` and `max` (a row group's statistics; `None`:
+/// unknown) can be in `range`.
+fn overlaps(
+    range: &(Bound<Vec<u8>>, Bound<Vec<u8>>),
+    min: Option<&[u8]>,
+    max: Option<&[u8]>,
+) -> bool {
+    let below = match (&range.0, max) {
+        (Bound::Included(lo), Some(max)) => max < lo.as_slice(),
+        (Bound::Excluded(lo), Some(max)) => max <= lo.as_slice(),
+        _ => false,
+    };
+    let above = match (&range.1, min) {
+        (Bound::Included(hi), Some(min)) => min > hi.as_slice(),
+        (Bound::Excluded(hi), Some(min)) => min >= hi.as_slice(),
+        _ => false,
+    };
+    !below && !above
 }
 
 /// The row (in its row group) of the `ordinal`-th row that `pages` select.

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use super::live::Live;
 use super::metrics::Counters;
 use super::{IngestError, WriteOp};
 use crate::per_core_wal::{CoreWalWriter, PerCoreWalError};
@@ -64,6 +65,9 @@ struct Pending {
     entries: u64,
     bytes: u64,
     result: Result<(), IngestError>,
+    /// For the live state: the epoch of the writes and the writes appended
+    /// (all of them, or those before a refused one).
+    written: Option<(u64, Vec<WriteOp>)>,
 }
 
 fn write_error(writer: &CoreWalWriter, e: &PerCoreWalError) -> IngestError {
@@ -99,12 +103,19 @@ fn append_one(writer: &mut CoreWalWriter, op: &WriteOp) -> Result<u64, PerCoreWa
 }
 
 /// Appends one request; returns what to acknowledge after the sync and
-/// whether the thread must stop.
-fn apply(writer: &mut CoreWalWriter, req: Request) -> (Pending, bool) {
+/// whether the thread must stop. With `keep`, the writes appended are kept
+/// for the live state.
+fn apply(writer: &mut CoreWalWriter, req: Request, keep: bool) -> (Pending, bool) {
     let mut entries = 0u64;
     let mut bytes = 0u64;
     let mut stop = false;
-    let result = match &req.work {
+    let epoch = writer.epoch();
+    let Request {
+        work,
+        enqueued,
+        ack,
+    } = req;
+    let result = match &work {
         Work::One(op) => append_one(writer, op).map(|b| {
             entries = 1;
             bytes = b;
@@ -127,14 +138,23 @@ fn apply(writer: &mut CoreWalWriter, req: Request) -> (Pending, bool) {
             Ok(())
         }
     };
+    let written = match work {
+        Work::One(op) if keep && entries == 1 => Some((epoch, vec![op])),
+        Work::Write(mut ops) if keep && entries > 0 => {
+            ops.truncate(usize::try_from(entries).unwrap_or(usize::MAX));
+            Some((epoch, ops))
+        }
+        _ => None,
+    };
     let result = result.map_err(|e| write_error(writer, &e));
     (
         Pending {
-            ack: req.ack,
-            enqueued: req.enqueued,
+            ack,
+            enqueued,
             entries,
             bytes,
             result,
+            written,
         },
         stop,
     )
@@ -147,13 +167,15 @@ pub(crate) fn run(
     rx: &flume::Receiver<Request>,
     limits: GroupLimits,
     counters: &Arc<Counters>,
+    live: Option<&Live>,
 ) -> CoreWalWriter {
+    let keep = live.is_some();
     let mut group: Vec<Pending> = Vec::with_capacity(1024);
     loop {
         let Ok(first) = rx.recv() else {
             break;
         };
-        let (p, mut stop) = apply(&mut writer, first);
+        let (p, mut stop) = apply(&mut writer, first, keep);
         let mut entries = p.entries;
         let mut bytes = p.bytes;
         group.push(p);
@@ -169,7 +191,7 @@ pub(crate) fn run(
                 }
                 Err(_) => break,
             };
-            let (p, s) = apply(&mut writer, next);
+            let (p, s) = apply(&mut writer, next, keep);
             entries += p.entries;
             bytes += p.bytes;
             stop = s;
@@ -185,7 +207,11 @@ pub(crate) fn run(
             r.map_err(|e| write_error(&writer, &e))
         };
         let now = Instant::now();
-        for p in group.drain(..) {
+        for mut p in group.drain(..) {
+            // Durable: seen by lookups before it is acknowledged.
+            if let (Ok(()), Some(live), Some((epoch, ops))) = (&sync, live, p.written.take()) {
+                live.apply(writer.core_id(), epoch, ops);
+            }
             let result = match (&sync, p.result) {
                 (Err(e), _) => Err(e.clone()),
                 (Ok(()), r) => r,

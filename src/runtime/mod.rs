@@ -44,6 +44,7 @@
 
 mod core;
 pub mod datadir;
+pub(crate) mod live;
 mod metrics;
 pub mod ndjson;
 
@@ -61,13 +62,14 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch, Mutex};
 
 use self::core::{GroupLimits, Request, Work};
+use self::live::Live;
 use self::metrics::Counters;
 pub use self::metrics::{HistogramSnapshot, IngestMetrics, LatencyHistogram};
 use crate::checkpoint::{
     CheckpointError, CheckpointOutcome, CheckpointSettings, Checkpointer, StateBuilt, TableOwner,
 };
 use crate::per_core_wal::{
-    CoreWalWriter, PerCoreWalConfig, PerCoreWalError, PerCoreWalManager, WalFileSystem,
+    CoreWalWriter, OpRef, PerCoreWalConfig, PerCoreWalError, PerCoreWalManager, WalFileSystem,
 };
 use crate::store::{Store, StoreError};
 
@@ -603,6 +605,7 @@ pub struct IngesterBuilder {
     settings: IngestSettings,
     fs: Option<Arc<dyn WalFileSystem>>,
     ownership: Ownership,
+    live: Option<Arc<Live>>,
 }
 
 /// How [`IngesterBuilder::open`] treats a table that another data directory
@@ -643,6 +646,14 @@ impl IngesterBuilder {
         self
     }
 
+    /// Keeps every acknowledged write in memory until a checkpoint covers
+    /// it, for the front door's lookups ([`crate::Walhouse`]).
+    #[must_use]
+    pub(crate) fn live_state(mut self, live: Arc<Live>) -> Self {
+        self.live = Some(live);
+        self
+    }
+
     /// Opens the data directory (locking it), checks its record (store and
     /// cores, written on first open) and the table's owner, probes the store (see
     /// [`Store::probe`]), repairs torn WAL tails,
@@ -659,6 +670,7 @@ struct Shared {
     counters: Arc<Counters>,
     manager: Mutex<PerCoreWalManager>,
     checkpointer: Checkpointer,
+    live: Option<Arc<Live>>,
 }
 
 /// The thread-per-core ingester. Dereferences to its [`IngestHandle`] for
@@ -809,6 +821,7 @@ fn spawn_cores(
     s: &IngestSettings,
     manager: &mut PerCoreWalManager,
     counters: &Arc<Counters>,
+    live: Option<&Arc<Live>>,
     wal_dir: &Path,
 ) -> Result<CoreThreads, IngestError> {
     let limits = GroupLimits {
@@ -838,6 +851,7 @@ fn spawn_cores(
             None
         };
         let counters = counters.clone();
+        let live = live.cloned();
         let thread = std::thread::Builder::new()
             .name(format!("walhouse-core-{core}"))
             .spawn(move || {
@@ -846,7 +860,7 @@ fn spawn_cores(
                         pin_warning_once(core);
                     }
                 }
-                core::run(writer, &rx, limits, &counters)
+                core::run(writer, &rx, limits, &counters, live.as_deref())
             })
             .map_err(|e| IngestError::Io {
                 op: "spawn core thread",
@@ -878,6 +892,7 @@ impl Ingester {
             settings: IngestSettings::default(),
             fs: None,
             ownership: Ownership::Claim,
+            live: None,
         }
     }
 
@@ -942,7 +957,8 @@ impl Ingester {
         // logged as a warning by the WAL.
         let mut manager = builder.create()?;
         let counters = Arc::new(Counters::default());
-        let (senders, threads) = spawn_cores(&s, &mut manager, &counters, &wal_dir)?;
+        let live = b.live;
+        let (senders, threads) = spawn_cores(&s, &mut manager, &counters, live.as_ref(), &wal_dir)?;
         let max_op_bytes = (config.max_record_bytes as usize).saturating_sub(64);
         let shared = Arc::new(Shared {
             handle: IngestHandle {
@@ -954,6 +970,7 @@ impl Ingester {
             counters,
             manager: Mutex::new(manager),
             checkpointer,
+            live,
         });
         let scheduler = if s.checkpoint_interval_ms > 0 || s.checkpoint_wal_bytes > 0 {
             let (stop_tx, stop_rx) = watch::channel(false);
@@ -998,6 +1015,23 @@ impl Ingester {
     #[must_use]
     pub fn metrics(&self) -> IngestMetrics {
         self.shared.counters.snapshot()
+    }
+
+    /// Whether the WAL holds a put or delete that no checkpoint covers
+    /// (written by an earlier run; read from the logs).
+    pub(crate) async fn wal_has_tail(&self) -> Result<bool, IngestError> {
+        let covered = match self.shared.checkpointer.latest().await? {
+            Some(m) => m.covered_sequences(self.cores()),
+            None => vec![None; self.cores()],
+        };
+        let manager = self.shared.manager.lock().await;
+        let mut stream = manager.merge_stream()?.skip_covered(covered);
+        while let Some(entry) = stream.next_ref() {
+            if matches!(entry?.operation, OpRef::Put { .. } | OpRef::Delete { .. }) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Checkpoints everything acknowledged before the call (and whatever
@@ -1123,6 +1157,9 @@ async fn run_checkpoint(shared: &Shared) -> Result<CheckpointOutcome, IngestErro
     match &result {
         Ok(o) => {
             record_checkpoint(&shared.counters, o, started);
+            if let Some(live) = &shared.live {
+                live.committed(o.manifest.checkpoint, o.manifest.epochs.last);
+            }
             tracing::info!(
                 checkpoint = o.manifest.checkpoint,
                 epochs = ?(o.manifest.epochs.first, o.manifest.epochs.last),

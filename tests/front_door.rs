@@ -1,0 +1,189 @@
+//! The front door, `walhouse::Walhouse`: what it answers (get and scan over
+//! the newest checkpoint plus everything acknowledged since) equals a model
+//! through writes, checkpoints, background state builds, shutdowns and
+//! reopens; the data directory is locked; the memory it holds for lookups
+//! empties at each checkpoint.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+
+use walhouse::runtime::IngestSettings;
+use walhouse::store::Store;
+use walhouse::{ErrorKind, Shutdown, Walhouse};
+
+fn settings() -> IngestSettings {
+    IngestSettings {
+        cores: 2,
+        pin_threads: false,
+        // Checkpoints only when the test asks.
+        checkpoint_interval_ms: 0,
+        checkpoint_wal_bytes: 0,
+        ..IngestSettings::default()
+    }
+}
+
+async fn open(dir: &std::path::Path) -> Walhouse {
+    let store = Store::local(&dir.join("table")).unwrap();
+    Walhouse::builder(dir.join("data"), store)
+        .settings(settings())
+        .open()
+        .await
+        .unwrap()
+}
+
+fn key(i: u64) -> Vec<u8> {
+    format!("k{:05}", i % 400).into_bytes()
+}
+
+type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// Checks every key of the model's key space and three scans.
+async fn check(db: &Walhouse, model: &Model, when: &str) -> usize {
+    let mut checked = 0;
+    for i in 0..420 {
+        let k = key(i);
+        assert_eq!(
+            db.get(&k).await.unwrap(),
+            model.get(&k).cloned(),
+            "{when}: key {i}"
+        );
+        checked += 1;
+    }
+    let all: Vec<(Vec<u8>, Vec<u8>)> = model.clone().into_iter().collect();
+    assert_eq!(db.scan(..).await.unwrap(), all, "{when}: full scan");
+    let prefix: Vec<(Vec<u8>, Vec<u8>)> = model
+        .iter()
+        .filter(|(k, _)| k.starts_with(b"k001"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    assert_eq!(
+        db.scan_prefix(b"k001").await.unwrap(),
+        prefix,
+        "{when}: prefix scan"
+    );
+    let (lo, hi) = (key(50), key(75));
+    let ranged: Vec<(Vec<u8>, Vec<u8>)> = model
+        .range(lo.clone()..hi.clone())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    assert_eq!(db.scan(lo..hi).await.unwrap(), ranged, "{when}: range scan");
+    checked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_and_scan_equal_the_model_through_writes_checkpoints_and_reopens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut model = Model::new();
+    let mut db = open(tmp.path()).await;
+    assert_eq!(db.opened().checkpoint_before, None);
+    let mut lookups = 0;
+    let mut i = 0_u64;
+    for round in 0..6 {
+        for _ in 0..300 {
+            let k = key(i * 7 + round);
+            if i % 5 == 4 {
+                db.delete(k.clone()).await.unwrap();
+                model.remove(&k);
+            } else {
+                let v = format!("v{i}-r{round}").into_bytes();
+                db.put(k.clone(), v.clone()).await.unwrap();
+                model.insert(k, v);
+            }
+            i += 1;
+        }
+        lookups += check(
+            &db,
+            &model,
+            &format!("round {round}, before its checkpoint"),
+        )
+        .await;
+        assert!(db.live_bytes() > 0);
+        let outcome = db.checkpoint().await.unwrap();
+        assert_eq!(
+            db.live_bytes(),
+            0,
+            "the checkpoint took its writes out of memory"
+        );
+        lookups += check(
+            &db,
+            &model,
+            &format!(
+                "round {round}, right after checkpoint {}",
+                outcome.manifest.checkpoint
+            ),
+        )
+        .await;
+        db.checkpointer().finish_state().await.unwrap();
+        lookups += check(&db, &model, &format!("round {round}, state table built")).await;
+        match round {
+            // Stop without a checkpoint after more writes: the next open
+            // checkpoints the WAL's tail.
+            2 => {
+                for j in 0..50 {
+                    let k = key(j * 3);
+                    db.delete(k.clone()).await.unwrap();
+                    model.remove(&k);
+                }
+                db.shutdown(Shutdown::Sync).await.unwrap();
+                db = open(tmp.path()).await;
+                let opened = db.opened().clone();
+                println!("reopened after Shutdown::Sync: {opened:?}");
+                assert!(opened.tail_checkpoint.is_some(), "{opened:?}");
+                assert_eq!(opened.tail_entries, 50, "{opened:?}");
+                lookups += check(&db, &model, "reopened after Shutdown::Sync").await;
+            }
+            4 => {
+                db.shutdown(Shutdown::Checkpoint).await.unwrap();
+                db = open(tmp.path()).await;
+                let opened = db.opened().clone();
+                println!("reopened after Shutdown::Checkpoint: {opened:?}");
+                assert_eq!(opened.tail_checkpoint, None, "nothing new to checkpoint");
+                lookups += check(&db, &model, "reopened after Shutdown::Checkpoint").await;
+            }
+            _ => {}
+        }
+    }
+    println!(
+        "{lookups} lookups and {} scans matched the model ({} live keys at the end)",
+        6 * 3 * 3 + 6,
+        model.len()
+    );
+    db.shutdown(Shutdown::Checkpoint).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_of_many_producers_are_seen_and_the_directory_is_locked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = open(tmp.path()).await;
+    let mut tasks = Vec::new();
+    for p in 0..4_u64 {
+        let handle = db.handle();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..100_u64 {
+                let k = format!("p{p}-{i:03}").into_bytes();
+                handle.put(k, i.to_be_bytes().to_vec()).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for p in 0..4_u64 {
+        let rows = db.scan_prefix(format!("p{p}-").as_bytes()).await.unwrap();
+        assert_eq!(rows.len(), 100, "producer {p}");
+        assert_eq!(rows[42].1, 42_u64.to_be_bytes().to_vec());
+    }
+    let store = Store::local(&tmp.path().join("table")).unwrap();
+    let second = Walhouse::builder(tmp.path().join("data"), store)
+        .settings(settings())
+        .open()
+        .await
+        .unwrap_err();
+    println!("second open: {second}");
+    assert_eq!(second.kind(), ErrorKind::Conflict, "{second}");
+    let report = db.shutdown(Shutdown::Checkpoint).await.unwrap();
+    assert_eq!(
+        report.final_checkpoint.map(|o| o.manifest.stats.puts),
+        Some(400)
+    );
+}
