@@ -7,6 +7,7 @@
 //! checkpoint, writes a small WAL tail, and recovers from the checkpoint plus
 //! the tail, checking the state against the model again.
 
+use crate::runtime::datadir::{wal_dir, DEFAULT_TABLE_DIR};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -250,7 +251,7 @@ fn check_merge(manager: &PerCoreWalManager) -> Result<(u64, Duration), DemoError
 
 /// Runs the demo.
 pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
-    let wal_dir = opts.data_dir.join("wal");
+    let wal_dir = wal_dir(&opts.data_dir);
     let config = PerCoreWalConfig::new(&wal_dir, opts.cores).with_segment_bytes(16 << 20);
     let mut manager = PerCoreWalManager::new(config.clone())?;
     let base_sequence = manager.next_sequences();
@@ -289,7 +290,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
     let mut manager = PerCoreWalManager::open(config.clone())?;
     let store = match &opts.store {
         Some(url) => Store::from_url(url)?,
-        None => Store::local(&opts.data_dir.join("table"))?,
+        None => Store::local(&opts.data_dir.join(DEFAULT_TABLE_DIR))?,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

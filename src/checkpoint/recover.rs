@@ -22,7 +22,8 @@ use super::manifest::{latest_manifest, DataFile, Manifest, StateVersion};
 use super::parquet::{file_crc32c, open_parquet_stream, read_error};
 use super::state_build::changelog_after;
 use crate::per_core_wal::{
-    LogStart, PerCoreRecoveredState, PerCoreRecoveryManager, PerCoreWalConfig, StateMapBuilder,
+    next_sequence_after, LogStart, PerCoreRecoveredState, PerCoreRecoveryManager, PerCoreWalConfig,
+    StateMapBuilder,
 };
 use crate::store::Store;
 
@@ -119,7 +120,7 @@ pub async fn recover(
             "no local WAL: recovered only what the object store holds"
         );
         let next = (0..wal_config.num_cores)
-            .map(|core| covered.get(core).copied().flatten().map_or(0, |s| s + 1))
+            .map(|core| next_sequence_after(covered.get(core).copied().flatten()))
             .collect();
         PerCoreRecoveredState {
             next_sequences: next,

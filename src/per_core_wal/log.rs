@@ -238,6 +238,14 @@ pub(crate) fn scan_core(
     Ok(ScanOutcome { scan, repairs })
 }
 
+/// The first sequence of a core that a checkpoint covering it up to
+/// `covered` does not hold (0 when nothing covers it): where its log must
+/// start, and where its writer resumes.
+#[must_use]
+pub(crate) fn next_sequence_after(covered: Option<u64>) -> u64 {
+    covered.map_or(0, |last| last + 1)
+}
+
 /// Checks that a core's log starts where nothing covers it: at or before
 /// sequence `covered + 1` when a checkpoint covers the core up to `covered`
 /// (the segments before may have been removed once it was committed), at
@@ -251,7 +259,7 @@ pub(crate) fn check_log_start(
     covered: Option<u64>,
 ) -> Result<(), PerCoreWalError> {
     let (path, first) = &scan.oldest;
-    let expected = covered.map_or(0, |s| s + 1);
+    let expected = next_sequence_after(covered);
     if *first > expected {
         return Err(PerCoreWalError::MissingSegments {
             path: path.clone(),

@@ -147,6 +147,7 @@ pub use entry::{
 pub use error::{ErrorKind, PerCoreWalError};
 pub use format::{SegmentHeader, FORMAT_VERSION, HEADER_LEN, RECORD_HEADER_LEN, SEGMENT_MAGIC};
 pub use fs::{StdFileSystem, WalFile, WalFileSystem};
+pub(crate) use log::next_sequence_after;
 pub use log::Repair;
 pub use manager::{CoreOpenReport, PerCoreWalConfig, PerCoreWalManager, PerCoreWalManagerBuilder};
 pub use merge::MergeStream;

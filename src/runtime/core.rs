@@ -12,6 +12,8 @@
 //! the group and every later one fails with [`IngestError::Poisoned`].
 
 use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,8 +22,8 @@ use tokio::sync::oneshot;
 
 use super::live::Live;
 use super::metrics::Counters;
-use super::{IngestError, WriteOp};
-use crate::per_core_wal::{CoreWalWriter, PerCoreWalError};
+use super::{IngestError, IngestSettings, WriteOp};
+use crate::per_core_wal::{CoreWalWriter, PerCoreWalError, PerCoreWalManager};
 
 pub(crate) type AckSender = oneshot::Sender<Result<(), IngestError>>;
 
@@ -235,4 +237,75 @@ pub(crate) fn run(
         }
     }
     writer
+}
+
+pub(super) type CoreThreads = (
+    Vec<flume::Sender<Request>>,
+    Vec<std::thread::JoinHandle<CoreWalWriter>>,
+);
+
+/// Moves every core's writer to a thread of its own, pinned when asked.
+pub(super) fn spawn_cores(
+    s: &IngestSettings,
+    manager: &mut PerCoreWalManager,
+    counters: &Arc<Counters>,
+    live: Option<&Arc<Live>>,
+    wal_dir: &Path,
+) -> Result<CoreThreads, IngestError> {
+    let limits = GroupLimits {
+        entries: s.group_commit_entries as u64,
+        bytes: s.group_commit_bytes as u64,
+        delay: Duration::from_micros(s.group_commit_delay_us),
+    };
+    let cpus = if s.pin_threads {
+        core_affinity::get_core_ids().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let mut senders = Vec::with_capacity(s.cores);
+    let mut threads = Vec::with_capacity(s.cores);
+    for core in 0..s.cores {
+        let writer = manager.take_writer(core)?;
+        let (tx, rx) = flume::bounded(s.channel_capacity);
+        senders.push(tx);
+        let cpu = if s.pin_threads {
+            if cpus.is_empty() {
+                pin_warning_once(core);
+                None
+            } else {
+                Some(cpus[core % cpus.len()])
+            }
+        } else {
+            None
+        };
+        let counters = counters.clone();
+        let live = live.cloned();
+        let thread = std::thread::Builder::new()
+            .name(format!("walhouse-core-{core}"))
+            .spawn(move || {
+                if let Some(cpu) = cpu {
+                    if !core_affinity::set_for_current(cpu) {
+                        pin_warning_once(core);
+                    }
+                }
+                run(writer, &rx, limits, &counters, live.as_deref())
+            })
+            .map_err(|e| IngestError::Io {
+                op: "spawn core thread",
+                path: wal_dir.to_path_buf(),
+                source: Arc::new(e),
+            })?;
+        threads.push(thread);
+    }
+    Ok((senders, threads))
+}
+
+fn pin_warning_once(core: usize) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            core,
+            "the OS refused to pin a core thread to its CPU; running unpinned"
+        );
+    }
 }

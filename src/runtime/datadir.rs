@@ -14,6 +14,7 @@
 //! how keys are routed to logs. Opening it later with another store or
 //! another core count is refused, naming both values.
 
+use std::fs::File;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -156,4 +157,58 @@ fn io(op: &'static str, path: &Path, e: std::io::Error) -> IngestError {
         path: path.to_path_buf(),
         source: Arc::new(e),
     }
+}
+
+/// Takes `<data_dir>/LOCK` exclusively (released when the file closes,
+/// also when the process is killed).
+pub fn lock_data_dir(data_dir: &Path) -> Result<File, IngestError> {
+    let io = |op, path: &Path, e| IngestError::Io {
+        op,
+        path: path.to_path_buf(),
+        source: Arc::new(e),
+    };
+    std::fs::create_dir_all(data_dir).map_err(|e| io("create data directory", data_dir, e))?;
+    let path = data_dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| io("open lock file", &path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(IngestError::Locked { path }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io("lock", &path, e)),
+    }
+}
+
+/// Cores of the WAL in `wal_dir`: one more than the highest core that has
+/// a `wal-<core>-*.log` segment (0 when there is none).
+pub fn wal_cores(wal_dir: &Path) -> Result<usize, IngestError> {
+    let entries = match std::fs::read_dir(wal_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => {
+            return Err(IngestError::Io {
+                op: "list WAL directory",
+                path: wal_dir.to_path_buf(),
+                source: Arc::new(e),
+            })
+        }
+    };
+    let mut cores = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(rest) = name.strip_prefix("wal-") else {
+            continue;
+        };
+        if Path::new(name).extension().and_then(|e| e.to_str()) != Some("log") {
+            continue;
+        }
+        if let Some(core) = rest.split('-').next().and_then(|c| c.parse::<usize>().ok()) {
+            cores = cores.max(core + 1);
+        }
+    }
+    Ok(cores)
 }
