@@ -55,29 +55,27 @@
 //! possibly older, checkpoint — never a mix). [`CheckpointReader::refresh`]
 //! forces a LIST.
 
-use std::collections::BTreeMap;
-use std::ops::{Bound, Range};
+mod cache;
+mod scan;
+mod select;
+
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow_array::{Array, RecordBatch};
-use bytes::Bytes;
-use futures::future::BoxFuture;
-use futures::{FutureExt, TryStreamExt};
-use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStore};
+use futures::TryStreamExt;
+use object_store::ObjectMeta;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowSelection};
-use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::bloom_filter::Sbbf;
-use parquet::errors::ParquetError;
-use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
-use parquet::file::page_index::column_index::ColumnIndexMetaData;
+use parquet::file::metadata::PageIndexPolicy;
+use roaring::RoaringTreemap;
 use serde::{Deserialize, Serialize};
 
-use roaring::RoaringTreemap;
-
+use self::cache::{weigh, CacheKey, CacheValue, CachedReader, FileId};
+use self::select::{page_selection, selected_row};
 use super::changelog_rows::{binary_column, Change, ChangelogRows};
 use super::delta::{
     dv::read_dv, log_dir, log_path, parse_log_path, parse_state_version, CHANGELOG_TABLE,
@@ -88,9 +86,6 @@ use super::manifest::{load_manifest, DataFile, Manifest, StateDv, StateVersion};
 use super::parquet::read_error;
 use super::recover::pending_changelog;
 use crate::store::Store;
-
-/// Footer bytes fetched in the first read of a file.
-const FOOTER_PREFETCH_BYTES: usize = 64 << 10;
 
 /// Lookup settings: plain data with documented defaults.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,71 +170,6 @@ struct Counters {
 
 fn bump(counter: &AtomicU64, by: u64) {
     counter.fetch_add(by, Ordering::Relaxed);
-}
-
-/// Identity of a data file's content: path, size and crc32c from the
-/// manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct FileId {
-    path: String,
-    size: u64,
-    crc32c: u32,
-}
-
-impl FileId {
-    fn of(file: &DataFile) -> Arc<Self> {
-        Arc::new(Self {
-            path: file.path.clone(),
-            size: file.size,
-            crc32c: file.crc32c,
-        })
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum CacheKey {
-    /// A log entry (a manifest or a state version): path, size, `e_tag` and
-    /// `last_modified` (ns) from LIST.
-    Entry {
-        path: String,
-        size: u64,
-        e_tag: Option<String>,
-        modified_ns: i64,
-    },
-    Footer(Arc<FileId>),
-    Bloom(Arc<FileId>, usize),
-    Range(Arc<FileId>, u64, u64),
-    /// A deletion vector: its file and offset.
-    Vector(Arc<FileId>, i32),
-}
-
-#[derive(Debug, Clone)]
-enum CacheValue {
-    Manifest(Arc<Manifest>, u32),
-    State(Arc<StateVersion>, u32),
-    Vector(Arc<RoaringTreemap>, u32),
-    Footer(ArrowReaderMetadata),
-    Bloom(Option<Arc<Sbbf>>, u32),
-    Range(Bytes),
-}
-
-fn weigh(key: &CacheKey, value: &CacheValue) -> u32 {
-    let key_bytes = match key {
-        CacheKey::Entry { path, .. } => path.len(),
-        CacheKey::Footer(f)
-        | CacheKey::Bloom(f, _)
-        | CacheKey::Range(f, _, _)
-        | CacheKey::Vector(f, _) => f.path.len(),
-    };
-    let value_bytes = match value {
-        CacheValue::Manifest(_, w)
-        | CacheValue::State(_, w)
-        | CacheValue::Vector(_, w)
-        | CacheValue::Bloom(_, w) => *w as usize,
-        CacheValue::Footer(m) => m.metadata().memory_size(),
-        CacheValue::Range(b) => b.len(),
-    };
-    u32::try_from(64 + key_bytes + value_bytes).unwrap_or(u32::MAX)
 }
 
 /// What one file says about a key.
@@ -370,44 +300,6 @@ impl CheckpointReader {
         Ok(self.refresh_view().await?.map(|v| Arc::clone(&v.manifest)))
     }
 
-    /// The live keys of `range` as of `manifest`'s checkpoint, with their
-    /// values, sorted: the state version's rows in the range (those no
-    /// deletion vector marks), then the changelog after it applied in
-    /// order. Row groups whose `key` statistics lie outside the range are
-    /// not read. The result is held in memory.
-    pub async fn scan_in(
-        &self,
-        manifest: &Manifest,
-        range: (Bound<Vec<u8>>, Bound<Vec<u8>>),
-    ) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, CheckpointError> {
-        let view = self.view_for(manifest).await?;
-        let mut rows: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-        for entry in view.state.iter().flat_map(|v| &v.table) {
-            let file = &entry.file;
-            let mut deleted: Option<Arc<RoaringTreemap>> = None;
-            for (row, key, value) in self.rows_in(file, &range, Rows::State(None)).await? {
-                if let Some(dv) = &entry.deletion_vector {
-                    if deleted.is_none() {
-                        deleted = Some(self.vector(dv).await?);
-                    }
-                    if deleted.as_ref().is_some_and(|d| d.contains(row)) {
-                        continue;
-                    }
-                }
-                rows.insert(key, value);
-            }
-        }
-        for file in &view.pending {
-            for (_, key, value) in self.rows_in(file, &range, Rows::Changelog).await? {
-                rows.insert(key, value);
-            }
-        }
-        Ok(rows
-            .into_iter()
-            .filter_map(|(k, v)| v.map(|v| (k, v)))
-            .collect())
-    }
-
     /// The view for `manifest`: the pinned one if it is that checkpoint's.
     async fn view_for(&self, manifest: &Manifest) -> Result<Arc<View>, CheckpointError> {
         let pinned = self
@@ -418,91 +310,6 @@ impl CheckpointReader {
             Some(view) => Ok(view),
             None => Ok(Arc::new(self.view_of(Arc::new(manifest.clone())).await?)),
         }
-    }
-
-    /// The rows of `file` whose key is in `range`, in file order, with their
-    /// row numbers: a state file's as puts, a changelog file's puts and
-    /// deletes (`None`: deleted). Only row groups whose `key` statistics
-    /// overlap the range are read.
-    async fn rows_in(
-        &self,
-        file: &DataFile,
-        range: &(Bound<Vec<u8>>, Bound<Vec<u8>>),
-        rows: Rows<'_>,
-    ) -> Result<Vec<(u64, Vec<u8>, Option<Vec<u8>>)>, CheckpointError> {
-        let id = FileId::of(file);
-        let metadata = self.footer(file, &id).await?;
-        let parquet = metadata.metadata();
-        let schema = metadata.parquet_schema();
-        let column = (0..schema.num_columns())
-            .find(|&i| schema.column(i).path().string() == "key")
-            .ok_or_else(|| self.corrupt(file, "no column `key`".into()))?;
-        let changelog = matches!(rows, Rows::Changelog);
-        let columns: &[&str] = if changelog {
-            &["key", "value", "op"]
-        } else {
-            &["key", "value"]
-        };
-        let mut out = Vec::new();
-        let mut first_row = 0_u64;
-        for rg in 0..parquet.num_row_groups() {
-            let meta = parquet.row_group(rg);
-            let start = first_row;
-            first_row += u64::try_from(meta.num_rows()).unwrap_or(0);
-            let stats = meta.column(column).statistics();
-            let min = stats.and_then(|s| s.min_bytes_opt());
-            let max = stats.and_then(|s| s.max_bytes_opt());
-            if meta.num_rows() == 0 || !overlaps(range, min, max) {
-                continue;
-            }
-            let mask = ProjectionMask::columns(schema, columns.iter().copied());
-            let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
-                self.reader(&id, false),
-                metadata.clone(),
-            )
-            .with_row_groups(vec![rg])
-            .with_projection(mask)
-            .build()
-            .map_err(|e| read_error(&self.store, &file.path, e))?;
-            let mut row = start;
-            while let Some(batch) = stream
-                .try_next()
-                .await
-                .map_err(|e| read_error(&self.store, &file.path, e))?
-            {
-                let corrupt = |reason: String| self.corrupt(file, reason);
-                if changelog {
-                    let decoded = ChangelogRows::of(&batch).map_err(corrupt)?;
-                    for r in 0..batch.num_rows() {
-                        let (key, value) = match decoded.change(r, row).map_err(corrupt)? {
-                            Change::Put(k, v) => (k, Some(v)),
-                            Change::Delete(k) => (k, None),
-                            Change::Marker => {
-                                row += 1;
-                                continue;
-                            }
-                        };
-                        if in_range(range, key) {
-                            out.push((row, key.to_vec(), value.map(<[u8]>::to_vec)));
-                        }
-                        row += 1;
-                    }
-                } else {
-                    let keys = binary_column(&batch, "key").map_err(corrupt)?;
-                    let values = binary_column(&batch, "value").map_err(corrupt)?;
-                    for r in 0..batch.num_rows() {
-                        if keys.is_null(r) || values.is_null(r) {
-                            return Err(corrupt(format!("state row {row}: a null key or value")));
-                        }
-                        if in_range(range, keys.value(r)) {
-                            out.push((row, keys.value(r).to_vec(), Some(values.value(r).to_vec())));
-                        }
-                        row += 1;
-                    }
-                }
-            }
-        }
-        Ok(out)
     }
 
     async fn get_from(&self, view: &View, key: &[u8]) -> Result<Option<Vec<u8>>, CheckpointError> {
@@ -983,182 +790,5 @@ impl CheckpointReader {
             }
         }
         Ok(None)
-    }
-}
-
-/// Whether `key` is in `range`.
-fn in_range(range: &(Bound<Vec<u8>>, Bound<Vec<u8>>), key: &[u8]) -> bool {
-    let above_start = match &range.0 {
-        Bound::Included(lo) => key >= lo.as_slice(),
-        Bound::Excluded(lo) => key > lo.as_slice(),
-        Bound::Unbounded => true,
-    };
-    let below_end = match &range.1 {
-        Bound::Included(hi) => key <= hi.as_slice(),
-        Bound::Excluded(hi) => key < hi.as_slice(),
-        Bound::Unbounded => true,
-    };
-    above_start && below_end
-}
-
-/// Whether keys between `min` and `max` (a row group's statistics; `None`:
-/// unknown) can be in `range`.
-fn overlaps(
-    range: &(Bound<Vec<u8>>, Bound<Vec<u8>>),
-    min: Option<&[u8]>,
-    max: Option<&[u8]>,
-) -> bool {
-    let below = match (&range.0, max) {
-        (Bound::Included(lo), Some(max)) => max < lo.as_slice(),
-        (Bound::Excluded(lo), Some(max)) => max <= lo.as_slice(),
-        _ => false,
-    };
-    let above = match (&range.1, min) {
-        (Bound::Included(hi), Some(min)) => min > hi.as_slice(),
-        (Bound::Excluded(hi), Some(min)) => min >= hi.as_slice(),
-        _ => false,
-    };
-    !below && !above
-}
-
-/// The row (in its row group) of the `ordinal`-th row that `pages` select.
-fn selected_row(pages: &[Range<usize>], mut ordinal: usize) -> Option<usize> {
-    for p in pages {
-        let len = p.end - p.start;
-        if ordinal < len {
-            return Some(p.start + ordinal);
-        }
-        ordinal -= len;
-    }
-    None
-}
-
-/// The rows of row group `rg` in pages whose `key` min/max can hold `key`
-/// (`None`: no page can). Without page indexes, every row.
-fn page_selection(
-    parquet: &ParquetMetaData,
-    rg: usize,
-    column: usize,
-    key: &[u8],
-) -> Option<Vec<Range<usize>>> {
-    let rows = usize::try_from(parquet.row_group(rg).num_rows()).unwrap_or(0);
-    let all = || Some(std::iter::once(0..rows).collect());
-    let (Some(columns), Some(offsets)) = (parquet.column_index(), parquet.offset_index()) else {
-        return all();
-    };
-    let (Some(ColumnIndexMetaData::BYTE_ARRAY(index)), Some(offset)) = (
-        columns.get(rg).and_then(|c| c.get(column)),
-        offsets.get(rg).and_then(|o| o.get(column)),
-    ) else {
-        return all();
-    };
-    let pages = offset.page_locations();
-    let mut ranges: Vec<Range<usize>> = Vec::new();
-    for (p, page) in pages.iter().enumerate() {
-        if index.is_null_page(p) {
-            continue;
-        }
-        let min = index.min_value(p);
-        let max = index.max_value(p);
-        if min.is_some_and(|m| key < m) || max.is_some_and(|m| key > m) {
-            continue;
-        }
-        let start = usize::try_from(page.first_row_index).unwrap_or(0);
-        let end = pages
-            .get(p + 1)
-            .map_or(rows, |n| usize::try_from(n.first_row_index).unwrap_or(rows));
-        match ranges.last_mut() {
-            Some(last) if last.end == start => last.end = end,
-            _ => ranges.push(start..end.max(start)),
-        }
-    }
-    if ranges.is_empty() {
-        return None;
-    }
-    Some(ranges)
-}
-
-/// An [`AsyncFileReader`] over one data file that serves byte ranges from
-/// the cache when it may (`cache` set) and counts what it fetches.
-struct CachedReader {
-    store: Arc<dyn ObjectStore>,
-    path: Path,
-    id: Arc<FileId>,
-    cache: Option<moka::future::Cache<CacheKey, CacheValue>>,
-    counters: Arc<Counters>,
-}
-
-fn external(e: object_store::Error) -> ParquetError {
-    ParquetError::External(Box::new(e))
-}
-
-impl CachedReader {
-    async fn ranges(&self, ranges: Vec<Range<u64>>) -> parquet::errors::Result<Vec<Bytes>> {
-        let mut out: Vec<Option<Bytes>> = vec![None; ranges.len()];
-        if let Some(cache) = &self.cache {
-            for (slot, r) in out.iter_mut().zip(&ranges) {
-                let key = CacheKey::Range(Arc::clone(&self.id), r.start, r.end);
-                if let Some(CacheValue::Range(b)) = cache.get(&key).await {
-                    bump(&self.counters.range_hits, 1);
-                    *slot = Some(b);
-                }
-            }
-        }
-        let missing: Vec<usize> = (0..ranges.len()).filter(|&i| out[i].is_none()).collect();
-        if !missing.is_empty() {
-            let wanted: Vec<Range<u64>> = missing.iter().map(|&i| ranges[i].clone()).collect();
-            let fetched = self
-                .store
-                .get_ranges(&self.path, &wanted)
-                .await
-                .map_err(external)?;
-            for (&i, bytes) in missing.iter().zip(fetched) {
-                bump(&self.counters.bytes_fetched, bytes.len() as u64);
-                if let Some(cache) = &self.cache {
-                    bump(&self.counters.ranges_fetched, 1);
-                    let r = &ranges[i];
-                    let key = CacheKey::Range(Arc::clone(&self.id), r.start, r.end);
-                    cache.insert(key, CacheValue::Range(bytes.clone())).await;
-                }
-                out[i] = Some(bytes);
-            }
-        }
-        out.into_iter()
-            .map(|b| b.ok_or_else(|| ParquetError::General("a range was not fetched".into())))
-            .collect()
-    }
-}
-
-impl AsyncFileReader for CachedReader {
-    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
-        async move {
-            let mut got = self.ranges(vec![range]).await?;
-            got.pop()
-                .ok_or_else(|| ParquetError::General("a range was not fetched".into()))
-        }
-        .boxed()
-    }
-
-    fn get_byte_ranges(
-        &mut self,
-        ranges: Vec<Range<u64>>,
-    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
-        async move { self.ranges(ranges).await }.boxed()
-    }
-
-    fn get_metadata<'a>(
-        &'a mut self,
-        options: Option<&'a ArrowReaderOptions>,
-    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
-        async move {
-            let size = self.id.size;
-            let metadata = ParquetMetaDataReader::new()
-                .with_arrow_reader_options(options)
-                .with_prefetch_hint(Some(FOOTER_PREFETCH_BYTES))
-                .load_and_finish(self, size)
-                .await?;
-            Ok(Arc::new(metadata))
-        }
-        .boxed()
     }
 }
