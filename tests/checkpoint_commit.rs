@@ -13,7 +13,6 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arrow_array::{Array, BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray};
@@ -427,48 +426,6 @@ async fn verify_names_a_corrupted_file() {
     println!("verify: {:?}", report.problems);
     assert_eq!(report.problems.len(), 1);
     assert!(report.problems[0].contains(victim.as_str()));
-}
-
-#[tokio::test]
-async fn ingest_goes_on_while_a_checkpoint_uploads() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut m = PerCoreWalManager::new(PerCoreWalConfig::new(&tmp.path().join("wal"), 2)).unwrap();
-    let cp = Checkpointer::new(Store::memory(), settings()).unwrap();
-    append_mix(&mut m, 0, 2000);
-    let sealed = m.advance_epoch();
-    m.set_epoch_all(sealed);
-    m.write_epoch_barrier_all().unwrap();
-    m.sync_all().unwrap();
-    // Core 1's writer goes to its own thread and keeps writing epoch 1.
-    let mut w1 = m.take_writer(1).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = Arc::clone(&stop);
-    let writer = std::thread::spawn(move || {
-        let mut n = 0u64;
-        while !stop2.load(Ordering::Relaxed) || n < 100 {
-            w1.append_put(format!("live{n}").as_bytes(), b"x").unwrap();
-            n += 1;
-            if n.is_multiple_of(50) {
-                w1.sync().unwrap();
-            }
-        }
-        w1.sync().unwrap();
-        (w1, n)
-    });
-    let out = cp.checkpoint_sealed(&m, sealed - 1).await.unwrap();
-    stop.store(true, Ordering::Relaxed);
-    let (w1, live) = writer.join().unwrap();
-    m.attach_writer(w1).unwrap();
-    let rest = m.merge_segments().unwrap();
-    let live_keys = rest
-        .iter()
-        .filter(|e| e.key().is_some_and(|k| k.starts_with(b"live")))
-        .count();
-    println!(
-        "entries appended during the checkpoint: {live}; still in the WAL after it: {live_keys}"
-    );
-    assert_eq!(live_keys as u64, live);
-    assert!(out.manifest.stats.entries >= 2000);
 }
 
 #[tokio::test]

@@ -140,7 +140,13 @@ impl Checkpointer {
     }
 
     /// Seals the current epoch on every core (all writers attached), then
-    /// checkpoints everything up to it. See [`Checkpointer::checkpoint_sealed`].
+    /// checkpoints everything up to it: a committed Delta version of
+    /// `changelog` on return, the `state` table's built after it in the
+    /// background ([`Checkpointer::finish_state`] waits for it).
+    ///
+    /// This is the checkpoint of a [`PerCoreWalManager`] driven directly
+    /// (the seed's API); [`crate::Walhouse::checkpoint`] is the one of a
+    /// running ingester.
     pub async fn checkpoint(
         &self,
         wal: &mut PerCoreWalManager,
@@ -158,7 +164,10 @@ impl Checkpointer {
     /// to it) past the newest checkpoint's last epoch, even when the WAL was
     /// reopened at an older epoch, and returns it: once every core has
     /// written its barrier, `epoch - 1` is sealed and can be checkpointed.
-    pub async fn advance_epoch(&self, wal: &mut PerCoreWalManager) -> Result<u64, CheckpointError> {
+    pub(crate) async fn advance_epoch(
+        &self,
+        wal: &mut PerCoreWalManager,
+    ) -> Result<u64, CheckpointError> {
         let covered_epoch = latest_manifest(&self.store).await?.map(|m| m.epochs.last);
         let mut next = wal.advance_epoch();
         if let Some(last) = covered_epoch {
@@ -186,7 +195,7 @@ impl Checkpointer {
     /// on a task of its own and returns: the state table's version N is
     /// built off the checkpoint's critical path
     /// ([`Checkpointer::finish_state`] waits for it).
-    pub async fn checkpoint_sealed(
+    pub(crate) async fn checkpoint_sealed(
         &self,
         wal: &PerCoreWalManager,
         epoch: u64,
@@ -860,8 +869,66 @@ fn object_checkpoint(relative: &str) -> Option<u64> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 mod tests {
-    use super::object_checkpoint;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use super::{object_checkpoint, CheckpointSettings, Checkpointer};
+    use crate::per_core_wal::{PerCoreWalConfig, PerCoreWalManager};
+    use crate::store::Store;
+
+    /// The epoch protocol the ingester drives (crate-private): a core
+    /// whose writer runs on its own thread keeps writing the next epoch
+    /// while the sealed one is checkpointed.
+    #[tokio::test]
+    async fn ingest_goes_on_while_a_checkpoint_uploads() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut m =
+            PerCoreWalManager::new(PerCoreWalConfig::new(&tmp.path().join("wal"), 2)).unwrap();
+        let cp = Checkpointer::new(Store::memory(), CheckpointSettings::default()).unwrap();
+        for i in 0..2000_u64 {
+            let key = format!("k{:04}", i % 150).into_bytes();
+            m.writer((i % 2) as usize)
+                .append_put(&key, format!("v{i}").as_bytes())
+                .unwrap();
+        }
+        m.sync_all().unwrap();
+        let sealed = m.advance_epoch();
+        m.set_epoch_all(sealed);
+        m.write_epoch_barrier_all().unwrap();
+        m.sync_all().unwrap();
+        // Core 1's writer goes to its own thread and keeps writing epoch 1.
+        let mut w1 = m.take_writer(1).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = Arc::clone(&stop);
+        let writer = std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop2.load(Ordering::Relaxed) || n < 100 {
+                w1.append_put(format!("live{n}").as_bytes(), b"x").unwrap();
+                n += 1;
+                if n.is_multiple_of(50) {
+                    w1.sync().unwrap();
+                }
+            }
+            w1.sync().unwrap();
+            (w1, n)
+        });
+        let out = cp.checkpoint_sealed(&m, sealed - 1).await.unwrap();
+        stop.store(true, Ordering::Relaxed);
+        let (w1, live) = writer.join().unwrap();
+        m.attach_writer(w1).unwrap();
+        let rest = m.merge_segments().unwrap();
+        let live_keys = rest
+            .iter()
+            .filter(|e| e.key().is_some_and(|k| k.starts_with(b"live")))
+            .count();
+        println!(
+            "entries appended during the checkpoint: {live}; still in the WAL after it: {live_keys}"
+        );
+        assert_eq!(live_keys as u64, live);
+        assert!(out.manifest.stats.entries >= 2000);
+    }
 
     #[test]
     fn every_object_a_checkpoint_or_its_state_build_writes_names_it() {

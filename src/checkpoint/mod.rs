@@ -16,7 +16,7 @@
 
 mod changelog_rows;
 mod commit;
-mod coordinator;
+pub(crate) mod coordinator;
 mod delta;
 mod error;
 mod lookup;
@@ -31,7 +31,6 @@ mod state_build;
 pub use commit::{
     CheckpointOutcome, Checkpointer, GcReport, VerifyReport, MIN_GC_GRACE_SECS, STALE_MARKER_SECS,
 };
-pub use coordinator::PerCoreCheckpointCoordinator;
 pub use delta::{
     DeletionVectorDescriptor, CHANGELOG_TABLE, EPOCH_PARTITION, OWNER_PROPERTY, STATE_TABLE,
 };

@@ -2,4 +2,4 @@
 //! Parquet to object storage); it is re-exported here so the seed's module
 //! path keeps working.
 
-pub use crate::checkpoint::PerCoreCheckpointCoordinator;
+pub use crate::checkpoint::coordinator::PerCoreCheckpointCoordinator;

@@ -49,7 +49,8 @@ struct Args {
     txn: Vec<String>,
 }
 
-const USAGE: &str = "usage: delta-rs-reader TABLE_ROOT [--version N] [--changelog] [--txn APPID]...";
+const USAGE: &str =
+    "usage: delta-rs-reader TABLE_ROOT [--version N] [--changelog] [--txn APPID]...";
 
 fn parse_args() -> Result<Args, Error> {
     let mut root = None;
@@ -61,7 +62,10 @@ fn parse_args() -> Result<Args, Error> {
         match a.as_str() {
             "--version" => {
                 let v = it.next().ok_or("--version needs a number")?;
-                version = Some(v.parse::<u64>().map_err(|e| format!("--version {v}: {e}"))?);
+                version = Some(
+                    v.parse::<u64>()
+                        .map_err(|e| format!("--version {v}: {e}"))?,
+                );
             }
             "--changelog" => changelog = true,
             "--txn" => txn.push(it.next().ok_or("--txn needs an app id")?),
@@ -75,17 +79,33 @@ fn parse_args() -> Result<Args, Error> {
         }
     }
     let root = root.ok_or(USAGE)?;
-    Ok(Args { root, version, changelog, txn })
+    Ok(Args {
+        root,
+        version,
+        changelog,
+        txn,
+    })
 }
 
-async fn open(root: &std::path::Path, name: &str, version: Option<u64>) -> Result<DeltaTable, Error> {
-    let dir = root.join(name).canonicalize().map_err(|e| format!("{}/{name}: {e}", root.display()))?;
-    let url = Url::from_directory_path(&dir).map_err(|_| format!("not a directory path: {}", dir.display()))?;
+async fn open(
+    root: &std::path::Path,
+    name: &str,
+    version: Option<u64>,
+) -> Result<DeltaTable, Error> {
+    let dir = root
+        .join(name)
+        .canonicalize()
+        .map_err(|e| format!("{}/{name}: {e}", root.display()))?;
+    let url = Url::from_directory_path(&dir)
+        .map_err(|_| format!("not a directory path: {}", dir.display()))?;
     let mut builder = DeltaTableBuilder::from_url(url)?;
     if let Some(v) = version {
         builder = builder.with_version(v);
     }
-    let table = builder.load().await.map_err(|e| format!("{}: {e}", dir.display()))?;
+    let table = builder
+        .load()
+        .await
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
     Ok(table)
 }
 
@@ -159,7 +179,9 @@ async fn run(args: Args) -> Result<(), Error> {
             if prev.as_deref() == Some(key) {
                 let mut k = String::new();
                 hex(&mut k, key);
-                return Err(format!("state v{}: key {k} returned twice", version_of(&state)).into());
+                return Err(
+                    format!("state v{}: key {k} returned twice", version_of(&state)).into(),
+                );
             }
             prev = Some(key.to_vec());
             line.clear();
@@ -182,11 +204,11 @@ async fn run(args: Args) -> Result<(), Error> {
         physical.map_or("?".into(), |p| p.to_string()),
     );
     if let Some(p) = physical {
-        if p - deleted != returned {
+        if p.checked_sub(deleted) != Some(returned) {
             return Err(format!(
-                "state v{}: DataFusion returned {returned} rows, the log says {p} - {deleted} = {}",
+                "state v{}: DataFusion returned {returned} rows, the log says {p} rows in files \
+                 less {deleted} marked deleted by deletion vectors",
                 version_of(&state),
-                p - deleted
             )
             .into());
         }
@@ -199,12 +221,19 @@ async fn run(args: Args) -> Result<(), Error> {
     };
     if let (true, Some(cl)) = (args.changelog, &changelog) {
         let (files, dv_files, physical, deleted) = file_stats(cl)?;
-        let batches = query(cl, "SELECT op, count(*) AS n FROM t GROUP BY op ORDER BY op").await?;
+        let batches = query(
+            cl,
+            "SELECT op, count(*) AS n FROM t GROUP BY op ORDER BY op",
+        )
+        .await?;
         let mut total = 0u64;
         for batch in &batches {
             let ops = cast(batch.column(0), &DataType::Utf8)?;
             let counts = cast(batch.column(1), &DataType::Int64)?;
-            let (ops, counts) = (ops.as_string::<i32>(), counts.as_primitive::<deltalake::arrow::datatypes::Int64Type>());
+            let (ops, counts) = (
+                ops.as_string::<i32>(),
+                counts.as_primitive::<deltalake::arrow::datatypes::Int64Type>(),
+            );
             for r in 0..batch.num_rows() {
                 writeln!(stdout, "changelog\t{}\t{}", ops.value(r), counts.value(r))?;
                 total += counts.value(r) as u64;
@@ -218,9 +247,19 @@ async fn run(args: Args) -> Result<(), Error> {
         );
     }
     for app in &args.txn {
-        for (name, table) in [("changelog", changelog.as_ref().unwrap()), ("state", &state)] {
-            let v = table.snapshot()?.transaction_version(table.log_store().as_ref(), app).await?;
-            writeln!(stdout, "txn\t{name}\t{app}\t{}", v.map_or("none".into(), |v| v.to_string()))?;
+        for (name, table) in [
+            ("changelog", changelog.as_ref().unwrap()),
+            ("state", &state),
+        ] {
+            let v = table
+                .snapshot()?
+                .transaction_version(table.log_store().as_ref(), app)
+                .await?;
+            writeln!(
+                stdout,
+                "txn\t{name}\t{app}\t{}",
+                v.map_or("none".into(), |v| v.to_string())
+            )?;
         }
     }
     stdout.flush()?;
@@ -235,7 +274,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match rt.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
