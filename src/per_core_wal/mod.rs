@@ -4,9 +4,15 @@
 //! to its own log without contention; a streaming merge orders all cores'
 //! entries for checkpoints and recovery.
 //!
-//! This module keeps the public names and meaning of `laminar-storage`
-//! 0.18.12's `per_core_wal`, on a crash-safe format. What differs from the
-//! seed, and why:
+//! **This module is the compatibility layer.** It keeps the public names
+//! and meaning of `laminar-storage` 0.18.12's `per_core_wal`, so code
+//! written against the seed (its doc example below included) compiles with
+//! only the crate name changed. It is a thin layer over the same machinery
+//! the rest of walhouse uses: new code opens a data directory with
+//! [`crate::Walhouse`], which owns the WAL, the core threads, checkpoints
+//! and lookups; the types here are for driving one WAL by hand.
+//!
+//! It runs on a crash-safe format. What differs from the seed, and why:
 //!
 //! - **A core's log is a series of segments** (`wal-<core>-<segment>.log`),
 //!   not one file. A core starts a new segment when its epoch advances and
