@@ -5,16 +5,13 @@
 //! and column, and the pages of a row group (up to a few MiB a column), and
 //! frees them when the row group is written. glibc's defaults hand such
 //! blocks back to the kernel (`munmap`, or trimming the heap top) and take
-//! fresh zeroed pages for the next ones: in a profile of a changelog-only
-//! checkpoint, page faults were a quarter of the encoder thread's time, and
-//! that thread is the checkpoint's critical path. [`tune_malloc`] keeps
-//! blocks below [`MMAP_THRESHOLD_BYTES`] in malloc's heaps and lets up to
-//! [`TRIM_THRESHOLD_BYTES`] of free memory stay at a heap's top, so the next
-//! row group reuses them. Interleaved runs of one prepared WAL
-//! (BENCHMARKS.md, "Session 6"; medians of 5): a changelog-only checkpoint
-//! of 1 M entries took 16 % less time (peak RSS 67.5–70.1 MiB instead of
-//! 56.0–65.2); a first checkpoint with a snapshot 5 % less (peak RSS
-//! 139.9–141.9 MiB instead of 117.6–128.0).
+//! fresh zeroed pages for the next ones, so the encoder thread, which is
+//! the checkpoint's critical path, spends its time in page faults.
+//! [`tune_malloc`] keeps blocks below [`MMAP_THRESHOLD_BYTES`] in malloc's
+//! heaps and lets up to [`TRIM_THRESHOLD_BYTES`] of free memory stay at a
+//! heap's top, so the next row group reuses them: faster checkpoints for a
+//! little more resident memory (the measurement is in the history of
+//! BENCHMARKS.md, `bench/history/`).
 //!
 //! These are glibc's `M_MMAP_THRESHOLD` and `M_TRIM_THRESHOLD` (see
 //! `mallopt(3)`); other allocators and C libraries are left alone.

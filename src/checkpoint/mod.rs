@@ -97,13 +97,12 @@ pub struct CheckpointSettings {
     pub spill_dir: Option<std::path::PathBuf>,
     /// zstd level of every Parquet page, 1 (fastest) to 22. Default: 1.
     /// Higher levels shrink compressible columns a little more at a much
-    /// higher CPU cost (BENCHMARKS.md, checkpoint section).
+    /// higher CPU cost.
     pub zstd_level: i32,
     /// Threads that encode the columns of one Parquet file at once (0: one
-    /// per CPU). Default: 1. More threads shortened a checkpoint with a
-    /// state snapshot by about 10 % here but raised its peak memory past
-    /// 256 MiB at 10 M keys (glibc keeps an arena per thread;
-    /// BENCHMARKS.md), so the default stays on the calling thread.
+    /// per CPU). Default: 1. More threads shorten a checkpoint a little but
+    /// raise its peak memory (glibc keeps an arena per thread), so the
+    /// default stays on the calling thread.
     pub encode_threads: usize,
     /// Which columns are zstd-compressed. Default:
     /// [`CompressionMode::Adaptive`].

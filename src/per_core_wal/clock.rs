@@ -16,8 +16,8 @@ pub trait WalClock: Send + Sync + Debug {
 
 /// The system's wall clock, read through the CPU's time-stamp counter.
 ///
-/// Reading `SystemTime` costs about 28 ns here, a third of an append; the
-/// counter (via `quanta`) costs about 8 ns. The counter's time is anchored to
+/// Reading `SystemTime` is a large part of an append's cost; the counter
+/// (via `quanta`) is a few times cheaper. The counter's time is anchored to
 /// `SystemTime` and re-anchored every 100 ms, so it follows the wall clock
 /// (including NTP steps) within that period. Where the counter is unusable,
 /// `quanta` falls back to the operating system's clock.

@@ -32,8 +32,8 @@ pub trait WalFileSystem: Send + Sync + Debug {
     ///
     /// The WAL moves covered segments out of its directory with it and
     /// deletes them on a background thread: deleting a large file waits
-    /// for the disk to free its blocks (6 to 8 ms per 64 MiB segment on an
-    /// ext4 `discard` mount), a rename does not. The default returns
+    /// for the disk to free its blocks (on a `discard` mount), a rename does
+    /// not. The default returns
     /// [`io::ErrorKind::Unsupported`], and the WAL then removes covered
     /// segments with [`WalFileSystem::remove_file`] in the call.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {

@@ -62,8 +62,9 @@
 //!   Commit: flags u8, [watermark i64], count varint, (len varint, source, offset varint)*
 //! ```
 //!
-//! A put of a 16-byte key and a 100-byte value takes 137 bytes on disk
-//! while sequence numbers stay below 2^21 (the seed: 192).
+//! A put's overhead is its record header (8 bytes) plus the payload's tag,
+//! varint sequence, timestamp and varint key length (BENCHMARKS.md has the
+//! bytes per put against the seed's).
 //!
 //! ## Core invariant
 //!

@@ -383,9 +383,8 @@ impl CoreWalWriter {
     ///
     /// Each such `write()` ends on a page boundary of the file, so the next
     /// one starts on one: the kernel fills whole page-cache pages and never
-    /// goes back to a page that a previous write left half full. That made
-    /// buffered appends about 10% faster (BENCHMARKS.md, "Buffered append
-    /// with page-aligned writes").
+    /// goes back to a page that a previous write left half full (a page
+    /// written twice costs a second copy and lookup in the page cache).
     fn flush_aligned(&mut self) -> Result<(), PerCoreWalError> {
         // The buffer holds the segment's bytes just before `position`.
         let buffered = self.buf.len() as u64;

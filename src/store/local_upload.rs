@@ -4,13 +4,13 @@
 //! `object_store`'s `LocalFileSystem` writes the parts of an upload into a
 //! staging file and leaves every byte dirty in the page cache, so the fsync
 //! that makes a checkpoint's files durable ([`Store::make_durable`]) writes
-//! the whole file after the last part (about 30 ms for a 117 MB changelog
-//! file on the bench's disk, after the pipeline). [`LocalMultipart`] writes
+//! the whole file after the last part, after everything else of the
+//! checkpoint is done. [`LocalMultipart`] writes
 //! each part at its offset (parts may be written concurrently). On Linux,
 //! where the file system takes `O_DIRECT`, a part's whole 4 KiB blocks go
 //! straight to the disk through a reused aligned buffer: no copy into the
-//! page cache (whose cold pages cost up to a third of a checkpoint's CPU on
-//! the bench's machine) and nothing left for the final fsync. What goes
+//! page cache (filling cold page-cache pages is a large share of a
+//! checkpoint's CPU) and nothing left for the final fsync. What goes
 //! through the page cache (a part's last partial block, or everything on a
 //! file system without `O_DIRECT`, such as tmpfs) starts an `fdatasync` of
 //! the staging file on another blocking thread every [`WRITEBACK_BYTES`],
@@ -50,8 +50,8 @@ struct Staged {
     file: File,
     /// The same file opened with `O_DIRECT` (Linux), if the file system
     /// takes it: whole 4 KiB blocks of a part go to the disk without the
-    /// page cache (copying into cold page-cache pages cost up to a third of
-    /// a checkpoint's CPU on the bench's machine). `None`: buffered writes.
+    /// page cache (copying into cold page-cache pages is costly). `None`:
+    /// buffered writes.
     direct: Option<File>,
     /// Aligned buffers for direct writes, reused by the parts.
     chunks: std::sync::Mutex<Vec<Vec<u8>>>,

@@ -27,10 +27,9 @@ use crate::store::Store;
 /// bytes (besides `row_group_rows` rows and epoch boundaries). This bounds the
 /// memory of the batches in flight (the Parquet writer regroups batches into
 /// row groups of `row_group_rows`, so small batches cost nothing there) and
-/// keeps Arrow's 32-bit offsets far from overflow. 1 MiB rather than 4: the
-/// same batch is held by the encoder, the channels and the snapshot's sort
-/// at once, and 4 MiB batches put the first checkpoint of 10 M keys past
-/// 256 MiB of RSS (BENCHMARKS.md).
+/// keeps Arrow's 32-bit offsets far from overflow. 1 MiB: a batch is held by
+/// the encoder and the channels at once, and larger batches raise the
+/// checkpoint's peak memory without making it faster.
 const MAX_BATCH_BYTES: usize = 1 << 20;
 
 /// Batches queued between the merge (blocking) and the encoder (async).
