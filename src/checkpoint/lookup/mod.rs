@@ -594,6 +594,18 @@ impl CheckpointReader {
         Ok(metadata)
     }
 
+    /// The index of `file`'s `key` column (a file without one is corrupt).
+    fn key_column(
+        &self,
+        file: &DataFile,
+        metadata: &ArrowReaderMetadata,
+    ) -> Result<usize, CheckpointError> {
+        let schema = metadata.parquet_schema();
+        (0..schema.num_columns())
+            .find(|&i| schema.column(i).path().string() == "key")
+            .ok_or_else(|| self.corrupt(file, "no column `key`".into()))
+    }
+
     /// The bloom filter on `key` of row group `rg`, from the cache or the
     /// store (`None`: the file has none).
     async fn bloom(
@@ -643,10 +655,7 @@ impl CheckpointReader {
         let id = FileId::of(file);
         let metadata = self.footer(file, &id).await?;
         let parquet = metadata.metadata();
-        let schema = metadata.parquet_schema();
-        let column = (0..schema.num_columns())
-            .find(|&i| schema.column(i).path().string() == "key")
-            .ok_or_else(|| self.corrupt(file, "no column `key`".into()))?;
+        let column = self.key_column(file, &metadata)?;
         let groups = parquet.num_row_groups();
         bump(&self.counters.row_groups_total, groups as u64);
         let mut candidates = Vec::new();

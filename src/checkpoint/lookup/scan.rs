@@ -70,9 +70,7 @@ impl CheckpointReader {
         let metadata = self.footer(file, &id).await?;
         let parquet = metadata.metadata();
         let schema = metadata.parquet_schema();
-        let column = (0..schema.num_columns())
-            .find(|&i| schema.column(i).path().string() == "key")
-            .ok_or_else(|| self.corrupt(file, "no column `key`".into()))?;
+        let column = self.key_column(file, &metadata)?;
         let changelog = matches!(rows, Rows::Changelog);
         let columns: &[&str] = if changelog {
             &["key", "value", "op"]
