@@ -29,16 +29,14 @@ pub enum Shutdown {
     Sync,
 }
 
-/// What [`Walhouse::open`] found and did.
+/// What [`Walhouse::open`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Opened {
-    /// The newest checkpoint before the open (`None`: a new table).
-    pub checkpoint_before: Option<u64>,
-    /// The checkpoint the open made of the WAL's tail (entries acknowledged
-    /// after `checkpoint_before` by an earlier run), so that lookups see
-    /// them; `None` when the tail was empty.
-    pub tail_checkpoint: Option<u64>,
-    /// Puts and deletes that checkpoint took from the WAL.
+    /// The newest checkpoint (`None`: a new table).
+    pub checkpoint: Option<u64>,
+    /// Puts and deletes in the WAL after it (what an earlier run
+    /// acknowledged after its last checkpoint), loaded into memory for
+    /// lookups; the next checkpoint takes them.
     pub tail_entries: u64,
 }
 
@@ -87,22 +85,18 @@ impl WalhouseBuilder {
             .open()
             .await?;
         let reader = CheckpointReader::open(self.store, self.lookup);
-        let before = ingester.checkpointer().latest().await?;
-        let checkpoint_before = before.as_ref().map(|m| m.checkpoint);
+        let checkpoint = ingester
+            .checkpointer()
+            .latest()
+            .await?
+            .map(|m| m.checkpoint);
         // The WAL's tail (what an earlier run acknowledged after the newest
-        // checkpoint) is not in the live map: checkpoint it, so lookups and
-        // scans see it.
-        let mut opened = Opened {
-            checkpoint_before,
-            tail_checkpoint: None,
-            tail_entries: 0,
+        // checkpoint) joins the writes held for lookups.
+        let tail_entries = ingester.load_tail(&live).await?;
+        let opened = Opened {
+            checkpoint,
+            tail_entries,
         };
-        if ingester.wal_has_tail().await? {
-            let outcome = ingester.checkpoint().await?;
-            let stats = outcome.manifest.stats;
-            opened.tail_checkpoint = Some(outcome.manifest.checkpoint);
-            opened.tail_entries = stats.puts + stats.deletes;
-        }
         Ok(Walhouse {
             ingester,
             reader,
@@ -135,19 +129,25 @@ impl WalhouseBuilder {
 /// checkpoint schedule bounds it. Lookups in the checkpoint go through a
 /// cache of [`LookupSettings::cache_bytes`].
 ///
-/// ```no_run
-/// # async fn example() -> Result<(), walhouse::Error> {
+/// ```
+/// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use walhouse::runtime::IngestSettings;
 /// use walhouse::store::Store;
 /// use walhouse::{Shutdown, Walhouse};
 ///
-/// let store = Store::from_url("file:///tmp/walhouse-table")?;
-/// let db = Walhouse::open("/tmp/walhouse-data", store).await?;
-/// db.put(b"user:1".to_vec(), b"ada".to_vec()).await?; // durable on return
+/// let dir = tempfile::tempdir()?;
+/// let store = Store::local(&dir.path().join("table"))?; // or Store::from_url("s3://...")
+/// let settings = IngestSettings { cores: 2, pin_threads: false, ..IngestSettings::default() };
+/// let db = Walhouse::builder(dir.path().join("data"), store).settings(settings).open().await?;
+/// db.put("user:1", "ada").await?; // durable on return
+/// db.put("user:2", "grace").await?;
+/// db.delete("user:2").await?;
 /// assert_eq!(db.get(b"user:1").await?, Some(b"ada".to_vec()));
-/// db.checkpoint().await?; // a Delta Lake version in the store
-/// for (key, value) in db.scan_prefix(b"user:").await? {
-///     println!("{key:?} = {value:?}");
-/// }
+/// db.checkpoint().await?; // Delta Lake version 1 of the tables in the store
+/// db.put("user:3", "edsger").await?; // after the checkpoint: held in memory too
+/// let users: Vec<_> = db.scan_prefix(b"user:").await?.into_iter().map(|(k, _)| k).collect();
+/// assert_eq!(users, [b"user:1".to_vec(), b"user:3".to_vec()]);
 /// db.shutdown(Shutdown::Checkpoint).await?;
 /// # Ok(())
 /// # }
@@ -175,8 +175,9 @@ impl Walhouse {
     /// settings: takes the directory's lock, checks its record (the store
     /// and core count it was created with) and the table's owner, probes
     /// that the store honours create-only PUTs, repairs torn WAL tails, and
-    /// checkpoints what an earlier run acknowledged after its last
-    /// checkpoint. Must run inside a tokio runtime.
+    /// reads what an earlier run acknowledged after its last checkpoint
+    /// into memory (recovery: the newest checkpoint plus that tail is what
+    /// `get` and `scan` answer). Must run inside a tokio runtime.
     ///
     /// Errors: [`crate::ErrorKind::Conflict`] (another process holds the
     /// directory, another data directory owns the table),
@@ -198,7 +199,7 @@ impl Walhouse {
         }
     }
 
-    /// What the open found and did.
+    /// What the open found.
     #[must_use]
     pub fn opened(&self) -> &Opened {
         &self.opened

@@ -32,7 +32,7 @@ pub enum WriteOp {
 }
 
 impl WriteOp {
-    fn key(&self) -> &[u8] {
+    pub(super) fn key(&self) -> &[u8] {
         match self {
             Self::Put { key, .. } | Self::Delete { key } => key,
         }

@@ -312,21 +312,34 @@ impl Ingester {
         self.shared.counters.snapshot()
     }
 
-    /// Whether the WAL holds a put or delete that no checkpoint covers
-    /// (written by an earlier run; read from the logs).
-    pub(crate) async fn wal_has_tail(&self) -> Result<bool, IngestError> {
+    /// Loads the puts and deletes of the WAL that no checkpoint covers
+    /// (what an earlier run acknowledged after its last checkpoint) into
+    /// `live`, in the order recovery applies them; returns how many. Call
+    /// it before any write of this run.
+    pub(crate) async fn load_tail(&self, live: &Live) -> Result<u64, IngestError> {
         let covered = match self.shared.checkpointer.latest().await? {
             Some(m) => m.covered_sequences(self.cores()),
             None => vec![None; self.cores()],
         };
         let manager = self.shared.manager.lock().await;
         let mut stream = manager.merge_stream()?.skip_covered(covered);
+        let mut loaded = 0;
         while let Some(entry) = stream.next_ref() {
-            if matches!(entry?.operation, OpRef::Put { .. } | OpRef::Delete { .. }) {
-                return Ok(true);
-            }
+            let entry = entry?;
+            let op = match entry.operation {
+                OpRef::Put { key, value } => WriteOp::Put {
+                    key: key.to_vec(),
+                    value: value.to_vec(),
+                },
+                OpRef::Delete { key } => WriteOp::Delete { key: key.to_vec() },
+                _ => continue,
+            };
+            // Looked up on the core its key routes to.
+            let core = self.core_of(op.key());
+            live.apply(core, entry.epoch, [op]);
+            loaded += 1;
         }
-        Ok(false)
+        Ok(loaded)
     }
 
     /// Checkpoints everything acknowledged before the call (and whatever
