@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use walhouse::runtime::IngestSettings;
+use walhouse::runtime::{IngestSettings, WriteOp};
 use walhouse::store::Store;
 use walhouse::{ErrorKind, Shutdown, Walhouse};
 
@@ -79,18 +79,32 @@ async fn get_and_scan_equal_the_model_through_writes_checkpoints_and_reopens() {
     let mut lookups = 0;
     let mut i = 0_u64;
     for round in 0..6 {
+        // Odd rounds write in batches of 10 (`write`), even ones one by one.
+        let mut batch = Vec::new();
         for _ in 0..300 {
             let k = key(i * 7 + round);
-            if i % 5 == 4 {
-                db.delete(k.clone()).await.unwrap();
+            let op = if i % 5 == 4 {
                 model.remove(&k);
+                WriteOp::Delete { key: k }
             } else {
                 let v = format!("v{i}-r{round}").into_bytes();
-                db.put(k.clone(), v.clone()).await.unwrap();
-                model.insert(k, v);
+                model.insert(k.clone(), v.clone());
+                WriteOp::Put { key: k, value: v }
+            };
+            if round % 2 == 1 {
+                batch.push(op);
+                if batch.len() == 10 {
+                    db.write(std::mem::take(&mut batch)).await.unwrap();
+                }
+            } else {
+                match op {
+                    WriteOp::Put { key, value } => db.put(key, value).await.unwrap(),
+                    WriteOp::Delete { key } => db.delete(key).await.unwrap(),
+                }
             }
             i += 1;
         }
+        assert!(batch.is_empty());
         lookups += check(
             &db,
             &model,
@@ -192,4 +206,63 @@ async fn writes_of_many_producers_are_seen_and_the_directory_is_locked() {
         report.final_checkpoint.map(|o| o.manifest.stats.puts),
         Some(400)
     );
+}
+
+/// Checkpoints run back to back on another task while one writer reads its
+/// own writes: every get right after a put, and every scan, sees them,
+/// whichever checkpoint is committing or has just taken them out of memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_see_every_acknowledged_write_while_checkpoints_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = std::sync::Arc::new(open(tmp.path()).await);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let checkpoints = {
+        let (db, stop) = (db.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                db.checkpoint().await.unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    let mut model = Model::new();
+    let mut scans = 0;
+    for i in 0..1500_u64 {
+        let k = key(i * 13);
+        if i % 6 == 5 {
+            db.delete(k.clone()).await.unwrap();
+            model.remove(&k);
+            assert_eq!(db.get(&k).await.unwrap(), None, "write {i}: deleted");
+        } else {
+            let v = format!("v{i}").into_bytes();
+            db.put(k.clone(), v.clone()).await.unwrap();
+            model.insert(k.clone(), v.clone());
+            assert_eq!(db.get(&k).await.unwrap(), Some(v), "write {i}: put");
+        }
+        // Writes a little older, which a checkpoint may have taken out of
+        // memory since.
+        for back in [3, 11, 29] {
+            if let Some(j) = i.checked_sub(back) {
+                let k = key(j * 13);
+                assert_eq!(
+                    db.get(&k).await.unwrap(),
+                    model.get(&k).cloned(),
+                    "key of write {j} after write {i}"
+                );
+            }
+        }
+        if i % 100 == 99 {
+            let all: Vec<(Vec<u8>, Vec<u8>)> = model.clone().into_iter().collect();
+            assert_eq!(db.scan(..).await.unwrap(), all, "scan after write {i}");
+            scans += 1;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let n = checkpoints.await.unwrap();
+    println!("1500 writes read back (and 3 older ones after each) and {scans} scans matched while {n} checkpoints committed");
+    assert!(n >= 2, "checkpoints ran during the writes: {n}");
+    let db = std::sync::Arc::try_unwrap(db).unwrap();
+    db.shutdown(Shutdown::Checkpoint).await.unwrap();
 }
