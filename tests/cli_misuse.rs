@@ -1,7 +1,7 @@
 //! The command line under misuse: lines that could never be checkpointed,
 //! two data directories on one table, a data directory opened without its
-//! store or with other cores, and read-only commands pointed at nothing.
-//! Each case prints what it proved.
+//! store or with other cores, read-only commands pointed at nothing, and a
+//! checkpoint or key that is not there. Each case prints what it proved.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{output_with_input, text};
+use common::{assert_for_people, output_with_input, text};
 
 fn walhouse(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_walhouse"));
@@ -114,7 +114,7 @@ fn a_line_no_checkpoint_could_store_is_refused_by_number_before_its_ack() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(dumped_keys(&out), 5, "{}", text(&out.stdout));
     assert!(
-        text(&out.stderr).contains("9223372036854775807"),
+        text(&out.stderr).contains("source offsets: s=9223372036854775807"),
         "{}",
         text(&out.stderr)
     );
@@ -303,4 +303,88 @@ fn read_only_commands_create_nothing_and_say_what_is_missing() {
         "something was created in an empty store"
     );
     println!("{checked} read-only commands on a missing or empty store/data directory: non-zero exit, named what is missing, created nothing");
+}
+
+#[test]
+fn a_missing_checkpoint_or_key_is_named_in_words() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("d");
+    for round in 0..3 {
+        let out = run_with_input(
+            &["ingest", "--data-dir", p(&d), "--cores", "2", "--no-pin"],
+            &lines(round * 10, round * 10 + 10),
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let out = run(&["checkpoint", "--data-dir", p(&d)]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let mut checked = 0;
+    for (args, want) in [
+        (
+            vec!["get", "k1", "--checkpoint", "5"],
+            "no checkpoint 5; the table has checkpoints 1 to 3",
+        ),
+        (
+            vec!["get", "k1", "--checkpoint", "0"],
+            "no checkpoint 0; the table has checkpoints 1 to 3",
+        ),
+        (
+            vec!["verify", "--checkpoint", "5"],
+            "no checkpoint 5; the table has checkpoints 1 to 3",
+        ),
+        (
+            vec!["get", "nope", "--checkpoint", "2"],
+            "key \"nope\" not found at checkpoint 2",
+        ),
+        (
+            vec!["get", "nope"],
+            "key \"nope\" not found at checkpoint 3",
+        ),
+        (
+            vec!["get", "k25", "--checkpoint", "2"],
+            "key \"k25\" not found at checkpoint 2",
+        ),
+    ] {
+        let mut args = args.clone();
+        args.extend(["--data-dir", p(&d)]);
+        let out = run(&args);
+        let said = assert_for_people(&format!("{args:?}"), &out);
+        assert!(!out.status.success(), "{args:?} succeeded: {said}");
+        assert!(said.contains(want), "{args:?}: {said}");
+        checked += 1;
+    }
+    let out = run(&["get", "k25", "--checkpoint", "3", "--data-dir", p(&d)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "v25\n");
+
+    // A table with an owner and no checkpoint yet.
+    let e = tmp.path().join("e");
+    let out = run_with_input(&["ingest", "--data-dir", p(&e), "--no-pin"], &lines(0, 1));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for (args, want) in [
+        (
+            vec!["get", "k0", "--checkpoint", "1"],
+            "no checkpoint 1; the table has no checkpoint yet",
+        ),
+        (
+            vec!["get", "k0"],
+            "key \"k0\" not found: the table has no checkpoint yet",
+        ),
+    ] {
+        let mut args = args.clone();
+        args.extend(["--data-dir", p(&e)]);
+        let out = run(&args);
+        let said = assert_for_people(&format!("{args:?}"), &out);
+        assert!(!out.status.success(), "{args:?} succeeded: {said}");
+        assert!(said.contains(want), "{args:?}: {said}");
+        checked += 1;
+    }
+    let out = run(&["verify", "--data-dir", p(&e)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("the table has no checkpoint yet"),
+        "{}",
+        text(&out.stdout)
+    );
+    println!("{checked} lookups and verifications of a checkpoint or key that is not there: non-zero exit, said in words which checkpoints the table has");
 }

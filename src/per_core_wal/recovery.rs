@@ -50,10 +50,15 @@ pub struct PerCoreRecoveredState {
     pub watermark: Option<i64>,
     /// Highest epoch found.
     pub final_epoch: u64,
-    /// Number of WAL entries replayed.
+    /// Number of WAL entries replayed (records, commits and epoch barriers).
     pub entries_replayed: usize,
     /// WAL entries skipped because a checkpoint already covers them.
     pub entries_skipped: usize,
+    /// Records (puts and deletes) among `entries_replayed`: what users
+    /// wrote, without the commits and the WAL's own epoch barriers.
+    pub records_replayed: usize,
+    /// Records (puts and deletes) among `entries_skipped`.
+    pub records_skipped: usize,
     /// Per core, the sequence number the next entry must get.
     pub next_sequences: Vec<u64>,
     /// Per core, the valid end of the newest segment after repair.
@@ -372,6 +377,8 @@ impl WalReplay {
         for p in done {
             out.entries_replayed += p.replayed;
             out.entries_skipped += p.skipped;
+            out.records_replayed += p.records_replayed;
+            out.records_skipped += p.records_skipped;
             out.final_epoch = out.final_epoch.max(p.max_epoch);
             for (core, first) in p.first_seen {
                 first_seen[core] = first;
@@ -675,6 +682,8 @@ struct Partial {
     watermark: Option<(OrderKey, i64)>,
     replayed: usize,
     skipped: usize,
+    records_replayed: usize,
+    records_skipped: usize,
     max_epoch: u64,
 }
 
@@ -721,6 +730,9 @@ fn replay_core(
         first.get_or_insert(entry.sequence);
         if skip_to.is_some_and(|c| entry.sequence <= c) {
             p.skipped += 1;
+            if matches!(entry.operation, OpRef::Put { .. } | OpRef::Delete { .. }) {
+                p.records_skipped += 1;
+            }
             continue;
         }
         p.replayed += 1;
@@ -756,6 +768,7 @@ fn replay_core(
             }
             OpRef::Checkpoint { .. } | OpRef::EpochBarrier { .. } => continue,
         };
+        p.records_replayed += 1;
         let key_at = key.as_ptr().addr().wrapping_sub(data.as_ptr().addr());
         debug_assert!(
             key_at + key.len() <= data.len(),
@@ -1104,6 +1117,7 @@ mod tests {
             let mut base = BTreeMap::new();
             base.insert(b"k0001".to_vec(), b"from the checkpoint".to_vec());
             base.insert(b"only-in-base".to_vec(), b"kept".to_vec());
+            let mut records = 0;
             for i in 0..4000_u64 {
                 let core = usize::try_from(next() % cores as u64).unwrap();
                 let key = format!("k{:04}", next() % 150).into_bytes();
@@ -1111,6 +1125,7 @@ mod tests {
                 match next() % 10 {
                     0 => {
                         w.append_delete(&key).unwrap();
+                        records += 1;
                     }
                     1 => {
                         let src = format!("s{}", next() % 3);
@@ -1120,6 +1135,7 @@ mod tests {
                     }
                     _ => {
                         w.append_put(&key, format!("v{i}").as_bytes()).unwrap();
+                        records += 1;
                     }
                 }
                 if i % 500 == 499 {
@@ -1136,6 +1152,7 @@ mod tests {
             assert_eq!(got.source_offsets, offsets, "{cores} cores");
             assert_eq!(got.watermark, watermark, "{cores} cores");
             assert_eq!(got.entries_replayed, 4000);
+            assert_eq!(got.records_replayed, records, "{cores} cores");
 
             // Onto a checkpoint's state: every WAL operation is newer.
             let onto = PerCoreRecoveredState {

@@ -7,7 +7,15 @@
 //!   offsets (and an optional watermark) once every earlier line is durable;
 //! - empty lines are skipped (and acknowledged with their neighbours).
 //!
-//! Output: `ack N` each time lines `1..=N` are all durable; `N` only grows.
+//! A key or value is a JSON string, stored as its UTF-8 bytes; bytes that
+//! are not UTF-8 are given as `key_hex` / `value_hex` instead, two hex
+//! digits a byte (either case): `{"key_hex": "ff00", "value_hex": "c328"}`.
+//! A line has exactly one of `key` and `key_hex`, and one of `value` and
+//! `value_hex` (only `value` may be null). `walhouse recover --dump` writes
+//! this format (`key`/`value` where the bytes are UTF-8), so its output
+//! ingests back unchanged.
+//!
+//! Output: `ack N` each time every line up to `N` is durable; `N` only grows.
 //! A malformed line stops the ingest after every earlier line is durable
 //! and acknowledged; the error names the line. So does a line that could
 //! not be checkpointed: a put whose key and value exceed
@@ -32,7 +40,7 @@ const BATCH_LINES: usize = 4096;
 pub enum NdjsonError {
     /// A line is not one of the accepted shapes. Every earlier line is
     /// durable and acknowledged.
-    #[error("line {line}: {reason} (lines 1..={acked} are durable and acknowledged)")]
+    #[error("line {line}: {reason} ({})", durable_lines(*acked))]
     Malformed {
         /// 1-based line number.
         line: u64,
@@ -73,6 +81,15 @@ impl NdjsonError {
             Self::Read { .. } | Self::Ack(_) => crate::ErrorKind::Io,
             Self::Ingest { source, .. } => source.kind(),
         }
+    }
+}
+
+/// `lines 1 to 5 are durable and acknowledged`, in words.
+fn durable_lines(acked: u64) -> String {
+    match acked {
+        0 => "no line is acknowledged".to_owned(),
+        1 => "line 1 is durable and acknowledged".to_owned(),
+        n => format!("lines 1 to {n} are durable and acknowledged"),
     }
 }
 
@@ -153,29 +170,59 @@ fn parse(line_no: u64, line: &[u8]) -> Item {
         };
         return Item::Commit(line_no, offsets, watermark);
     }
-    if let Some(other) = obj.keys().find(|k| *k != "key" && *k != "value") {
+    if let Some(other) = obj
+        .keys()
+        .find(|k| !matches!(k.as_str(), "key" | "key_hex" | "value" | "value_hex"))
+    {
         return bad(format!("unexpected field {other:?}"));
     }
-    let Some(serde_json::Value::String(key)) = obj.get("key") else {
-        return bad("\"key\" must be a string".into());
+    let key = match bytes_field(&obj, "key") {
+        Ok(Some(key)) => key,
+        Ok(None) => return bad("missing \"key\" (or \"key_hex\")".into()),
+        Err(reason) => return bad(reason),
     };
-    match obj.get("value") {
-        Some(serde_json::Value::String(v)) => Item::Write(
-            line_no,
-            WriteOp::Put {
-                key: key.clone().into_bytes(),
-                value: v.clone().into_bytes(),
-            },
-        ),
-        Some(serde_json::Value::Null) => Item::Write(
-            line_no,
-            WriteOp::Delete {
-                key: key.clone().into_bytes(),
-            },
-        ),
-        Some(_) => bad("\"value\" must be a string or null".into()),
-        None => bad("missing \"value\" (use null to delete)".into()),
+    match bytes_field(&obj, "value") {
+        Ok(Some(value)) => Item::Write(line_no, WriteOp::Put { key, value }),
+        Ok(None) if obj.get("value") == Some(&serde_json::Value::Null) => {
+            Item::Write(line_no, WriteOp::Delete { key })
+        }
+        Ok(None) => bad("missing \"value\" (use null to delete)".into()),
+        Err(reason) => bad(reason),
     }
+}
+
+/// The bytes of field `name` (a string, its UTF-8 bytes) or `<name>_hex`
+/// (hex digits); `None` when neither is there or `name` is null.
+fn bytes_field(
+    obj: &serde_json::Map<String, serde_json::Value>,
+    name: &str,
+) -> Result<Option<Vec<u8>>, String> {
+    let hex_name = format!("{name}_hex");
+    match (obj.get(name), obj.get(&hex_name)) {
+        (Some(_), Some(_)) => Err(format!("both \"{name}\" and \"{hex_name}\": give one")),
+        (Some(serde_json::Value::String(text)), None) => Ok(Some(text.clone().into_bytes())),
+        (Some(serde_json::Value::Null), None) if name == "value" => Ok(None),
+        (Some(_), None) if name == "value" => Err("\"value\" must be a string or null".into()),
+        (Some(_), None) => Err(format!("\"{name}\" must be a string")),
+        (None, Some(serde_json::Value::String(digits))) => from_hex(digits)
+            .map(Some)
+            .ok_or_else(|| format!("\"{hex_name}\" must be hex digits, two a byte")),
+        (None, Some(_)) => Err(format!("\"{hex_name}\" must be a string of hex digits")),
+        (None, None) => Ok(None),
+    }
+}
+
+/// The bytes of `digits` (two hex digits a byte, either case).
+fn from_hex(digits: &str) -> Option<Vec<u8>> {
+    let digits = digits.as_bytes();
+    if !digits.len().is_multiple_of(2) {
+        return None;
+    }
+    let nibble = |c: u8| char::from(c).to_digit(16);
+    digits
+        .chunks_exact(2)
+        .map(|pair| u8::try_from(nibble(pair[0])? * 16 + nibble(pair[1])?).ok())
+        .collect()
 }
 
 type Pending = Pin<Box<dyn Future<Output = (u64, Result<(), IngestError>)> + Send>>;
@@ -373,6 +420,8 @@ async fn submit<W: Write>(
 
 #[cfg(test)]
 mod tests {
+    use std::fmt::Write as _;
+
     use super::*;
 
     #[test]
@@ -400,11 +449,70 @@ mod tests {
             ),
             (b"{\"commit\":{\"s\":-1}}", "non-negative"),
             (b"not json", "not JSON"),
+            (
+                b"{\"key\":\"a\",\"key_hex\":\"61\",\"value\":\"b\"}",
+                "both \"key\" and \"key_hex\"",
+            ),
+            (b"{\"key_hex\":\"6\",\"value\":\"b\"}", "two a byte"),
+            (b"{\"key_hex\":\"zz\",\"value\":\"b\"}", "two a byte"),
+            (
+                b"{\"key_hex\":\"61\",\"value_hex\":null}",
+                "\"value_hex\" must be",
+            ),
+            (b"{\"value\":\"b\"}", "missing \"key\""),
         ] {
             match parse(9, line) {
                 Item::Bad(9, reason) => assert!(reason.contains(want), "{reason} lacks {want}"),
                 _ => panic!("{:?} accepted", String::from_utf8_lossy(line)),
             }
+        }
+    }
+
+    #[test]
+    fn hex_fields_carry_any_bytes() {
+        match parse(1, b"{\"key_hex\":\"ff00\",\"value_hex\":\"C328\"}") {
+            Item::Write(1, WriteOp::Put { key, value }) => {
+                assert_eq!(key, [0xff, 0x00]);
+                assert_eq!(value, [0xc3, 0x28]);
+            }
+            _ => panic!("hex put not parsed"),
+        }
+        match parse(2, b"{\"key_hex\":\"\",\"value\":null}") {
+            Item::Write(2, WriteOp::Delete { key }) => assert!(key.is_empty()),
+            _ => panic!("hex delete not parsed"),
+        }
+        match parse(3, b"{\"key\":\"k\",\"value_hex\":\"00\"}") {
+            Item::Write(3, WriteOp::Put { key, value }) => {
+                assert_eq!(key, b"k");
+                assert_eq!(value, [0]);
+            }
+            _ => panic!("mixed put not parsed"),
+        }
+        for bytes in [vec![], vec![0_u8], (0..=255).collect::<Vec<u8>>()] {
+            let digits = bytes.iter().fold(String::new(), |mut s, b| {
+                let _ = write!(s, "{b:02x}");
+                s
+            });
+            assert_eq!(from_hex(&digits), Some(bytes.clone()));
+            assert_eq!(from_hex(&digits.to_uppercase()), Some(bytes));
+        }
+    }
+
+    #[test]
+    fn a_malformed_line_says_in_words_what_is_durable() {
+        for (acked, want) in [
+            (0, "no line is acknowledged"),
+            (1, "line 1 is durable"),
+            (5, "lines 1 to 5 are durable"),
+        ] {
+            let e = NdjsonError::Malformed {
+                line: acked + 1,
+                reason: "bad".into(),
+                acked,
+            };
+            let said = e.to_string();
+            assert!(said.contains(want), "{said}");
+            assert!(!said.contains("..="), "{said}");
         }
     }
 }

@@ -110,3 +110,41 @@ pub fn output_with_input(mut cmd: std::process::Command, input: &str) -> std::pr
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// What a person should never meet in the CLI's output: Rust `Debug`
+/// (`Some(..)`, `None`, `0..=1`, tuple lists `[("kafka-0", 42)]`, durations
+/// like `9.107331ms`) and colour codes in a pipe. Returns the text checked.
+pub fn assert_for_people(what: &str, out: &std::process::Output) -> String {
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    for debug in ["Some(", "None", "..=", "[(", "(\"", "\u{1b}["] {
+        assert!(!said.contains(debug), "{what} printed {debug:?}:\n{said}");
+    }
+    // `Debug` of a Duration: digits, a point, digits, then the unit with
+    // no space (`9.107331ms`, `1.5s`).
+    let chars: Vec<char> = said.chars().collect();
+    for (i, _) in chars.iter().enumerate().filter(|&(_, &c)| c == '.') {
+        let digits = chars[i + 1..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+        let rest: String = chars[i + 1 + digits..].iter().take(3).collect();
+        let unit = ["ms", "µs", "ns", "s"]
+            .iter()
+            .find(|u| rest.starts_with(*u))
+            .map(|u| u.chars().count());
+        let after = unit.and_then(|n| rest.chars().nth(n));
+        let debug_duration = i > 0
+            && chars[i - 1].is_ascii_digit()
+            && digits > 0
+            && unit.is_some()
+            && after.is_none_or(|c| !c.is_alphanumeric());
+        assert!(
+            !debug_duration,
+            "{what} printed a Debug duration near {:?}:\n{said}",
+            chars[i.saturating_sub(12)..(i + 1 + digits + 2).min(chars.len())]
+                .iter()
+                .collect::<String>()
+        );
+    }
+    said
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use walhouse::demo::{self, DemoOptions};
 
-use crate::CliResult;
+use crate::{human, term, CliResult};
 
 pub(crate) fn run(
     data_dir: Option<PathBuf>,
@@ -29,7 +29,9 @@ pub(crate) fn run(
         tmp.path().to_path_buf()
     };
     println!(
-        "walhouse demo: {records} records on {cores} cores in {}",
+        "walhouse demo: {} on {} in {}",
+        human::counted(records, "record", "records"),
+        human::counted(cores as u64, "core", "cores"),
         data_dir.display()
     );
     let r = with_progress(records, |progress| {
@@ -50,83 +52,120 @@ pub(crate) fn run(
 }
 
 /// Prints what the demo did and the queries for its tables.
+///
+/// Records are the puts and deletes the demo wrote. The WAL also holds the
+/// epoch barriers each core writes when it moves to a new epoch; the demo
+/// writes no commits, so every WAL entry that is not a record is a barrier.
 fn print_report(r: &demo::DemoReport, temporary: bool) {
-    let secs = r.ingest.as_secs_f64();
+    let barriers = |entries: u64, records: u64| {
+        human::counted(
+            entries.saturating_sub(records),
+            "epoch barrier",
+            "epoch barriers",
+        )
+    };
     println!(
-        "ingest:   {} records in {:.2} s = {:.0} records/s durable ({} fdatasyncs)",
-        r.records,
-        secs,
-        r.records as f64 / secs,
-        r.syncs
+        "ingest:   {} in {} = {} durable ({})",
+        human::counted(r.records, "record", "records"),
+        human::duration(r.ingest),
+        human::rate(r.records as f64, r.ingest, "records"),
+        human::counted(r.syncs, "fdatasync", "fdatasyncs")
     );
     println!(
-        "wal:      {} segment files, {:.1} MiB, {:.1} bytes/record",
-        r.segments,
-        r.wal_bytes as f64 / f64::from(1 << 20),
+        "wal:      {}, {}, {:.1} bytes/record",
+        human::counted(r.segments as u64, "segment file", "segment files"),
+        human::bytes(r.wal_bytes),
         r.wal_bytes as f64 / r.records.max(1) as f64
     );
     println!(
-        "merge:    {} entries in order in {:.3} s = {:.0} entries/s",
-        r.merged,
-        r.merge.as_secs_f64(),
-        r.merged as f64 / r.merge.as_secs_f64()
+        "merge:    {} ({} and {}) in order in {} = {}",
+        human::counted(r.merged, "WAL entry", "WAL entries"),
+        human::counted(r.records, "record", "records"),
+        barriers(r.merged, r.records),
+        human::duration(r.merge),
+        human::rate(r.merged as f64, r.merge, "entries")
     );
     println!(
-        "recovery: {} entries replayed in {:.3} s, {} live keys, state {}",
-        r.replayed,
-        r.recovery.as_secs_f64(),
-        r.live_keys,
+        "recovery: {} (and {}) replayed in {}, {}, state {}",
+        human::counted(r.records, "record", "records"),
+        barriers(r.replayed as u64, r.records),
+        human::duration(r.recovery),
+        human::counted(r.live_keys as u64, "live key", "live keys"),
         if r.verified { "verified" } else { "MISMATCH" }
     );
-    let m = &r.manifest;
-    println!(
-        "checkpoint {}: epochs {}..={}, {} entries, {} changelog files, {:.1} MiB of Parquet, \
-                 committed in {:.2} s = {:.0} MB/s of WAL; {} WAL segments removed",
-        m.checkpoint,
-        m.epochs.first,
-        m.epochs.last,
-        m.stats.entries,
-        m.changelog.len(),
-        r.checkpoint_bytes as f64 / f64::from(1 << 20),
-        r.checkpoint.as_secs_f64(),
-        m.stats.wal_bytes as f64 / 1e6 / r.checkpoint.as_secs_f64(),
-        r.removed_segments
-    );
-    println!(
-        "          state table version {}, built after the commit: a snapshot of {} keys in {} \
-                 files, {:.1} MiB, in {:.2} s",
-        m.checkpoint,
-        r.state.keys.unwrap_or(0),
-        r.second_state.snapshot.len(),
-        r.state.bytes_written as f64 / f64::from(1 << 20),
-        r.state_build.as_secs_f64(),
-    );
-    let s = &r.second;
-    println!(
-        "checkpoint {}: {} overwrites and deletes ({} changelog files); state table: {} files, \
-         {} rows of older files marked deleted by deletion vectors",
-        s.checkpoint,
-        s.stats.puts + s.stats.deletes,
-        s.changelog.len(),
-        r.second_state.table.len(),
-        r.second_state
-            .table
-            .iter()
-            .map(walhouse::checkpoint::StateFile::deleted_rows)
-            .sum::<u64>(),
-    );
-    println!(
-        "restart:  recovered checkpoint {} + {} WAL tail entries ({} records after it) in {:.3} s, state {}",
-        s.checkpoint,
-        r.full_recovery_replayed,
-        r.tail,
-        r.full_recovery.as_secs_f64(),
-        if r.verified { "verified" } else { "MISMATCH" }
-    );
+    print_checkpoints(r);
     println!(
         "tables:   {} (Delta Lake: changelog/ and state/; version N = checkpoint N)",
         r.table
     );
+    print_queries(r, temporary);
+}
+
+/// The demo's two checkpoints and the restart after them.
+fn print_checkpoints(r: &demo::DemoReport) {
+    let barriers = |entries: u64, records: u64| {
+        human::counted(
+            entries.saturating_sub(records),
+            "epoch barrier",
+            "epoch barriers",
+        )
+    };
+    let m = &r.manifest;
+    let records = m.stats.puts + m.stats.deletes;
+    println!(
+        "checkpoint {}: {}, {} (and {}), {}, {} of Parquet, \
+                 committed in {} = {} of WAL; {} removed",
+        m.checkpoint,
+        human::epochs(m.epochs.first, m.epochs.last),
+        human::counted(records, "record", "records"),
+        barriers(m.stats.entries, records),
+        human::counted(
+            m.changelog.len() as u64,
+            "changelog file",
+            "changelog files"
+        ),
+        human::bytes(r.checkpoint_bytes),
+        human::duration(r.checkpoint),
+        human::rate(m.stats.wal_bytes as f64, r.checkpoint, "B"),
+        human::counted(r.removed_segments as u64, "WAL segment", "WAL segments")
+    );
+    println!(
+        "          state table version {}, built after the commit: a snapshot of {} in {}, {}, in {}",
+        m.checkpoint,
+        human::counted(r.state.keys.unwrap_or(0), "key", "keys"),
+        human::counted(r.second_state.snapshot.len() as u64, "file", "files"),
+        human::bytes(r.state.bytes_written),
+        human::duration(r.state_build),
+    );
+    let s = &r.second;
+    println!(
+        "checkpoint {}: {} overwrites and deletes ({}); state table: {}, {} of older files marked deleted by deletion vectors",
+        s.checkpoint,
+        human::count(s.stats.puts + s.stats.deletes),
+        human::counted(s.changelog.len() as u64, "changelog file", "changelog files"),
+        human::counted(r.second_state.table.len() as u64, "file", "files"),
+        human::counted(
+            r.second_state
+                .table
+                .iter()
+                .map(walhouse::checkpoint::StateFile::deleted_rows)
+                .sum::<u64>(),
+            "row",
+            "rows"
+        ),
+    );
+    println!(
+        "restart:  recovered checkpoint {} and the {} of the WAL tail after it (and {}) in {}, state {}",
+        s.checkpoint,
+        human::counted(r.tail, "record", "records"),
+        barriers(r.full_recovery_replayed as u64, r.tail),
+        human::duration(r.full_recovery),
+        if r.verified { "verified" } else { "MISMATCH" }
+    );
+}
+
+/// Where the tables are and how to query them.
+fn print_queries(r: &demo::DemoReport, temporary: bool) {
     if let Some(dir) = r.table.strip_prefix("file://") {
         if temporary {
             println!(
@@ -175,7 +214,7 @@ pub(crate) fn queries(dir: &str) -> Vec<String> {
 /// Runs `work` with a progress bar over `records` (drawn only on a terminal).
 fn with_progress<T>(records: u64, work: impl FnOnce(Arc<AtomicU64>) -> T) -> T {
     let progress = Arc::new(AtomicU64::new(0));
-    let bar = indicatif::ProgressBar::new(records);
+    let bar = term::bars().add(indicatif::ProgressBar::new(records));
     bar.set_style(
         indicatif::ProgressStyle::with_template(
             "ingest {bar:40} {pos}/{len} records ({per_sec}, eta {eta})",

@@ -9,10 +9,13 @@
 
 mod config;
 mod demo_cmd;
+mod human;
 mod serve;
+mod term;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use walhouse::checkpoint::{
@@ -20,8 +23,12 @@ use walhouse::checkpoint::{
     CheckpointReader, CheckpointSettings, GraceCheck, LookupSettings,
 };
 use walhouse::checkpoint::{list_manifests, Checkpointer, TableOwner};
-use walhouse::per_core_wal::{PerCoreRecoveryManager, PerCoreWalConfig};
+use walhouse::per_core_wal::{
+    PerCoreRecoveryManager, PerCoreWalConfig, PerCoreWalReader, StdFileSystem, WalFileSystem,
+    WalOperation, WalReadResult,
+};
 use walhouse::runtime::{wal_cores, Ownership};
+use walhouse::store::Store;
 
 use crate::config::Access;
 
@@ -125,14 +132,37 @@ enum Command {
         #[arg(long, env = "WALHOUSE_STORE")]
         store: Option<String>,
     },
-    /// Read newline-delimited JSON and write it durably. Lines:
-    /// `{"key": "k", "value": "v"}` (a null value deletes the key) and
-    /// `{"commit": {"source": offset, ...}, "watermark": N}`. Prints
-    /// `ack N` on stdout each time lines 1..=N are all durable. A malformed
-    /// line is reported on stderr with its number; every earlier line is made
-    /// durable and acknowledged, and the exit code is non-zero. At the end of
-    /// input (or on SIGINT/SIGTERM) it syncs and exits. While it runs,
-    /// `walhouse checkpoint` asks it for a checkpoint.
+    /// Read newline-delimited JSON and write it durably.
+    ///
+    /// One JSON object a line:
+    ///
+    ///   {"key": "k", "value": "v"}      sets the key k to the value v
+    ///   {"key": "k", "value": null}     deletes the key k
+    ///   {"commit": {"kafka-0": 42}, "watermark": 1700000000}
+    ///                                   records source offsets (and an
+    ///                                   optional watermark) once every
+    ///                                   earlier line is durable
+    ///
+    /// Keys and values are JSON strings, stored as their UTF-8 bytes. Bytes
+    /// that are not UTF-8 go in `key_hex` / `value_hex` instead, two hex
+    /// digits a byte (upper or lower case):
+    ///
+    ///   {"key_hex": "ff00", "value_hex": "c328"}
+    ///
+    /// A line has one of `key` and `key_hex`, and one of `value` and
+    /// `value_hex` (only `value` may be null). `walhouse recover --dump`
+    /// prints this format, so its output ingests back unchanged.
+    ///
+    /// Prints `ack N` on stdout each time every line up to N is durable. A
+    /// malformed line is reported on stderr with its number; every earlier
+    /// line is made durable and acknowledged, and the exit code is non-zero.
+    /// At the end of input (or on SIGINT/SIGTERM) it syncs and exits. While
+    /// it runs, `walhouse checkpoint` asks it for a checkpoint.
+    #[command(verbatim_doc_comment)]
+    #[expect(
+        clippy::doc_markdown,
+        reason = "the help shows JSON lines as they are typed, without backticks"
+    )]
     Ingest {
         #[command(flatten)]
         location: Location,
@@ -157,8 +187,9 @@ enum Command {
         location: Location,
         /// Print the recovered state on stdout as newline-delimited JSON
         /// `{"key": ..., "value": ...}` sorted by key (the summary then goes
-        /// to stderr). Keys or values that are not UTF-8 are printed as
-        /// `key_hex` / `value_hex`.
+        /// to stderr): the format `walhouse ingest` reads, so a dump ingests
+        /// back unchanged. Keys or values that are not UTF-8 are printed as
+        /// `key_hex` / `value_hex` (two lowercase hex digits a byte).
         #[arg(long)]
         dump: bool,
     },
@@ -171,8 +202,9 @@ enum Command {
     },
     /// Point lookup of one key in the newest checkpoint (or `--checkpoint
     /// N`): reads only the row groups whose statistics or bloom filter can
-    /// hold the key. Prints the value (exit 0) or `not found` (exit 1). The
-    /// local WAL tail is not consulted: use `recover` for the latest state.
+    /// hold the key. Prints the value (exit 0), or says the key is not found
+    /// (exit 1). The local WAL tail is not consulted: use `recover` for the
+    /// latest state.
     Get {
         #[command(flatten)]
         location: Location,
@@ -221,8 +253,9 @@ enum Command {
         #[arg(value_parser = ["manifest", "state-version", "changelog", "state"])]
         name: String,
     },
-    /// Per core and segment: entries, bytes, epoch, valid end, torn tail.
-    /// Reads only; changes nothing.
+    /// Per core and segment: epoch, first sequence, records (puts and
+    /// deletes), commits, epoch barriers, bytes, valid end, torn tail. Reads
+    /// only; changes nothing.
     Inspect {
         /// The WAL directory (`<data-dir>/wal`).
         dir: PathBuf,
@@ -234,15 +267,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WALHOUSE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only for a terminal, not for a log file or a pipe.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    term::init_logs();
     // Page buffers of the Parquet encoder reused instead of faulted in anew.
     let malloc = walhouse::malloc::tune_malloc();
     tracing::debug!(?malloc, "malloc thresholds");
@@ -313,30 +338,31 @@ fn run(cli: Cli) -> CliResult {
             let reader = CheckpointReader::open(store.clone(), LookupSettings::default());
             let rt = runtime()?;
             rt.block_on(existing_table(&cp))?;
-            let value = rt.block_on(async {
-                match checkpoint {
-                    Some(n) => {
-                        let m = load_manifest(&store, n).await?;
-                        reader.get_in(&m, key.as_bytes()).await
-                    }
-                    None => reader.get(key.as_bytes()).await,
-                }
+            let (number, value) = rt.block_on(async {
+                let manifest = match checkpoint {
+                    Some(n) => Arc::new(load_manifest(&store, committed(&store, n).await?).await?),
+                    None => reader.newest().await?.ok_or_else(|| {
+                        format!("key {key:?} not found: the table has no checkpoint yet")
+                    })?,
+                };
+                let value = reader.get_in(&manifest, key.as_bytes()).await?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>((manifest.checkpoint, value))
             })?;
             let st = reader.stats();
             eprintln!(
                 "row groups: {} searched, {} pruned by statistics, {} by bloom filter, {} by page index, {} read",
-                st.row_groups_total,
-                st.row_groups_pruned_by_stats,
-                st.row_groups_pruned_by_bloom,
-                st.row_groups_pruned_by_pages,
-                st.row_groups_read
+                human::count(st.row_groups_total),
+                human::count(st.row_groups_pruned_by_stats),
+                human::count(st.row_groups_pruned_by_bloom),
+                human::count(st.row_groups_pruned_by_pages),
+                human::count(st.row_groups_read)
             );
             match value {
                 Some(v) => {
                     println!("{}", String::from_utf8_lossy(&v));
                     Ok(())
                 }
-                None => Err(format!("{key:?} not found").into()),
+                None => Err(format!("key {key:?} not found at checkpoint {number}").into()),
             }
         }
         Command::Checkpoints { location } => {
@@ -344,17 +370,29 @@ fn run(cli: Cli) -> CliResult {
             let rt = runtime()?;
             rt.block_on(existing_table(&cp))?;
             let manifests = rt.block_on(cp.checkpoints())?;
-            println!("checkpoint  epochs          entries  changelog  snapshot(of)  created_at");
+            println!(
+                "checkpoint  epochs          records  changelog files  base snapshot          created at"
+            );
             for m in manifests {
+                let epochs = if m.epochs.first == m.epochs.last {
+                    m.epochs.first.to_string()
+                } else {
+                    format!("{} to {}", m.epochs.first, m.epochs.last)
+                };
+                let snapshot = if m.state.snapshot_checkpoint == 0 {
+                    "none".to_owned()
+                } else {
+                    format!(
+                        "checkpoint {}, {}",
+                        m.state.snapshot_checkpoint,
+                        human::counted(m.state.snapshot.len() as u64, "file", "files")
+                    )
+                };
                 println!(
-                    "{:>10}  {:>6}..={:<6} {:>9} {:>10} {:>9}({})  {}",
+                    "{:>10}  {epochs:<12} {:>10}  {:>15}  {snapshot:<21}  {}",
                     m.checkpoint,
-                    m.epochs.first,
-                    m.epochs.last,
-                    m.stats.entries,
+                    human::count(m.stats.puts + m.stats.deletes),
                     m.changelog.len(),
-                    m.state.snapshot.len(),
-                    m.state.snapshot_checkpoint,
                     m.created_at
                 );
             }
@@ -367,18 +405,30 @@ fn run(cli: Cli) -> CliResult {
             let cp = file.checkpointer(&location, CheckpointSettings::default())?;
             let rt = runtime()?;
             rt.block_on(existing_table(&cp))?;
-            let report = rt.block_on(cp.verify(checkpoint))?;
+            let number = if let Some(n) = checkpoint {
+                rt.block_on(committed(cp.store(), n))?
+            } else {
+                let Some(&n) = rt.block_on(list_manifests(cp.store()))?.last() else {
+                    println!("nothing to verify: the table has no checkpoint yet");
+                    return Ok(());
+                };
+                n
+            };
+            let report = rt.block_on(cp.verify(Some(number)))?;
             println!(
-                "checkpoint {}: {} files, {} bytes checked ({}), {} problems",
+                "checkpoint {}: {}, {} checked ({}), {}",
                 report.checkpoint,
-                report.files,
-                report.bytes,
+                human::counted(report.files as u64, "file", "files"),
+                human::bytes(report.bytes),
                 if report.state_version {
                     "its changelog and the state table's version"
                 } else {
                     "its changelog; the state table's version of it is not built yet"
                 },
-                report.problems.len()
+                match report.problems.len() {
+                    0 => "no problems".to_owned(),
+                    n => human::counted(n as u64, "problem", "problems"),
+                }
             );
             for p in &report.problems {
                 println!("  {p}");
@@ -411,13 +461,13 @@ fn run(cli: Cli) -> CliResult {
             rt.block_on(checkpointer.store().probe())?;
             let report = rt.block_on(checkpointer.gc())?;
             println!(
-                "kept checkpoints {} readable; expired {} (their state files go, their log entries stay); removed {} objects and {} staging files of interrupted uploads; kept {} unreferenced objects still in their grace period and {} of a running checkpoint",
-                list(&report.retained),
-                list(&report.versions_expired),
-                report.objects_removed.len(),
-                report.staging_files_removed.len(),
-                report.objects_in_grace,
-                report.objects_in_flight
+                "kept checkpoints {} readable; expired {} (their state files go, their log entries stay); removed {} and {} of interrupted uploads; kept {} still in their grace period and {} of a running checkpoint",
+                human::numbers(&report.retained),
+                human::numbers(&report.versions_expired),
+                human::counted(report.objects_removed.len() as u64, "object", "objects"),
+                human::counted(report.staging_files_removed.len() as u64, "staging file", "staging files"),
+                human::counted(report.objects_in_grace as u64, "unreferenced object", "unreferenced objects"),
+                human::count(report.objects_in_flight as u64)
             );
             Ok(())
         }
@@ -436,16 +486,24 @@ fn run(cli: Cli) -> CliResult {
                 Some(c) => c,
                 None => wal_cores(&dir)?.max(1),
             };
-            let recovery = PerCoreRecoveryManager::new(PerCoreWalConfig::new(&dir, cores));
-            println!("core segment    epoch   first_seq  entries      bytes  valid_end  tail");
+            let config = PerCoreWalConfig::new(&dir, cores);
+            let recovery = PerCoreRecoveryManager::new(config.clone());
+            // Sizes and positions are exact bytes: they are what errors and
+            // repairs name.
+            println!(
+                "core segment    epoch   first_seq   records  commits  barriers      bytes  valid_end  tail"
+            );
             for s in recovery.segment_stats()? {
+                let ops = count_ops(&config, s.core_id, &s.path)?;
                 println!(
-                    "{:>4} {:>7} {:>8} {:>11} {:>8} {:>10} {:>10}  {}",
+                    "{:>4} {:>7} {:>8} {:>11} {:>9} {:>8} {:>9} {:>10} {:>10}  {}",
                     s.core_id,
                     s.segment,
                     s.min_epoch,
                     s.first_sequence,
-                    s.entry_count,
+                    ops.records,
+                    ops.commits,
+                    ops.barriers,
                     s.file_size,
                     s.valid_end,
                     if s.tail_bytes == 0 {
@@ -460,16 +518,55 @@ fn run(cli: Cli) -> CliResult {
     }
 }
 
-/// Numbers for people: `1, 2, 3`, or `none`.
-fn list(numbers: &[u64]) -> String {
-    if numbers.is_empty() {
-        return "none".to_owned();
+/// The entries of one segment by kind.
+#[derive(Debug, Default)]
+struct OpCounts {
+    /// Puts and deletes: what users wrote.
+    records: u64,
+    /// Source offsets (and watermarks).
+    commits: u64,
+    /// Epoch barriers and checkpoint markers: the WAL's own entries.
+    barriers: u64,
+}
+
+/// Reads the valid records of one segment (up to a torn tail) and counts
+/// them by kind.
+fn count_ops(
+    config: &PerCoreWalConfig,
+    core: usize,
+    path: &Path,
+) -> Result<OpCounts, Box<dyn std::error::Error + Send + Sync>> {
+    let fs: Arc<dyn WalFileSystem> = Arc::new(StdFileSystem);
+    let mut reader = PerCoreWalReader::open_with(&fs, config, core, path)?;
+    let mut counts = OpCounts::default();
+    while let WalReadResult::Entry(entry) = reader.read_next()? {
+        match entry.operation {
+            WalOperation::Put { .. } | WalOperation::Delete { .. } => counts.records += 1,
+            WalOperation::Commit { .. } => counts.commits += 1,
+            WalOperation::Checkpoint { .. } | WalOperation::EpochBarrier { .. } => {
+                counts.barriers += 1;
+            }
+        }
     }
-    numbers
-        .iter()
-        .map(u64::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
+    Ok(counts)
+}
+
+/// `checkpoint` if the table holds it, else an error that lists the
+/// checkpoints it holds.
+async fn committed(
+    store: &Store,
+    checkpoint: u64,
+) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
+    let numbers = list_manifests(store).await?;
+    if numbers.contains(&checkpoint) {
+        return Ok(checkpoint);
+    }
+    let has = match numbers.as_slice() {
+        [] => "the table has no checkpoint yet".to_owned(),
+        [one] => format!("the table has checkpoint {one}"),
+        _ => format!("the table has checkpoints {}", human::numbers(&numbers)),
+    };
+    Err(format!("no checkpoint {checkpoint}; {has}").into())
 }
 
 /// Refuses a store that holds no table (no manifest and no owner object):

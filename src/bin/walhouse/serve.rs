@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use walhouse::checkpoint::{recover as recover_state, CheckpointOutcome, StateBuilt};
@@ -21,43 +21,44 @@ use walhouse::runtime::{
 };
 
 use crate::config::Place;
-use crate::CliResult;
+use crate::term::spinner;
+use crate::{human, CliResult};
 
-fn spinner(message: &str) -> indicatif::ProgressBar {
-    // Drawn only on a terminal: quiet in pipes.
-    let bar = indicatif::ProgressBar::new_spinner();
-    bar.set_message(message.to_owned());
-    bar.enable_steady_tick(Duration::from_millis(120));
-    bar
-}
-
+/// `checkpoint 1: epochs 0 to 1, 2 records (2 puts, 0 deletes), ...`:
+/// records are puts and deletes (commits and epoch barriers are WAL
+/// entries of the changelog too, but no user's records).
 fn describe(o: &CheckpointOutcome) -> String {
     let m = &o.manifest;
     format!(
-        "checkpoint {}: epochs {}..={}, {} entries, {} changelog files, {} bytes written, {} WAL segments removed, committed in {:.3} s",
+        "checkpoint {}: {}, {} ({}, {}), {}, {} written, {} removed, committed in {}",
         m.checkpoint,
-        m.epochs.first,
-        m.epochs.last,
-        m.stats.entries,
-        m.changelog.len(),
-        o.bytes_written,
-        o.removed_segments,
-        o.duration.as_secs_f64()
+        human::epochs(m.epochs.first, m.epochs.last),
+        human::counted(m.stats.puts + m.stats.deletes, "record", "records"),
+        human::counted(m.stats.puts, "put", "puts"),
+        human::counted(m.stats.deletes, "delete", "deletes"),
+        human::counted(
+            m.changelog.len() as u64,
+            "changelog file",
+            "changelog files"
+        ),
+        human::bytes(o.bytes_written),
+        human::counted(o.removed_segments as u64, "WAL segment", "WAL segments"),
+        human::duration(o.duration)
     )
 }
 
 fn describe_state(s: &StateBuilt) -> Option<String> {
     let last = s.versions.last()?;
     Some(format!(
-        "state table: version {last} built after the commit ({} keys; {} bytes written{}) in {:.3} s",
-        s.keys.unwrap_or(0),
-        s.bytes_written,
+        "state table: version {last} built after the commit ({}; {} written{}) in {}",
+        human::counted(s.keys.unwrap_or(0), "key", "keys"),
+        human::bytes(s.bytes_written),
         if s.compacted.contains(last) {
             "; a full rewrite"
         } else {
             ""
         },
-        s.duration.as_secs_f64()
+        human::duration(s.duration)
     ))
 }
 
@@ -141,7 +142,7 @@ pub(crate) async fn ingest(
     let _ = std::fs::remove_file(&sock);
     let ingester = Arc::try_unwrap(ingester).map_err(|_| "a control request is still running")?;
     let report = ingester.shutdown(final_checkpoint).await;
-    let secs = started.elapsed().as_secs_f64();
+    let took = started.elapsed();
     let outcome = match result {
         None => {
             eprintln!("walhouse ingest: stopped by a signal; every acknowledged line is durable");
@@ -149,8 +150,13 @@ pub(crate) async fn ingest(
         }
         Some(Ok(summary)) => {
             eprintln!(
-                "walhouse ingest: {} lines ({} puts, {} deletes, {} commits) durable in {secs:.2} s",
-                summary.lines, summary.puts, summary.deletes, summary.commits
+                "walhouse ingest: {} durable in {}: {} ({}, {}) and {}",
+                human::counted(summary.lines, "line", "lines"),
+                human::duration(took),
+                human::counted(summary.puts + summary.deletes, "record", "records"),
+                human::counted(summary.puts, "put", "puts"),
+                human::counted(summary.deletes, "delete", "deletes"),
+                human::counted(summary.commits, "commit", "commits"),
             );
             Ok(())
         }
@@ -159,13 +165,13 @@ pub(crate) async fn ingest(
     let report = report?;
     let m = &report.metrics;
     eprintln!(
-        "walhouse ingest: {} entries, {} fsyncs, ack latency p50 {:?} p99 {:?}, {} checkpoints ({} failed)",
-        m.entries,
-        m.fsyncs,
-        m.ack_latency.quantile(0.5),
-        m.ack_latency.quantile(0.99),
-        m.checkpoints,
-        m.checkpoint_failures
+        "walhouse ingest: {} (records and commits) in {}; ack latency p50 {}, p99 {}; {} ({} failed)",
+        human::counted(m.entries, "write", "writes"),
+        human::counted(m.fsyncs, "fsync", "fsyncs"),
+        human::duration(m.ack_latency.quantile(0.5)),
+        human::duration(m.ack_latency.quantile(0.99)),
+        human::counted(m.checkpoints, "checkpoint", "checkpoints"),
+        human::count(m.checkpoint_failures)
     );
     if let Some(o) = &report.final_checkpoint {
         eprintln!("walhouse ingest: final {}", describe(o));
@@ -190,32 +196,62 @@ pub(crate) async fn recover(place: &Place, dump: bool) -> CliResult {
     .await;
     bar.finish_and_clear();
     let r = r?;
-    let secs = started.elapsed().as_secs_f64();
+    let took = started.elapsed();
     let s = &r.state;
-    let mut summary = format!(
-        "recovered {} keys from {} + {} WAL entries ({} already in the checkpoint) in {secs:.3} s\n\
-         epoch {}, next sequences {:?}, torn tail bytes cut {:?}, {} checkpoint objects verified\n",
-        s.state.len(),
-        r.checkpoint.map_or_else(|| "no checkpoint".to_owned(), |c| format!("checkpoint {c}")),
-        s.entries_replayed,
-        s.entries_skipped,
-        s.final_epoch,
-        s.next_sequences,
-        s.truncated_bytes,
-        r.objects_verified,
-    );
-    let mut offsets: Vec<_> = s.source_offsets.iter().collect();
-    offsets.sort();
+    // Records are the puts and deletes replayed: the WAL's epoch barriers
+    // and the commits are not counted as records.
+    let records = human::counted(s.records_replayed as u64, "record", "records");
+    let mut summary = match r.checkpoint {
+        Some(c) => format!(
+            "recovered {} from checkpoint {c} and {records} of the WAL after it",
+            human::counted(s.state.len() as u64, "key", "keys")
+        ),
+        None => format!(
+            "recovered {} from {records} of the WAL (no checkpoint yet)",
+            human::counted(s.state.len() as u64, "key", "keys")
+        ),
+    };
+    if s.records_skipped > 0 {
+        let _ = write!(
+            summary,
+            " (skipped {} the checkpoint holds)",
+            human::counted(s.records_skipped as u64, "record", "records")
+        );
+    }
+    let _ = writeln!(summary, " in {}", human::duration(took));
     let _ = writeln!(
         summary,
-        "source offsets {offsets:?}, watermark {:?}",
+        "epoch {}; next sequence by core: {}; torn tails cut: {}; {} verified",
+        s.final_epoch,
+        by_core(&s.next_sequences, u64::to_string),
+        cut_tails(&s.truncated_bytes),
+        human::counted(
+            r.objects_verified as u64,
+            "checkpoint object",
+            "checkpoint objects"
+        ),
+    );
+    let _ = writeln!(
+        summary,
+        "source offsets: {}; {}",
+        human::offsets(&s.source_offsets),
         s.watermark
+            .map_or_else(|| "no watermark".to_owned(), |w| format!("watermark {w}"))
     );
     if s.repairs.is_empty() {
         summary.push_str("WAL repairs: none\n");
     }
-    for repair in &s.repairs {
-        let _ = writeln!(summary, "WAL repair: removed {repair}");
+    for p in &s.repairs {
+        let _ = writeln!(
+            summary,
+            "WAL repair: core {}: removed {} (offsets {} to {}) of {}: {}",
+            p.core_id,
+            human::bytes(p.to - p.from),
+            p.from,
+            p.to,
+            p.path.display(),
+            p.reason
+        );
     }
     if !r.wal_present {
         summary.push_str("no local WAL: the state is exactly what the object store holds\n");
@@ -240,6 +276,34 @@ pub(crate) async fn recover(place: &Place, dump: bool) -> CliResult {
         print!("{summary}");
     }
     Ok(())
+}
+
+/// `0=4, 1=3`: one value per core, by core number (zero values included).
+fn by_core(values: &[u64], show: impl Fn(&u64) -> String) -> String {
+    if values.is_empty() {
+        return "none".to_owned();
+    }
+    values
+        .iter()
+        .enumerate()
+        .map(|(core, v)| format!("{core}={}", show(v)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `core 1: 17 bytes`: the cores whose torn tail was cut, or `none`.
+fn cut_tails(truncated: &[u64]) -> String {
+    let cut: Vec<String> = truncated
+        .iter()
+        .enumerate()
+        .filter(|&(_, &b)| b > 0)
+        .map(|(core, &b)| format!("core {core}: {}", human::bytes(b)))
+        .collect();
+    if cut.is_empty() {
+        "none".to_owned()
+    } else {
+        cut.join(", ")
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
