@@ -21,7 +21,6 @@
 
 use crate::checkpoint::CheckpointError;
 use crate::per_core_wal::PerCoreWalError;
-use crate::runtime::ndjson::NdjsonError;
 use crate::runtime::IngestError;
 use crate::store::StoreError;
 
@@ -81,8 +80,6 @@ enum Repr {
     Store(StoreError),
     #[error(transparent)]
     Ingest(IngestError),
-    #[error(transparent)]
-    Ndjson(NdjsonError),
 }
 
 impl Error {
@@ -94,7 +91,6 @@ impl Error {
             Repr::Checkpoint(e) => e.kind(),
             Repr::Store(e) => e.kind(),
             Repr::Ingest(e) => e.kind(),
-            Repr::Ndjson(e) => e.kind(),
         }
     }
 
@@ -137,7 +133,6 @@ impl Error {
     pub fn ingest(&self) -> Option<&IngestError> {
         match &*self.0 {
             Repr::Ingest(e) => Some(e),
-            Repr::Ndjson(NdjsonError::Ingest { source, .. }) => Some(source),
             _ => None,
         }
     }
@@ -158,7 +153,6 @@ from_module_error!(
     Checkpoint(CheckpointError),
     Store(StoreError),
     Ingest(IngestError),
-    Ndjson(NdjsonError),
 );
 
 #[cfg(test)]

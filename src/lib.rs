@@ -22,7 +22,5 @@ pub mod runtime;
 pub mod store;
 mod walhouse;
 
-pub mod demo;
-
 pub use error::{Error, ErrorKind};
-pub use walhouse::{Opened, Shutdown, Walhouse, WalhouseBuilder};
+pub use walhouse::{Opened, Reads, Shutdown, Walhouse, WalhouseBuilder};

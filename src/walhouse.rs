@@ -29,6 +29,20 @@ pub enum Shutdown {
     Sync,
 }
 
+/// What [`Walhouse::get`] and [`Walhouse::scan`] answer from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Reads {
+    /// The newest checkpoint plus every write acknowledged since, which are
+    /// held in memory until a checkpoint covers them (key + value + about
+    /// 80 bytes each; the core threads record them after the fdatasync).
+    #[default]
+    Live,
+    /// The newest checkpoint only (found again by a LIST at most every
+    /// `relist_after_ms`): nothing is held in memory, for a process that
+    /// only writes (the CLI's `ingest`).
+    Checkpointed,
+}
+
 /// What [`Walhouse::open`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Opened {
@@ -36,7 +50,8 @@ pub struct Opened {
     pub checkpoint: Option<u64>,
     /// Puts and deletes in the WAL after it (what an earlier run
     /// acknowledged after its last checkpoint), loaded into memory for
-    /// lookups; the next checkpoint takes them.
+    /// lookups ([`Reads::Live`]; 0 with [`Reads::Checkpointed`]); the next
+    /// checkpoint takes them.
     pub tail_entries: u64,
 }
 
@@ -48,9 +63,17 @@ pub struct WalhouseBuilder {
     settings: IngestSettings,
     lookup: LookupSettings,
     ownership: Ownership,
+    reads: Reads,
 }
 
 impl WalhouseBuilder {
+    /// What `get` and `scan` answer from (default: [`Reads::Live`]).
+    #[must_use]
+    pub fn reads(mut self, reads: Reads) -> Self {
+        self.reads = reads;
+        self
+    }
+
     /// Replaces the ingest settings (cores, group commit, checkpoint
     /// schedule and the checkpoint settings in them).
     #[must_use]
@@ -78,12 +101,13 @@ impl WalhouseBuilder {
     /// Opens the data directory; see [`Walhouse::open`].
     pub async fn open(self) -> Result<Walhouse, Error> {
         let live = Arc::new(Live::new(self.settings.cores));
-        let ingester = Ingester::builder(&self.data_dir, self.store.clone())
+        let mut builder = Ingester::builder(&self.data_dir, self.store.clone())
             .settings(self.settings)
-            .ownership(self.ownership)
-            .live_state(Arc::clone(&live))
-            .open()
-            .await?;
+            .ownership(self.ownership);
+        if self.reads == Reads::Live {
+            builder = builder.live_state(Arc::clone(&live));
+        }
+        let ingester = builder.open().await?;
         let reader = CheckpointReader::open(self.store, self.lookup);
         let checkpoint = ingester
             .checkpointer()
@@ -92,7 +116,10 @@ impl WalhouseBuilder {
             .map(|m| m.checkpoint);
         // The WAL's tail (what an earlier run acknowledged after the newest
         // checkpoint) joins the writes held for lookups.
-        let tail_entries = ingester.load_tail(&live).await?;
+        let tail_entries = match self.reads {
+            Reads::Live => ingester.load_tail(&live).await?,
+            Reads::Checkpointed => 0,
+        };
         let opened = Opened {
             checkpoint,
             tail_entries,
@@ -196,6 +223,7 @@ impl Walhouse {
             settings: IngestSettings::default(),
             lookup: LookupSettings::default(),
             ownership: Ownership::Claim,
+            reads: Reads::Live,
         }
     }
 

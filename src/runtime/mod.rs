@@ -48,7 +48,6 @@ mod error;
 mod handle;
 pub(crate) mod live;
 mod metrics;
-pub mod ndjson;
 mod owner;
 mod scheduler;
 mod settings;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use walhouse::demo::{self, DemoOptions};
+use crate::demo::{self, DemoOptions};
 
 use crate::{human, term, CliResult};
 

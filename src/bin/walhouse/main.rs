@@ -8,8 +8,10 @@
 )]
 
 mod config;
+mod demo;
 mod demo_cmd;
 mod human;
+mod ndjson;
 mod serve;
 mod term;
 

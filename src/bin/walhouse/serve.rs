@@ -12,13 +12,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::ndjson::ingest_ndjson;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use walhouse::checkpoint::{recover as recover_state, CheckpointOutcome, StateBuilt};
 use walhouse::per_core_wal::PerCoreWalConfig;
-use walhouse::runtime::ndjson::ingest_ndjson;
-use walhouse::runtime::{
-    check_table_owner, lock_data_dir, IngestError, IngestSettings, Ingester, Ownership,
-};
+use walhouse::runtime::{check_table_owner, lock_data_dir, IngestError, IngestSettings, Ownership};
+use walhouse::{Reads, Shutdown, Walhouse};
 
 use crate::config::Place;
 use crate::term::spinner;
@@ -66,7 +65,7 @@ fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join("control.sock")
 }
 
-async fn serve_control(listener: tokio::net::UnixListener, ingester: Arc<Ingester>) {
+async fn serve_control(listener: tokio::net::UnixListener, ingester: Arc<Walhouse>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             return;
@@ -105,9 +104,11 @@ pub(crate) async fn ingest(
         )),
         None => Box::new(BufReader::new(std::io::stdin())),
     };
-    let ingester = Ingester::builder(&place.data_dir, place.store.clone())
+    // This process only writes: nothing is held in memory for lookups.
+    let ingester = Walhouse::builder(&place.data_dir, place.store.clone())
         .settings(settings)
         .ownership(ownership)
+        .reads(Reads::Checkpointed)
         .open()
         .await?;
     let ingester = Arc::new(ingester);
@@ -141,7 +142,13 @@ pub(crate) async fn ingest(
     }
     let _ = std::fs::remove_file(&sock);
     let ingester = Arc::try_unwrap(ingester).map_err(|_| "a control request is still running")?;
-    let report = ingester.shutdown(final_checkpoint).await;
+    let report = ingester
+        .shutdown(if final_checkpoint {
+            Shutdown::Checkpoint
+        } else {
+            Shutdown::Sync
+        })
+        .await;
     let took = started.elapsed();
     let outcome = match result {
         None => {
@@ -323,14 +330,15 @@ pub(crate) async fn checkpoint(place: &Place, mut settings: IngestSettings) -> C
     settings.pin_threads = false;
     settings.checkpoint_interval_ms = 0;
     settings.checkpoint_wal_bytes = 0;
-    let ingester = Ingester::builder(&place.data_dir, place.store.clone())
+    let db = Walhouse::builder(&place.data_dir, place.store.clone())
         .settings(settings)
+        .reads(Reads::Checkpointed)
         .open()
         .await?;
     let bar = spinner("checkpointing");
-    let outcome = ingester.checkpoint().await;
+    let outcome = db.checkpoint().await;
     bar.finish_and_clear();
-    let report = ingester.shutdown(false).await?;
+    let report = db.shutdown(Shutdown::Sync).await?;
     println!("{}", describe(&outcome?));
     if let Some(line) = describe_state(&report.state) {
         println!("{line}");

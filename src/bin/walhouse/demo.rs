@@ -7,21 +7,22 @@
 //! checkpoint, writes a small WAL tail, and recovers from the checkpoint plus
 //! the tail, checking the state against the model again.
 
-use crate::runtime::datadir::{wal_dir, DEFAULT_TABLE_DIR};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use walhouse::runtime::datadir::{wal_dir, DEFAULT_TABLE_DIR};
 
-use crate::checkpoint::{
+use walhouse::checkpoint::{
     recover, CheckpointSettings, Checkpointer, Manifest, StateBuilt, StateVersion,
 };
-use crate::per_core_wal::{
+use walhouse::per_core_wal::{
     PerCoreRecoveryManager, PerCoreWalConfig, PerCoreWalError, PerCoreWalManager,
 };
-use crate::runtime::{IngestSettings, Ingester, WriteOp};
-use crate::store::Store;
+use walhouse::runtime::{IngestSettings, WriteOp};
+use walhouse::store::Store;
+use walhouse::{Shutdown, Walhouse};
 
 /// Any error of the demo, with its message.
 pub type DemoError = Box<dyn std::error::Error + Send + Sync>;
@@ -48,8 +49,6 @@ pub struct DemoOptions {
 pub struct DemoReport {
     /// Records written (puts and deletes).
     pub records: u64,
-    /// Cores used.
-    pub cores: usize,
     /// Time to write and sync every record.
     pub ingest: Duration,
     /// fdatasync calls made by the writers.
@@ -185,7 +184,7 @@ async fn write_tail(
     opts: &DemoOptions,
     round: u64,
     checkpoint: bool,
-) -> Result<(u64, Option<crate::checkpoint::CheckpointOutcome>), DemoError> {
+) -> Result<(u64, Option<walhouse::checkpoint::CheckpointOutcome>), DemoError> {
     let settings = IngestSettings {
         cores: opts.cores,
         pin_threads: false,
@@ -194,15 +193,17 @@ async fn write_tail(
         segment_bytes: 16 << 20,
         ..IngestSettings::default()
     };
-    let ingester = Ingester::builder(&opts.data_dir, store.clone())
+    let db = Walhouse::builder(&opts.data_dir, store.clone())
         .settings(settings)
         .open()
         .await?;
     let tail = (opts.records / 100).max(1);
     let mut batch = Vec::new();
+    let mut keys = Vec::new();
     for i in 0..tail {
         let core = usize::try_from(i).unwrap_or(0) % opts.cores;
         let (key, _) = record(core, i * 3 + round);
+        keys.push(key.clone());
         if i % 5 == 4 {
             model.remove(&key);
             batch.push(WriteOp::Delete { key });
@@ -212,11 +213,24 @@ async fn write_tail(
             batch.push(WriteOp::Put { key, value });
         }
         if batch.len() == 1000 {
-            ingester.put_batch(std::mem::take(&mut batch)).await?;
+            db.write(std::mem::take(&mut batch)).await?;
         }
     }
-    ingester.put_batch(batch).await?;
-    let report = ingester.shutdown(checkpoint).await?;
+    db.write(batch).await?;
+    // Every key just written reads back its last write (from memory: no
+    // checkpoint holds them yet).
+    for key in &keys {
+        if db.get(key).await? != model.get(key).cloned() {
+            return Err(format!("get of {key:?} after the tail does not match the model").into());
+        }
+    }
+    let report = db
+        .shutdown(if checkpoint {
+            Shutdown::Checkpoint
+        } else {
+            Shutdown::Sync
+        })
+        .await?;
     Ok((tail, report.final_checkpoint))
 }
 
@@ -342,7 +356,6 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
 
     Ok(DemoReport {
         records: opts.records,
-        cores: opts.cores,
         ingest,
         syncs,
         segments,

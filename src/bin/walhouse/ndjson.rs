@@ -29,7 +29,7 @@ use std::pin::Pin;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 
-use super::{Durable, IngestError, IngestHandle, WriteOp};
+use walhouse::runtime::{Durable, IngestError, IngestHandle, WriteOp};
 
 /// Lines taken from the reader per batch at most.
 const BATCH_LINES: usize = 4096;
@@ -70,18 +70,6 @@ pub enum NdjsonError {
         #[source]
         source: IngestError,
     },
-}
-
-impl NdjsonError {
-    /// What the caller should do.
-    #[must_use]
-    pub fn kind(&self) -> crate::ErrorKind {
-        match self {
-            Self::Malformed { .. } => crate::ErrorKind::InvalidInput,
-            Self::Read { .. } | Self::Ack(_) => crate::ErrorKind::Io,
-            Self::Ingest { source, .. } => source.kind(),
-        }
-    }
 }
 
 /// `lines 1 to 5 are durable and acknowledged`, in words.
