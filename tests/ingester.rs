@@ -251,6 +251,59 @@ async fn a_failed_fsync_poisons_the_core_and_nothing_unsynced_is_acknowledged() 
     ingester.shutdown(false).await.unwrap();
 }
 
+/// A write that fails in the middle of a group poisons the core before the
+/// group's fdatasync: the requests appended before it in that group were
+/// never synced, so none of them is acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_write_in_a_group_acknowledges_none_of_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimFs::new(11);
+    let mut s = settings(1);
+    // Room for the whole group to form before its fdatasync.
+    s.group_commit_delay_us = 20_000;
+    let ingester = Ingester::builder(dir.path(), Store::memory())
+        .settings(s)
+        .file_system(sim.shared())
+        .open()
+        .await
+        .unwrap();
+    ingester.put("before", "ok").await.unwrap();
+    sim.set_crash_at(Some(sim.ops()));
+    // Small puts stay in the writer's buffer; the large one makes it write
+    // to the file, which fails.
+    let mut pending = Vec::new();
+    for i in 0..5 {
+        pending.push(
+            ingester
+                .submit(WriteOp::Put {
+                    key: format!("small{i}").into_bytes(),
+                    value: b"v".to_vec(),
+                })
+                .await
+                .unwrap(),
+        );
+    }
+    pending.push(
+        ingester
+            .submit(WriteOp::Put {
+                key: b"large".to_vec(),
+                value: vec![7; 1 << 20],
+            })
+            .await
+            .unwrap(),
+    );
+    let mut acknowledged = 0;
+    for (i, durable) in pending.into_iter().enumerate() {
+        match durable.await {
+            Ok(()) => acknowledged += 1,
+            Err(e) => println!("request {i}: {e}"),
+        }
+    }
+    println!("a group with a failed write: {acknowledged} of 6 acknowledged");
+    assert_eq!(acknowledged, 0, "nothing of the group was synced");
+    ingester.shutdown(false).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_data_directory_is_locked_and_keeps_its_cores() {
     let dir = tempfile::tempdir().unwrap();

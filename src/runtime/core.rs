@@ -200,7 +200,19 @@ pub(crate) fn run(
             group.push(p);
         }
         let sync = if writer.is_poisoned() {
-            Ok(())
+            // A write of this group (or an earlier one) failed: nothing the
+            // group appended is synced, so none of it is acknowledged,
+            // including the requests appended before the failure.
+            Err(group
+                .iter()
+                .find_map(|p| match &p.result {
+                    Err(e @ IngestError::Poisoned { .. }) => Some(e.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| IngestError::Poisoned {
+                    core_id: writer.core_id(),
+                    cause: "an earlier write failed".to_owned(),
+                }))
         } else {
             let t = Instant::now();
             let r = writer.sync();
