@@ -11,15 +11,10 @@ use walhouse::runtime::{IngestSettings, WriteOp};
 use walhouse::store::Store;
 use walhouse::{ErrorKind, Shutdown, Walhouse};
 
+mod common;
+
 fn settings() -> IngestSettings {
-    IngestSettings {
-        cores: 2,
-        pin_threads: false,
-        // Checkpoints only when the test asks.
-        checkpoint_interval_ms: 0,
-        checkpoint_wal_bytes: 0,
-        ..IngestSettings::default()
-    }
+    common::manual_settings(2)
 }
 
 async fn open(dir: &std::path::Path) -> Walhouse {

@@ -23,13 +23,7 @@ use walhouse::store::Store;
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
 fn settings(cores: usize) -> IngestSettings {
-    IngestSettings {
-        cores,
-        pin_threads: false,
-        checkpoint_interval_ms: 0,
-        checkpoint_wal_bytes: 0,
-        ..IngestSettings::default()
-    }
+    common::manual_settings(cores)
 }
 
 fn apply(model: &mut Model, op: &WriteOp) {

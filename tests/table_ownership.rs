@@ -8,14 +8,10 @@ use walhouse::runtime::datadir::DataDirRecord;
 use walhouse::runtime::{IngestError, IngestSettings, Ingester, Ownership};
 use walhouse::store::Store;
 
+mod common;
+
 fn settings() -> IngestSettings {
-    IngestSettings {
-        cores: 2,
-        pin_threads: false,
-        checkpoint_interval_ms: 0,
-        checkpoint_wal_bytes: 0,
-        ..IngestSettings::default()
-    }
+    common::manual_settings(2)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

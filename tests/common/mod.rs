@@ -10,6 +10,19 @@ use std::sync::Arc;
 use walhouse::per_core_wal::{
     PerCoreWalConfig, PerCoreWalEntry, PerCoreWalManager, WalClock, WalOperation,
 };
+use walhouse::runtime::IngestSettings;
+
+/// Ingest settings for tests: `cores` unpinned cores, and checkpoints only
+/// when the test asks for one.
+pub fn manual_settings(cores: usize) -> IngestSettings {
+    IngestSettings {
+        cores,
+        pin_threads: false,
+        checkpoint_interval_ms: 0,
+        checkpoint_wal_bytes: 0,
+        ..IngestSettings::default()
+    }
+}
 
 /// A clock the test drives: each call returns the current value, then moves
 /// it by `step` (which may be negative: a clock stepping back).
