@@ -14,16 +14,20 @@ use arrow_array::Array;
 use futures::stream::BoxStream;
 use futures::TryStreamExt;
 use object_store::memory::InMemory;
+use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, ObjectMeta, PutMultipartOptions, PutPayload,
-    PutResult, UploadPart,
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult, UploadPart,
 };
-use parquet::file::metadata::PageIndexPolicy;
+use parquet::basic::{Compression, Encoding};
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
 use parquet::file::properties::ReaderProperties;
 use parquet::file::reader::FileReader;
 use parquet::file::serialized_reader::{ReadOptionsBuilder, SerializedFileReader};
 
 use super::changelog::ChangelogColumns;
+use super::encoder::PARALLEL_ENCODE_MIN_BYTES;
+use super::properties::DELTA_COLUMNS;
 use super::*;
 use crate::checkpoint::{changelog_schema, state_schema, CompressionMode};
 use crate::per_core_wal::{
