@@ -35,6 +35,9 @@
 #     the add actions - the deletion vectors' cardinality;
 #   - the keys deleted in round v that were live at v-1 (rows of older files
 #     a DV hides) are absent, and overwritten keys show only the new value;
+#   - point lookups through DataFusion (`SELECT value FROM t WHERE key =
+#     X'..'`, a filtered scan) of keys deleted, overwritten and unchanged at
+#     v and of a key never written == recover --dump after checkpoint v;
 #   - deltalake-python (optional, see PYTHON) returns the same rows;
 #   - delta-rs's changelog op counts at v minus at v-1 == round v's puts,
 #     deletes and commit (and == the manifest's stats);
@@ -158,7 +161,7 @@ for i in range(n):
         puts += 1
         state[key.encode()] = value.encode()
     lines.append(json.dumps({"key": key, "value": value}))
-offset = max(txn.values(), default=0) + len(lines) + rng.randint(0, 5)
+offset = txn.get("kafka-0", 0) + len(lines) + rng.randint(0, 5)
 commit = {"kafka-0": offset}
 if r % 2 == 1:
     commit["kafka-1"] = 10_000 * r + rng.randint(0, 99)
@@ -233,12 +236,29 @@ echo "state table: $dv_files deletion_vector_*.bin files, deletionVector in $dv_
 txn_args=()
 for s in "${SOURCES[@]}"; do txn_args+=(--txn "$s"); done
 rows_compared=0; dv_versions=(); hidden_total=0; overwritten_total=0; py_rows=0
+lookups_total=0
 for v in $(seq 0 "$ROUNDS"); do
-    "$READER" "$TABLE" --version "$v" --changelog "${txn_args[@]}" \
+    # Point lookups (a filtered scan: WHERE key = X'..'): up to 5 keys deleted
+    # at v (live at v-1), 5 overwritten at v, 5 unchanged (v1: 5 live), one
+    # never written;
+    # expected: recover --dump after checkpoint v.
+    python3 - "$EXP/dump-$((v > 0 ? v - 1 : 0)).hex" "$EXP/dump-$v.hex" > "$EXP/lookup-$v" <<'PY'
+import sys
+prev = dict(l.rstrip("\n").split("\t") for l in open(sys.argv[1]))
+cur = dict(l.rstrip("\n").split("\t") for l in open(sys.argv[2]))
+deleted = [k for k in prev if k not in cur][:5]
+overwritten = [k for k in prev if k in cur and cur[k] != prev[k]][:5]
+same = [k for k in cur if prev.get(k) == cur[k]][:5] or list(cur)[:5]
+for k in deleted + overwritten + same + ["ff00"]:
+    print(f"lookup\t{k}\t{cur.get(k, 'absent')}")
+PY
+    lookup_args=()
+    while IFS=$'\t' read -r _ k _; do lookup_args+=(--lookup "$k"); done < "$EXP/lookup-$v"
+    "$READER" "$TABLE" --version "$v" --changelog "${txn_args[@]}" "${lookup_args[@]}" \
         > "$OUT/v$v.out" 2> "$OUT/v$v.stderr" \
         || die "delta-rs-reader --version $v failed: $(cat "$OUT/v$v.stderr")"
     grep -E '^[0-9a-f]*'$'\t''[0-9a-f]*$' "$OUT/v$v.out" > "$OUT/state-$v.hex" || true
-    other=$(grep -cvE '^[0-9a-f]*'$'\t''[0-9a-f]*$|^changelog'$'\t''|^txn'$'\t' "$OUT/v$v.out" || true)
+    other=$(grep -cvE '^[0-9a-f]*'$'\t''[0-9a-f]*$|^(changelog|txn|lookup)'$'\t' "$OUT/v$v.out" || true)
     [ "$other" = 0 ] || die "v$v: $other unexpected lines in delta-rs-reader's output ($OUT/v$v.out)"
 
     # State rows: in key order (bytewise = hex order under LC_ALL=C), equal to
@@ -252,6 +272,12 @@ for v in $(seq 0 "$ROUNDS"); do
     cmp -s "$EXP/dump-$v.hex" "$EXP/model-$v.hex" || die "walhouse recover --dump after checkpoint $v != the model"
     n=$(wc -l < "$OUT/state-$v.hex")
     rows_compared=$((rows_compared + n))
+    grep "^lookup"$'\t' "$OUT/v$v.out" > "$OUT/lookup-$v" || true
+    if ! cmp -s "$OUT/lookup-$v" "$EXP/lookup-$v"; then
+        diff "$EXP/lookup-$v" "$OUT/lookup-$v" >&2 || true
+        die "v$v: delta-rs point lookups (WHERE key = X'..') != recover --dump (table kept: $TABLE)"
+    fi
+    nl=$(wc -l < "$EXP/lookup-$v"); lookups_total=$((lookups_total + nl))
 
     # What delta-rs saw in the log: files with DVs and their cardinality.
     info=$(grep '^# state' "$OUT/v$v.stderr")
@@ -275,7 +301,7 @@ PY
         dv_versions+=("$v")
         hidden_total=$((hidden_total + hidden)); overwritten_total=$((overwritten_total + overwritten))
     fi
-    desc="v$v: $n rows = recover --dump = model; $dvf files with DVs, $phys physical rows, $del hidden by DVs"
+    desc="v$v: $n rows = recover --dump = model, $nl lookups; $dvf files with DVs, $phys physical rows, $del hidden by DVs"
     [ "$v" -ge 1 ] && desc+=" ($hidden keys live at v$((v - 1)) deleted, $overwritten overwritten)"
 
     # Changelog: ops at v minus at v-1 = round v's.
@@ -336,9 +362,9 @@ latest=$ROUNDS
 py_note="deltalake-python not run (no venv with deltalake; PYTHON=...)"
 [ -n "$PYTHON" ] && py_note="deltalake-python $("$PYTHON" -c 'import deltalake; print(deltalake.__version__)') agreed on all $py_rows rows"
 ok=1
-echo "delta-rs-reader check: state v0..v$ROUNDS (latest $latest and $ROUNDS older) read by delta-rs through DataFusion" \
+echo "delta-rs-reader check: state v0..v$ROUNDS (the latest, $latest, and the $ROUNDS older ones) read by delta-rs through DataFusion" \
      "= walhouse recover --dump after each checkpoint = model, $rows_compared rows compared;" \
      "deletion vectors at versions ${dv_versions[*]} ($dv_files .bin files) applied: $hidden_total deleted keys" \
      "hidden, $overwritten_total overwritten keys with only the new value; changelog op counts, manifest stats" \
-     "and txn (${SOURCES[*]}) on both tables at every version agree; walhouse verify passed; $py_note"
+     "and txn (${SOURCES[*]}) on both tables at every version agree; $lookups_total point lookups agree; walhouse verify passed; $py_note"
 echo "delta-rs-reader: 1 passed, 0 failed"

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! delta-rs-reader TABLE_ROOT [--version N] [--changelog] [--txn APPID]...
+//!                 [--lookup HEXKEY]... [--sql QUERY]
 //! ```
 //!
 //! TABLE_ROOT is a local folder: a walhouse store root holding the Delta
@@ -18,7 +19,16 @@
 //! - with `--txn APPID` (repeatable): `txn<TAB>TABLE<TAB>APPID<TAB>VERSION`
 //!   (VERSION `none` when the snapshot has no txn for that app id) for both
 //!   tables at version N, from the snapshot's application transaction
-//!   version (`DeltaTableState::transaction_version`).
+//!   version (`DeltaTableState::transaction_version`);
+//! - with `--lookup HEXKEY` (repeatable): `lookup<TAB>HEXKEY<TAB>hex(value)`,
+//!   or `absent`, from `SELECT value FROM t WHERE key = X'HEXKEY'` on the
+//!   state table at version N (a filtered scan: predicate pushed into the
+//!   Parquet scan of files that have deletion vectors);
+//! - with `--sql QUERY`: QUERY over the state table at version N (as `t`),
+//!   printed as a table, after everything else (for looking around).
+//!
+//! SQL runs in delta-rs's DataFusion session (`create_session()`);
+//! `DELTA_RS_READER_PLAIN_SESSION=1` uses a plain `SessionContext::new()`.
 //!
 //! Hex lines hold only `0-9a-f` and a tab, so they never start like the
 //! `changelog`/`txn` lines. On stderr: one `#` line per table with its version,
@@ -47,16 +57,30 @@ struct Args {
     version: Option<u64>,
     changelog: bool,
     txn: Vec<String>,
+    lookup: Vec<Vec<u8>>,
+    sql: Option<String>,
 }
 
-const USAGE: &str =
-    "usage: delta-rs-reader TABLE_ROOT [--version N] [--changelog] [--txn APPID]...";
+const USAGE: &str = "usage: delta-rs-reader TABLE_ROOT [--version N] [--changelog] \
+                     [--txn APPID]... [--lookup HEXKEY]... [--sql QUERY]";
+
+fn unhex(s: &str) -> Result<Vec<u8>, Error> {
+    if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("--lookup {s}: not an even number of hex digits").into());
+    }
+    Ok((0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect())
+}
 
 fn parse_args() -> Result<Args, Error> {
     let mut root = None;
     let mut version = None;
     let mut changelog = false;
     let mut txn = Vec::new();
+    let mut lookup = Vec::new();
+    let mut sql = None;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -69,6 +93,8 @@ fn parse_args() -> Result<Args, Error> {
             }
             "--changelog" => changelog = true,
             "--txn" => txn.push(it.next().ok_or("--txn needs an app id")?),
+            "--lookup" => lookup.push(unhex(&it.next().ok_or("--lookup needs a hex key")?)?),
+            "--sql" => sql = Some(it.next().ok_or("--sql needs a query")?),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -84,6 +110,8 @@ fn parse_args() -> Result<Args, Error> {
         version,
         changelog,
         txn,
+        lookup,
+        sql,
     })
 }
 
@@ -130,8 +158,20 @@ fn file_stats(table: &DeltaTable) -> Result<(usize, usize, Option<u64>, u64), Er
 }
 
 /// Runs `sql` over `table` registered as `t` in a delta-rs DataFusion session.
+/// delta-rs's DataFusion session (`deltalake::delta_datafusion::create_session`:
+/// its planner and settings); with `DELTA_RS_READER_PLAIN_SESSION=1`, a plain
+/// `SessionContext::new()` instead, to see what a DataFusion user who only
+/// registers the table provider gets.
+fn session() -> SessionContext {
+    if std::env::var_os("DELTA_RS_READER_PLAIN_SESSION").is_some_and(|v| v == "1") {
+        SessionContext::new()
+    } else {
+        create_session().into_inner()
+    }
+}
+
 async fn query(table: &DeltaTable, sql: &str) -> Result<Vec<RecordBatch>, Error> {
-    let ctx: SessionContext = create_session().into_inner();
+    let ctx = session();
     table.update_datafusion_session(&ctx.state())?;
     let provider = table.table_provider().await?;
     ctx.register_table("t", provider)?;
@@ -262,7 +302,33 @@ async fn run(args: Args) -> Result<(), Error> {
             )?;
         }
     }
+    for key in &args.lookup {
+        let mut k = String::new();
+        hex(&mut k, key);
+        let batches = query(&state, &format!("SELECT value FROM t WHERE key = X'{k}'")).await?;
+        let mut found = Vec::new();
+        for batch in &batches {
+            let values = binary_column(batch, 0)?;
+            let values = values.as_binary::<i32>();
+            for r in 0..batch.num_rows() {
+                let mut v = String::new();
+                hex(&mut v, values.value(r));
+                found.push(v);
+            }
+        }
+        match found.len() {
+            0 => writeln!(stdout, "lookup\t{k}\tabsent")?,
+            1 => writeln!(stdout, "lookup\t{k}\t{}", found[0])?,
+            n => return Err(format!("lookup {k}: {n} rows ({})", found.join(", ")).into()),
+        }
+    }
     stdout.flush()?;
+    if let Some(sql) = &args.sql {
+        let ctx = session();
+        state.update_datafusion_session(&ctx.state())?;
+        ctx.register_table("t", state.table_provider().await?)?;
+        ctx.sql(sql).await?.show().await?;
+    }
     Ok(())
 }
 
