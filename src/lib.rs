@@ -14,6 +14,7 @@
 //! - [`malloc`]: glibc malloc thresholds for checkpoint work (opt-in, for
 //!   `main`).
 
+pub(crate) mod arena;
 pub mod checkpoint;
 mod error;
 pub mod malloc;

@@ -128,6 +128,11 @@ fn checkpoint_asks_the_running_ingest_and_recover_waits_for_the_lock() {
         "{}",
         text(&got.stderr)
     );
+    assert!(
+        text(&got.stderr).contains("a running walhouse holds"),
+        "{}",
+        text(&got.stderr)
+    );
     let missing = walhouse(&["get", "nope"], dir.path()).output().unwrap();
     assert!(!missing.status.success());
     assert!(

@@ -338,7 +338,7 @@ fn a_missing_checkpoint_or_key_is_named_in_words() {
         ),
         (
             vec!["get", "nope"],
-            "key \"nope\" not found at checkpoint 3",
+            "key \"nope\" not found in checkpoint 3 nor in the 0 records of the WAL after it",
         ),
         (
             vec!["get", "k25", "--checkpoint", "2"],
@@ -367,8 +367,8 @@ fn a_missing_checkpoint_or_key_is_named_in_words() {
             "no checkpoint 1; the table has no checkpoint yet",
         ),
         (
-            vec!["get", "k0"],
-            "key \"k0\" not found: the table has no checkpoint yet",
+            vec!["get", "nope"],
+            "key \"nope\" not found in the 1 record of the WAL (no checkpoint yet)",
         ),
     ] {
         let mut args = args.clone();
@@ -387,4 +387,55 @@ fn a_missing_checkpoint_or_key_is_named_in_words() {
         text(&out.stdout)
     );
     println!("{checked} lookups and verifications of a checkpoint or key that is not there: non-zero exit, said in words which checkpoints the table has");
+}
+
+#[test]
+fn get_reads_the_wal_after_the_newest_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("d");
+    let ingest = |input: &str| {
+        let out = run_with_input(
+            &["ingest", "--data-dir", p(&d), "--cores", "2", "--no-pin"],
+            input,
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    ingest(&lines(0, 1));
+    let out = run(&["get", "k0", "--data-dir", p(&d)]);
+    assert!(
+        out.status.success(),
+        "k0, only in the WAL: {}",
+        text(&out.stderr)
+    );
+    assert_eq!(text(&out.stdout), "v0\n");
+    ingest(&lines(1, 30));
+    let out = run(&["checkpoint", "--data-dir", p(&d)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    ingest("{\"key\":\"k40\",\"value\":\"v40\"}\n{\"key\":\"k25\",\"value\":null}\n");
+    let mut checked = 0;
+    for (key, want) in [("k40", Some("v40\n")), ("k3", Some("v3\n")), ("k25", None)] {
+        let out = run(&["get", key, "--data-dir", p(&d)]);
+        let said = assert_for_people(&format!("get {key}"), &out);
+        if let Some(value) = want {
+            assert!(out.status.success(), "get {key}: {said}");
+            assert_eq!(text(&out.stdout), value, "get {key}");
+        } else {
+            assert!(
+                !out.status.success(),
+                "deleted in the WAL, yet found: {said}"
+            );
+            assert!(
+                said.contains(
+                    "key \"k25\" not found in checkpoint 1 nor in the 2 records of the WAL after it"
+                ),
+                "{said}"
+            );
+        }
+        checked += 1;
+    }
+    // The checkpoint alone still answers with --checkpoint.
+    let out = run(&["get", "k25", "--checkpoint", "1", "--data-dir", p(&d)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "v25\n");
+    println!("{checked} lookups after checkpoint 1 read the WAL after it (a put, a key of the checkpoint, a delete); --checkpoint 1 reads the checkpoint alone");
 }

@@ -242,11 +242,29 @@ async fn reads_see_every_acknowledged_write_while_checkpoints_run() {
         for back in [3, 11, 29] {
             if let Some(j) = i.checked_sub(back) {
                 let k = key(j * 13);
-                assert_eq!(
-                    db.get(&k).await.unwrap(),
-                    model.get(&k).cloned(),
-                    "key of write {j} after write {i}"
-                );
+                let got = db.get(&k).await.unwrap();
+                if got != model.get(&k).cloned() {
+                    // What a failure needs to be told apart: a read that
+                    // raced a checkpoint (a second read differs) or a
+                    // checkpoint without the write (a fresh reader of the
+                    // store agrees with the first).
+                    let again = db.get(&k).await.unwrap();
+                    let fresh = walhouse::checkpoint::CheckpointReader::open(
+                        Store::local(&tmp.path().join("table")).unwrap(),
+                        walhouse::checkpoint::LookupSettings::default(),
+                    );
+                    let newest = fresh
+                        .newest()
+                        .await
+                        .unwrap()
+                        .map(|m| (m.checkpoint, m.epochs));
+                    panic!(
+                        "key of write {j} after write {i}: read {got:?}, expected {:?}; read again \
+                         {again:?}; a fresh reader of checkpoint {newest:?} reads {:?}",
+                        model.get(&k),
+                        fresh.get(&k).await.unwrap()
+                    );
+                }
             }
         }
         if i % 100 == 99 {

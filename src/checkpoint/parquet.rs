@@ -46,7 +46,9 @@ use upload::{PartWriter, Upload};
 #[cfg(test)]
 pub(crate) use changelog::write_changelog;
 pub(crate) use changelog::{write_changelog_tee, ChangelogBatch, ChangelogSummary};
-pub(crate) use read::{file_crc32c, open_parquet_columns, open_parquet_stream, read_error};
+pub(crate) use read::{
+    file_crc32c, load_metadata, open_parquet_columns, open_parquet_stream, read_error,
+};
 
 /// Multipart parts uploading at once per file; with the part being filled,
 /// an upload holds at most this many + 1 parts of `upload_part_bytes`.

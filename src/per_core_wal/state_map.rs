@@ -16,46 +16,42 @@ use std::fmt;
 
 use bytes::Bytes;
 
-/// Bits of a packed position that hold the offset in its arena (1 TiB); the
-/// bits above hold the arena's number.
-pub(crate) const AT_BITS: u32 = 40;
+use crate::arena::{bytes, Pos};
 
-/// Where one key and its value are, in 16 bytes: the arena's number and the
-/// key's offset in it, packed ([`AT_BITS`]). The value follows the key in
-/// every arena: a WAL record holds the key then the value, and the arenas
-/// built here append them so.
+/// Where one key and its value are, in 16 bytes: the key's [`Pos`] and
+/// both lengths. The value follows the key in every arena: a WAL record
+/// holds the key then the value, and the arenas built here append them so.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Slot {
-    at: u64,
+    pos: Pos,
     pub(crate) key_len: u32,
     pub(crate) value_len: u32,
 }
 
 impl Slot {
+    /// # Panics
+    ///
+    /// If the position does not fit a [`Pos`] (arenas of at most 1 TiB, at
+    /// most 16 M of them): replay checks this when it reads the segments.
     pub(crate) fn new(arena: usize, key_at: u64, key_len: u32, value_len: u32) -> Self {
-        let arena = u64::try_from(arena).expect("arena numbers fit in 64 bits");
-        assert!(
-            key_at >> AT_BITS == 0 && arena >> (64 - AT_BITS) == 0,
-            "arenas of at most 1 TiB, at most 16 M of them"
-        );
         Self {
-            at: (arena << AT_BITS) | key_at,
+            pos: Pos::new(arena, key_at).expect("arenas of at most 1 TiB, at most 16 M of them"),
             key_len,
             value_len,
         }
     }
 
     pub(crate) fn arena(&self) -> usize {
-        usize::try_from(self.at >> AT_BITS).expect("arena numbers fit")
+        self.pos.arena()
     }
 
     pub(crate) fn key_at(&self) -> u64 {
-        self.at & ((1 << AT_BITS) - 1)
+        self.pos.at()
     }
 
     /// The key's bytes in `arenas`.
     pub(crate) fn key<'a>(&self, arenas: &'a [Bytes]) -> &'a [u8] {
-        bytes(&arenas[self.arena()], self.key_at(), self.key_len)
+        self.pos.bytes(arenas, self.key_len)
     }
 
     /// The value's bytes in `arenas`.
@@ -197,12 +193,6 @@ impl StateMap {
         arenas.push(Bytes::from(arena));
         Self::from_parts(arenas, slots)
     }
-}
-
-/// `arena[at..at + len]`.
-pub(crate) fn bytes(arena: &[u8], at: u64, len: u32) -> &[u8] {
-    let at = usize::try_from(at).expect("arena offsets fit in memory");
-    &arena[at..at + len as usize]
 }
 
 /// Appends `key` then `value` to `arena` (number `id`) and returns their slot.

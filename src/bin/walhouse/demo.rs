@@ -1,28 +1,25 @@
-//! The demo job: what `walhouse demo` runs. It writes synthetic records on
-//! every core (each writer on its own thread), advances the epoch while they
-//! write (so every core rotates), merges and checks the order, reopens the
-//! WAL as after a restart, replays it and checks the state against a model
-//! of what was written, then checkpoints everything as Parquet tables on the
-//! store (a folder under the data directory by default), verifies the
-//! checkpoint, writes a small WAL tail, and recovers from the checkpoint plus
-//! the tail, checking the state against the model again.
+//! The demo job: what `walhouse demo` runs, through the front door
+//! ([`Walhouse`]) alone. One producer per core writes synthetic records in
+//! durable batches; the process stops with the records only in the WAL and
+//! reopens (recovery replays the WAL), checks every key against a model of
+//! what was written, and checkpoints everything as Delta Lake tables on the
+//! store (a folder under the data directory by default), verifying the
+//! checkpoint; then a small round of overwrites and deletes becomes a
+//! second checkpoint (deletion vectors on the state table), and a last one
+//! stays in the WAL: the process reopens once more from the checkpoint plus
+//! that tail and checks the state against the model again.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use walhouse::runtime::datadir::{wal_dir, DEFAULT_TABLE_DIR};
 
-use walhouse::checkpoint::{
-    recover, CheckpointSettings, Checkpointer, Manifest, StateBuilt, StateVersion,
-};
-use walhouse::per_core_wal::{
-    PerCoreRecoveryManager, PerCoreWalConfig, PerCoreWalError, PerCoreWalManager,
-};
+use walhouse::checkpoint::{CheckpointOutcome, Manifest, StateBuilt, StateVersion};
+use walhouse::runtime::datadir::{wal_dir, DEFAULT_TABLE_DIR};
 use walhouse::runtime::{IngestSettings, WriteOp};
 use walhouse::store::Store;
-use walhouse::{Shutdown, Walhouse};
+use walhouse::{Reads, Shutdown, Walhouse};
 
 /// Any error of the demo, with its message.
 pub type DemoError = Box<dyn std::error::Error + Send + Sync>;
@@ -57,11 +54,8 @@ pub struct DemoReport {
     pub segments: usize,
     /// Bytes of the WAL on disk after ingest.
     pub wal_bytes: u64,
-    /// Entries the streaming merge returned (records plus barriers).
-    pub merged: u64,
-    /// Time of the streaming merge.
-    pub merge: Duration,
-    /// Time of the checkpoint (seal, Parquet upload, manifest, WAL removal).
+    /// Time of the checkpoint (seal, Parquet upload, Delta commit, WAL
+    /// removal).
     pub checkpoint: Duration,
     /// Time of the `state` table's version 1 (a full snapshot), built after
     /// the checkpoint's commit.
@@ -81,15 +75,15 @@ pub struct DemoReport {
     pub removed_segments: usize,
     /// The store holding the tables.
     pub table: String,
-    /// Records written after the second checkpoint (the WAL tail).
-    pub tail: u64,
-    /// Time to recover from the second checkpoint plus the WAL tail.
+    /// Time to reopen from the second checkpoint plus the WAL tail.
     pub full_recovery: Duration,
-    /// WAL entries that recovery replayed on top of the checkpoint.
-    pub full_recovery_replayed: usize,
-    /// Entries replayed by recovery after the restart.
-    pub replayed: usize,
-    /// Time of the recovery.
+    /// Puts and deletes that reopening read from the WAL after the
+    /// checkpoint.
+    pub full_recovery_replayed: u64,
+    /// Puts and deletes read from the WAL by the first reopen (no
+    /// checkpoint yet).
+    pub replayed: u64,
+    /// Time of the first reopen.
     pub recovery: Duration,
     /// Live keys in the recovered state.
     pub live_keys: usize,
@@ -112,91 +106,79 @@ fn record(core: usize, i: u64) -> (Vec<u8>, Option<[u8; 100]>) {
     (key, Some(value))
 }
 
-/// Writes the records on every core, each writer on its own thread, moving
-/// every core to epoch 1 while they write. Returns the time it took, the
-/// fdatasync calls and the epoch the cores ended in.
-fn ingest(
-    manager: &mut PerCoreWalManager,
-    opts: &DemoOptions,
-) -> Result<(Duration, u64, u64), PerCoreWalError> {
-    let per_core = opts.records / opts.cores as u64;
-    let extra = opts.records % opts.cores as u64;
-    let started = Instant::now();
-    let mut handles = Vec::new();
-    for core in 0..opts.cores {
-        let mut writer = manager.take_writer(core)?;
-        let count = per_core + u64::from((core as u64) < extra);
-        let sync_every = opts.sync_every.max(1);
-        let progress = opts.progress.clone();
-        handles.push(std::thread::spawn(move || -> Result<_, PerCoreWalError> {
-            let mut syncs = 0u64;
-            for i in 0..count {
-                match record(core, i) {
-                    (key, Some(value)) => writer.append_put(&key, &value)?,
-                    (key, None) => writer.append_delete(&key)?,
-                };
-                if i % sync_every == sync_every - 1 {
-                    writer.sync()?;
-                    syncs += 1;
-                    if let Some(p) = &progress {
-                        p.fetch_add(sync_every, Ordering::Relaxed);
-                    }
-                }
-            }
-            writer.append_epoch_barrier()?;
-            writer.sync()?;
-            Ok((writer, syncs + 1))
-        }));
-        if core == 0 {
-            // Let the writers get going, then move every core to epoch 1:
-            // detached writers pick it up at their next append and rotate.
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    std::thread::sleep(Duration::from_millis(10));
-    let epoch = manager.advance_epoch();
-    manager.set_epoch_all(epoch);
-    let mut syncs = 0;
-    for handle in handles {
-        let (writer, n) = handle
-            .join()
-            .map_err(|p| PerCoreWalError::ThreadPanicked {
-                thread: "a demo writer thread",
-                message: panic_message(p.as_ref()),
-            })??;
-        syncs += n;
-        manager.attach_writer(writer)?;
-    }
-    // Cores that finished before seeing epoch 1 get there now.
-    manager.write_epoch_barrier_all()?;
-    manager.sync_all()?;
-    Ok((started.elapsed(), syncs, epoch))
-}
-
-/// Writes 1 % of the records again after the checkpoint through the
-/// thread-per-core [`Ingester`] (durable acknowledgements, group commit):
-/// overwrites and deletes of existing keys (other keys in each `round`),
-/// applied to `model` too. With `checkpoint`, the ingester checkpoints them
-/// when it shuts down and returns that checkpoint.
-async fn write_tail(
-    store: &Store,
-    model: &mut BTreeMap<Vec<u8>, Vec<u8>>,
-    opts: &DemoOptions,
-    round: u64,
-    checkpoint: bool,
-) -> Result<(u64, Option<walhouse::checkpoint::CheckpointOutcome>), DemoError> {
-    let settings = IngestSettings {
-        cores: opts.cores,
+/// The settings of every open: `cores` core threads, checkpoints only when
+/// the demo asks, 16 MiB segments (so the ingest rotates segments).
+fn settings(cores: usize) -> IngestSettings {
+    IngestSettings {
+        cores,
         pin_threads: false,
         checkpoint_interval_ms: 0,
         checkpoint_wal_bytes: 0,
         segment_bytes: 16 << 20,
         ..IngestSettings::default()
-    };
-    let db = Walhouse::builder(&opts.data_dir, store.clone())
-        .settings(settings)
+    }
+}
+
+async fn open(opts: &DemoOptions, store: &Store, reads: Reads) -> Result<Walhouse, DemoError> {
+    Ok(Walhouse::builder(&opts.data_dir, store.clone())
+        .settings(settings(opts.cores))
+        .reads(reads)
         .open()
-        .await?;
+        .await?)
+}
+
+/// Writes the records: one producer task per core label (`record(core, i)`),
+/// each in durable batches of `sync_every`, in order, so a key's last write
+/// is its last record. Returns the time it took.
+async fn ingest(db: &Walhouse, opts: &DemoOptions) -> Result<Duration, DemoError> {
+    let per_core = opts.records / opts.cores as u64;
+    let extra = opts.records % opts.cores as u64;
+    let batch = usize::try_from(opts.sync_every.max(1)).unwrap_or(usize::MAX);
+    let started = Instant::now();
+    let mut producers = Vec::new();
+    for core in 0..opts.cores {
+        let handle = db.handle();
+        let count = per_core + u64::from((core as u64) < extra);
+        let progress = opts.progress.clone();
+        producers.push(tokio::spawn(async move {
+            let mut pending = Vec::with_capacity(batch);
+            for i in 0..count {
+                pending.push(match record(core, i) {
+                    (key, Some(value)) => WriteOp::Put {
+                        key,
+                        value: value.to_vec(),
+                    },
+                    (key, None) => WriteOp::Delete { key },
+                });
+                if pending.len() == batch || i + 1 == count {
+                    let n = pending.len() as u64;
+                    handle
+                        .put_batch(std::mem::replace(&mut pending, Vec::with_capacity(batch)))
+                        .await?;
+                    if let Some(p) = &progress {
+                        p.fetch_add(n, Ordering::Relaxed);
+                    }
+                }
+            }
+            Ok::<_, walhouse::runtime::IngestError>(())
+        }));
+    }
+    for p in producers {
+        p.await
+            .map_err(|e| format!("a demo producer task failed: {e}"))??;
+    }
+    Ok(started.elapsed())
+}
+
+/// Writes 1 % of the records again: overwrites and deletes of existing
+/// keys (other keys in each `round`), applied to `model` too, then reads
+/// every key written back. Returns how many it wrote.
+async fn write_tail(
+    db: &Walhouse,
+    model: &mut BTreeMap<Vec<u8>, Vec<u8>>,
+    opts: &DemoOptions,
+    round: u64,
+) -> Result<u64, DemoError> {
     let tail = (opts.records / 100).max(1);
     let mut batch = Vec::new();
     let mut keys = Vec::new();
@@ -224,135 +206,132 @@ async fn write_tail(
             return Err(format!("get of {key:?} after the tail does not match the model").into());
         }
     }
-    let report = db
-        .shutdown(if checkpoint {
-            Shutdown::Checkpoint
-        } else {
-            Shutdown::Sync
-        })
-        .await?;
-    Ok((tail, report.final_checkpoint))
+    Ok(tail)
 }
 
-/// The last write of every key the ingest wrote (`None`: deleted).
-fn model_of(opts: &DemoOptions, per_core: u64, extra: u64) -> BTreeMap<Vec<u8>, Option<[u8; 100]>> {
+/// The last write of every key the ingest wrote, deletes left out.
+fn model_of(opts: &DemoOptions) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let per_core = opts.records / opts.cores as u64;
+    let extra = opts.records % opts.cores as u64;
     let mut model = BTreeMap::new();
     for core in 0..opts.cores {
         let count = per_core + u64::from((core as u64) < extra);
         for i in 0..count {
-            let (key, value) = record(core, i);
-            model.insert(key, value);
+            match record(core, i) {
+                (key, Some(value)) => model.insert(key, value.to_vec()),
+                (key, None) => model.remove(&key),
+            };
         }
     }
     model
 }
 
-/// Merges every segment and checks the order; returns the entries and the
-/// time taken.
-fn check_merge(manager: &PerCoreWalManager) -> Result<(u64, Duration), DemoError> {
-    let started = Instant::now();
-    let mut stream = manager.merge_stream()?;
-    let mut last = None;
-    while let Some(entry) = stream.next_ref() {
-        let key = entry?.order_key();
-        if last.is_some_and(|l| l >= key) {
-            return Err(format!("merge out of order at {key:?}").into());
+/// The WAL's segment files and their bytes.
+fn wal_files(data_dir: &Path) -> Result<(usize, u64), DemoError> {
+    let dir = wal_dir(data_dir);
+    let mut files = 0;
+    let mut bytes = 0;
+    for entry in std::fs::read_dir(&dir).map_err(|e| format!("list {}: {e}", dir.display()))? {
+        let meta = entry
+            .and_then(|e| e.metadata())
+            .map_err(|e| format!("list {}: {e}", dir.display()))?;
+        if meta.is_file() {
+            files += 1;
+            bytes += meta.len();
         }
-        last = Some(key);
     }
-    Ok((stream.entries(), started.elapsed()))
+    Ok((files, bytes))
+}
+
+/// Whether every key of `model`, and no other, is in `db` with its value.
+async fn matches(db: &Walhouse, model: &BTreeMap<Vec<u8>, Vec<u8>>) -> Result<bool, DemoError> {
+    let all = db.scan(..).await?;
+    Ok(all.len() == model.len()
+        && all
+            .iter()
+            .zip(model)
+            .all(|((k, v), (mk, mv))| k == mk && v == mv))
 }
 
 /// Runs the demo.
 pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
-    let wal_dir = wal_dir(&opts.data_dir);
-    let config = PerCoreWalConfig::new(&wal_dir, opts.cores).with_segment_bytes(16 << 20);
-    let mut manager = PerCoreWalManager::new(config.clone())?;
-    let base_sequence = manager.next_sequences();
-    let per_core = opts.records / opts.cores as u64;
-    let extra = opts.records % opts.cores as u64;
-
-    let (ingest, syncs, _) = ingest(&mut manager, opts)?;
-    let segments = std::fs::read_dir(&wal_dir)
-        .map_err(|e| PerCoreWalError::Io {
-            op: "list WAL directory",
-            path: wal_dir.clone(),
-            source: e,
-        })?
-        .count();
-    let wal_bytes = manager.total_size();
-
-    let (merged, merge) = check_merge(&manager)?;
-    drop(manager);
-
-    // Restart: recovery replays the whole WAL; its state must be exactly the
-    // model of every record written (a key lives on one core, so the order of
-    // that core's records decides its value).
-    let started = Instant::now();
-    let recovered = PerCoreRecoveryManager::new(config.clone()).recover()?;
-    let recovery = started.elapsed();
-    let model = model_of(opts, per_core, extra);
-    let live: BTreeMap<&[u8], &[u8]> = model
-        .iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| (k.as_slice(), v.as_slice())))
-        .collect();
-    let mut verified = recovered.state.len() == live.len()
-        && recovered.state.iter().all(|(k, v)| live.get(k) == Some(&v));
-
-    // Checkpoint: every sealed epoch becomes Parquet on the store, committed
-    // by a manifest; then the covered WAL segments are removed.
-    let mut manager = PerCoreWalManager::open(config.clone())?;
-    let store = match &opts.store {
-        Some(url) => Store::from_url(url)?,
-        None => Store::local(&opts.data_dir.join(DEFAULT_TABLE_DIR))?,
-    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(store.probe())?;
-    let checkpointer = Checkpointer::new(store, CheckpointSettings::default())?;
+    runtime.block_on(run_demo(opts))
+}
+
+async fn run_demo(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
+    let store = match &opts.store {
+        Some(url) => Store::from_url(url)?,
+        None => Store::local(&opts.data_dir.join(DEFAULT_TABLE_DIR))?,
+    };
+    // Ingest, then stop with everything only in the WAL (no lookups asked
+    // of this run: nothing is held in memory for them).
+    let db = open(opts, &store, Reads::Checkpointed).await?;
+    let ingest = ingest(&db, opts).await?;
+    let syncs = db.metrics().fsyncs;
+    let (segments, wal_bytes) = wal_files(&opts.data_dir)?;
+    db.shutdown(Shutdown::Sync).await?;
+
+    // Restart: opening replays the WAL; every key reads back its last
+    // write (a key lives on one core, so that core's order decides).
     let started = Instant::now();
-    let outcome = runtime.block_on(checkpointer.checkpoint(&mut manager))?;
+    let db = open(opts, &store, Reads::Live).await?;
+    let recovery = started.elapsed();
+    let replayed = db.opened().tail_entries;
+    let mut model = model_of(opts);
+    let mut verified = matches(&db, &model).await?;
+    let live_keys = model.len();
+
+    // Checkpoint 1: every record becomes version 1 of the Delta tables;
+    // then the covered WAL segments are removed.
+    let started = Instant::now();
+    let outcome: CheckpointOutcome = db.checkpoint().await?;
     let checkpoint = started.elapsed();
     let started = Instant::now();
-    let first_state = runtime.block_on(checkpointer.finish_state())?;
+    let first_state = db.checkpointer().finish_state().await?;
     let state_time = started.elapsed();
-    let report = runtime.block_on(checkpointer.verify(None))?;
+    let report = db.checkpointer().verify(None).await?;
     verified &= report.is_ok() && report.state_version;
-    verified &= outcome.manifest.stats.entries == merged;
-    verified &= first_state.keys == Some(live.len() as u64);
-    verified &= manager
-        .next_sequences()
-        .iter()
-        .zip(&base_sequence)
-        .all(|(n, b)| *n > *b);
+    verified &= outcome.manifest.stats.puts + outcome.manifest.stats.deletes == opts.records;
+    verified &= first_state.keys == Some(live_keys as u64);
+    // Read back from the checkpoint now (memory no longer holds them).
+    verified &= matches(&db, &model).await?;
 
     // Checkpoint 2: overwrite and delete a few keys of every core; the
     // state table's version 2 adds them as a new file and marks their old
     // rows in deletion vectors over checkpoint 1's snapshot.
-    let mut model: BTreeMap<Vec<u8>, Vec<u8>> =
-        live.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
-    drop(manager);
-    let (_, second) =
-        runtime.block_on(write_tail(checkpointer.store(), &mut model, opts, 0, true))?;
-    let second = second.ok_or("the second checkpoint found nothing to checkpoint")?;
-    let second_state = runtime
-        .block_on(checkpointer.state_version(second.manifest.checkpoint))?
-        .ok_or("the ingester's shutdown did not build the state table's version 2")?;
-    verified &= runtime.block_on(checkpointer.verify(None))?.is_ok();
+    write_tail(&db, &mut model, opts, 0).await?;
+    let second = db
+        .shutdown(Shutdown::Checkpoint)
+        .await?
+        .final_checkpoint
+        .ok_or("the second checkpoint found nothing to checkpoint")?;
+    let db = open(opts, &store, Reads::Live).await?;
+    let second_state = db
+        .checkpointer()
+        .state_version(second.manifest.checkpoint)
+        .await?
+        .ok_or("the shutdown did not build the state table's version 2")?;
+    verified &= db.checkpointer().verify(None).await?.is_ok();
     verified &= second_state.keys == model.len() as u64;
     verified &= second.manifest.checkpoint == outcome.manifest.checkpoint + 1;
 
-    // A WAL tail after the second checkpoint, then restart and recover from
-    // the checkpoint plus the tail.
-    let (tail, _) =
-        runtime.block_on(write_tail(checkpointer.store(), &mut model, opts, 1, false))?;
+    // A WAL tail after the second checkpoint, then restart from the
+    // checkpoint plus the tail.
+    let tail = write_tail(&db, &mut model, opts, 1).await?;
+    db.shutdown(Shutdown::Sync).await?;
     let started = Instant::now();
-    let recovered_all = runtime.block_on(recover(checkpointer.store(), &config))?;
+    let db = open(opts, &store, Reads::Live).await?;
     let full_recovery = started.elapsed();
-    verified &= recovered_all.state.state == model;
-    verified &= recovered_all.checkpoint == Some(second.manifest.checkpoint);
+    let opened = db.opened().clone();
+    verified &= matches(&db, &model).await?;
+    verified &= opened.checkpoint == Some(second.manifest.checkpoint);
+    verified &= opened.tail_entries == tail;
+    let table = db.checkpointer().store().name().to_owned();
+    db.shutdown(Shutdown::Sync).await?;
 
     Ok(DemoReport {
         records: opts.records,
@@ -360,8 +339,6 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
         syncs,
         segments,
         wal_bytes,
-        merged,
-        merge,
         checkpoint,
         state_build: state_time,
         state: first_state,
@@ -370,21 +347,12 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
         second_state,
         checkpoint_bytes: outcome.bytes_written,
         removed_segments: outcome.removed_segments,
-        table: checkpointer.store().name().to_owned(),
-        tail,
+        table,
         full_recovery,
-        full_recovery_replayed: recovered_all.state.entries_replayed,
-        replayed: recovered.entries_replayed,
+        full_recovery_replayed: opened.tail_entries,
+        replayed,
         recovery,
-        live_keys: recovered.state.len(),
+        live_keys,
         verified,
     })
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".to_owned())
 }

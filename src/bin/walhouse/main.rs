@@ -113,8 +113,10 @@ pub(crate) struct Tuning {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// The main job on the embedded default (a local folder store): write
-    /// synthetic records on every core, checkpoint, restart, recover,
-    /// verify, and print a summary with the commands to query the tables.
+    /// synthetic records on every core, restart (recovery from the WAL),
+    /// checkpoint, overwrite and checkpoint again, restart from the
+    /// checkpoint plus a WAL tail, verify every key each time, and print a
+    /// summary with the commands to query the tables.
     Demo {
         /// Data directory (default: a temporary directory, removed at the end).
         #[arg(long, env = "WALHOUSE_DATA_DIR")]
@@ -125,7 +127,7 @@ enum Command {
         /// Cores (writer threads); default: the machine's.
         #[arg(long, env = "WALHOUSE_CORES")]
         cores: Option<usize>,
-        /// Entries per fdatasync of each writer.
+        /// Records per durable batch of each producer (one group commit).
         #[arg(long, default_value_t = 1000)]
         sync_every: u64,
         /// Object store URL for the tables: a directory, `file:///dir`,
@@ -202,11 +204,13 @@ enum Command {
         #[command(flatten)]
         location: Location,
     },
-    /// Point lookup of one key in the newest checkpoint (or `--checkpoint
-    /// N`): reads only the row groups whose statistics or bloom filter can
-    /// hold the key. Prints the value (exit 0), or says the key is not found
-    /// (exit 1). The local WAL tail is not consulted: use `recover` for the
-    /// latest state.
+    /// Point lookup of one key: with a data directory, in the newest
+    /// checkpoint plus the WAL written after it (the latest state; while a
+    /// running `walhouse ingest` holds the directory, in the newest
+    /// checkpoint alone, with a note); with `--checkpoint N` or only
+    /// `--store`, in that checkpoint. Reads only the row groups whose
+    /// statistics, bloom filter or page index can hold the key. Prints the
+    /// value (exit 0), or says the key is not found (exit 1).
     Get {
         #[command(flatten)]
         location: Location,
@@ -335,10 +339,24 @@ fn run(cli: Cli) -> CliResult {
             key,
             checkpoint,
         } => {
+            let rt = runtime()?;
+            let has_wal = location
+                .data_dir
+                .as_deref()
+                .or(file.data_dir.as_deref())
+                .is_some_and(walhouse::runtime::datadir::exists);
+            if checkpoint.is_none() && has_wal {
+                let place = file.place(&location, Access::Read)?;
+                let settings = file.ingest_settings(&Tuning::default(), place.cores_found())?;
+                if let Some(found) =
+                    rt.block_on(serve::get_live(&place, settings, key.as_bytes()))?
+                {
+                    return print_found(&key, found);
+                }
+            }
             let cp = file.checkpointer(&location, CheckpointSettings::default())?;
             let store = cp.store().clone();
             let reader = CheckpointReader::open(store.clone(), LookupSettings::default());
-            let rt = runtime()?;
             rt.block_on(existing_table(&cp))?;
             let (number, value) = rt.block_on(async {
                 let manifest = match checkpoint {
@@ -359,13 +377,14 @@ fn run(cli: Cli) -> CliResult {
                 human::count(st.row_groups_pruned_by_pages),
                 human::count(st.row_groups_read)
             );
-            match value {
-                Some(v) => {
-                    println!("{}", String::from_utf8_lossy(&v));
-                    Ok(())
-                }
-                None => Err(format!("key {key:?} not found at checkpoint {number}").into()),
-            }
+            print_found(
+                &key,
+                serve::Found {
+                    value,
+                    checkpoint: Some(number),
+                    wal_records: None,
+                },
+            )
         }
         Command::Checkpoints { location } => {
             let cp = file.checkpointer(&location, CheckpointSettings::default())?;
@@ -555,6 +574,29 @@ fn count_ops(
 
 /// `checkpoint` if the table holds it, else an error that lists the
 /// checkpoints it holds.
+/// Prints a lookup's value (exit 0) or says where the key was looked for
+/// (exit 1).
+fn print_found(key: &str, found: serve::Found) -> CliResult {
+    if let Some(v) = found.value {
+        println!("{}", String::from_utf8_lossy(&v));
+        return Ok(());
+    }
+    let records = |n| human::counted(n, "record", "records");
+    Err(match (found.checkpoint, found.wal_records) {
+        (Some(c), Some(n)) => format!(
+            "key {key:?} not found in checkpoint {c} nor in the {} of the WAL after it",
+            records(n)
+        ),
+        (None, Some(n)) => format!(
+            "key {key:?} not found in the {} of the WAL (no checkpoint yet)",
+            records(n)
+        ),
+        (Some(c), None) => format!("key {key:?} not found at checkpoint {c}"),
+        (None, None) => format!("key {key:?} not found: the table has no checkpoint yet"),
+    }
+    .into())
+}
+
 async fn committed(
     store: &Store,
     checkpoint: u64,

@@ -321,20 +321,11 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
-pub(crate) async fn checkpoint(place: &Place, mut settings: IngestSettings) -> CliResult {
-    match lock_data_dir(&place.data_dir) {
-        Ok(lock) => drop(lock),
-        Err(IngestError::Locked { .. }) => return ask_running(&place.data_dir).await,
-        Err(e) => return Err(e.into()),
+pub(crate) async fn checkpoint(place: &Place, settings: IngestSettings) -> CliResult {
+    if held_by_a_running_walhouse(&place.data_dir)? {
+        return ask_running(&place.data_dir).await;
     }
-    settings.pin_threads = false;
-    settings.checkpoint_interval_ms = 0;
-    settings.checkpoint_wal_bytes = 0;
-    let db = Walhouse::builder(&place.data_dir, place.store.clone())
-        .settings(settings)
-        .reads(Reads::Checkpointed)
-        .open()
-        .await?;
+    let db = open_for_one_command(place, settings, Reads::Checkpointed).await?;
     let bar = spinner("checkpointing");
     let outcome = db.checkpoint().await;
     bar.finish_and_clear();
@@ -344,6 +335,76 @@ pub(crate) async fn checkpoint(place: &Place, mut settings: IngestSettings) -> C
         println!("{line}");
     }
     Ok(())
+}
+
+/// What `walhouse get` found.
+pub(crate) struct Found {
+    /// `None`: absent or deleted.
+    pub value: Option<Vec<u8>>,
+    /// The checkpoint read (`None`: none yet).
+    pub checkpoint: Option<u64>,
+    /// Puts and deletes of the WAL after the checkpoint that were read too
+    /// (`None`: the WAL was not read).
+    pub wal_records: Option<u64>,
+}
+
+/// `walhouse get` on a data directory: the newest checkpoint plus the WAL
+/// after it, read by opening the directory (its lock taken, its WAL's tail
+/// loaded; nothing is written to the store). `None` when a running
+/// `walhouse` holds the directory: the caller answers from the newest
+/// checkpoint alone and this says so.
+pub(crate) async fn get_live(
+    place: &Place,
+    settings: IngestSettings,
+    key: &[u8],
+) -> Result<Option<Found>, Box<dyn std::error::Error + Send + Sync>> {
+    if held_by_a_running_walhouse(&place.data_dir)? {
+        eprintln!(
+            "note: a running walhouse holds {}; reading the newest checkpoint only \
+             (writes after it are not seen)",
+            place.data_dir.display()
+        );
+        return Ok(None);
+    }
+    let db = open_for_one_command(place, settings, Reads::Live).await?;
+    let value = db.get(key).await;
+    let opened = db.opened().clone();
+    db.shutdown(Shutdown::Sync).await?;
+    Ok(Some(Found {
+        value: value?,
+        checkpoint: opened.checkpoint,
+        wal_records: Some(opened.tail_entries),
+    }))
+}
+
+/// Whether another process holds the data directory's lock (a running
+/// `walhouse ingest`).
+fn held_by_a_running_walhouse(data_dir: &Path) -> Result<bool, IngestError> {
+    match lock_data_dir(data_dir) {
+        Ok(lock) => {
+            drop(lock);
+            Ok(false)
+        }
+        Err(IngestError::Locked { .. }) => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+/// Opens the data directory for one command: core threads not pinned, no
+/// checkpoint schedule.
+async fn open_for_one_command(
+    place: &Place,
+    mut settings: IngestSettings,
+    reads: Reads,
+) -> Result<Walhouse, walhouse::Error> {
+    settings.pin_threads = false;
+    settings.checkpoint_interval_ms = 0;
+    settings.checkpoint_wal_bytes = 0;
+    Walhouse::builder(&place.data_dir, place.store.clone())
+        .settings(settings)
+        .reads(reads)
+        .open()
+        .await
 }
 
 async fn ask_running(data_dir: &Path) -> CliResult {

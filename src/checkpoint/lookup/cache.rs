@@ -13,14 +13,11 @@ use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::bloom_filter::Sbbf;
 use parquet::errors::ParquetError;
-use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use parquet::file::metadata::ParquetMetaData;
 use roaring::RoaringTreemap;
 
 use super::{bump, Counters};
 use crate::checkpoint::manifest::{DataFile, Manifest, StateVersion};
-
-/// Footer bytes fetched in the first read of a file.
-pub(super) const FOOTER_PREFETCH_BYTES: usize = 64 << 10;
 
 /// Identity of a data file's content: path, size and crc32c from the
 /// manifest.
@@ -159,15 +156,7 @@ impl AsyncFileReader for CachedReader {
         &'a mut self,
         options: Option<&'a ArrowReaderOptions>,
     ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
-        async move {
-            let size = self.id.size;
-            let metadata = ParquetMetaDataReader::new()
-                .with_arrow_reader_options(options)
-                .with_prefetch_hint(Some(FOOTER_PREFETCH_BYTES))
-                .load_and_finish(self, size)
-                .await?;
-            Ok(Arc::new(metadata))
-        }
-        .boxed()
+        let size = self.id.size;
+        crate::checkpoint::parquet::load_metadata(self, size, options)
     }
 }

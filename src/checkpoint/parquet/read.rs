@@ -23,7 +23,29 @@ use crate::store::Store;
 
 /// Footer bytes fetched in the first read of a file (one request for most
 /// footers).
-const FOOTER_PREFETCH_BYTES: usize = 64 << 10;
+pub(crate) const FOOTER_PREFETCH_BYTES: usize = 64 << 10;
+
+/// Reads the footer (metadata, with the page indexes `options` asks for) of
+/// a Parquet file of `size` bytes through `fetch`, whose first read takes
+/// the last [`FOOTER_PREFETCH_BYTES`].
+pub(crate) fn load_metadata<'a, F>(
+    fetch: F,
+    size: u64,
+    options: Option<&'a ArrowReaderOptions>,
+) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>>
+where
+    F: parquet::arrow::async_reader::MetadataFetch + Send + 'a,
+{
+    async move {
+        let metadata = ParquetMetaDataReader::new()
+            .with_arrow_reader_options(options)
+            .with_prefetch_hint(Some(FOOTER_PREFETCH_BYTES))
+            .load_and_finish(fetch, size)
+            .await?;
+        Ok(Arc::new(metadata))
+    }
+    .boxed()
+}
 
 /// An error from reading Parquet through the store: a store failure inside
 /// the reader (unreachable store, 503, timeout) becomes a
@@ -77,16 +99,8 @@ impl AsyncFileReader for StoreReader {
         &'a mut self,
         options: Option<&'a ArrowReaderOptions>,
     ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
-        async move {
-            let size = self.size;
-            let metadata = ParquetMetaDataReader::new()
-                .with_arrow_reader_options(options)
-                .with_prefetch_hint(Some(FOOTER_PREFETCH_BYTES))
-                .load_and_finish(self, size)
-                .await?;
-            Ok(Arc::new(metadata))
-        }
-        .boxed()
+        let size = self.size;
+        load_metadata(self, size, options)
     }
 }
 

@@ -6,8 +6,9 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 
-use super::run::{head_of, head_order, row_order, same_key, Row, Run, DELETED};
+use super::run::{row_order, same_key, Row, Run, DELETED};
 use super::{PerCoreRecoveredState, WalReplay};
+use crate::arena::KeyHead;
 use crate::per_core_wal::entry::OrderKey;
 use crate::per_core_wal::error::PerCoreWalError;
 use crate::per_core_wal::state_map::{Slot, StateMap};
@@ -326,12 +327,9 @@ fn merge_range(base_arenas: &[Bytes], base: &[Slot], runs: &[RunPiece<'_>]) -> V
         // place of a segment) only when the first 16 bytes do not decide.
         while let Some(slot) = base.get(b) {
             let base_key = slot.key(base_arenas);
-            let (p1, p2) = head_of(base_key);
-            let order = head_order(
-                (p1, p2, slot.key_len),
-                (row.prefix, row.prefix2, row.key_len),
-            )
-            .unwrap_or_else(|| base_key.cmp(row.key(&run.arenas)));
+            let order = KeyHead::of(base_key)
+                .order(slot.key_len, row.head, row.key_len)
+                .unwrap_or_else(|| base_key.cmp(row.key(&run.arenas)));
             match order {
                 std::cmp::Ordering::Less => {
                     merged.push(*slot);
@@ -346,8 +344,8 @@ fn merge_range(base_arenas: &[Bytes], base: &[Slot], runs: &[RunPiece<'_>]) -> V
         }
         if row.value_len != DELETED {
             merged.push(Slot::new(
-                first + row.arena(),
-                row.key_at(),
+                first + row.pos.arena(),
+                row.pos.at(),
                 row.key_len,
                 row.value_len,
             ));

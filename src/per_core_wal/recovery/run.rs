@@ -5,21 +5,19 @@
 
 use bytes::Bytes;
 
+use crate::arena::{KeyHead, Pos};
 use crate::per_core_wal::error::PerCoreWalError;
-use crate::per_core_wal::state_map::{bytes, AT_BITS};
 
-/// A put or delete one core's replay read. `prefix` and `prefix2` (the
-/// key's first 16 bytes, see [`head_of`]) order and tell apart most keys
-/// without reading them. The key is at `at` ([`AT_BITS`] of offset under
-/// the number of the core's segment, its arena); the value follows the key
-/// and runs to the end of the record.
+/// A put or delete one core's replay read. `head` (the key's first 16
+/// bytes) orders and tells apart most keys without reading them. The key
+/// is at `pos` (in the core's segment that is its arena); the value
+/// follows the key and runs to the end of the record.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Row {
-    pub(super) prefix: u64,
-    pub(super) prefix2: u64,
+    pub(super) head: KeyHead,
     /// Strictly increases within a core: it orders one core's operations.
     timestamp_ns: i64,
-    at: u64,
+    pub(super) pos: Pos,
     pub(super) key_len: u32,
     /// [`DELETED`] for a delete.
     pub(super) value_len: u32,
@@ -29,41 +27,8 @@ pub(super) struct Row {
 pub(super) const DELETED: u32 = u32::MAX;
 
 impl Row {
-    pub(super) fn arena(&self) -> usize {
-        usize::try_from(self.at >> AT_BITS).expect("arena numbers fit")
-    }
-
-    pub(super) fn key_at(&self) -> u64 {
-        self.at & ((1 << AT_BITS) - 1)
-    }
-
     pub(super) fn key<'a>(&self, arenas: &'a [Bytes]) -> &'a [u8] {
-        bytes(&arenas[self.arena()], self.key_at(), self.key_len)
-    }
-}
-
-/// A key's first 16 bytes as two big-endian numbers, zero-padded: their
-/// order is the keys' byte order wherever they differ.
-pub(super) fn head_of(key: &[u8]) -> (u64, u64) {
-    let mut bytes = [0_u8; 16];
-    let n = key.len().min(16);
-    bytes[..n].copy_from_slice(&key[..n]);
-    let (a, b) = bytes.split_at(8);
-    (
-        u64::from_be_bytes(a.try_into().expect("8 bytes")),
-        u64::from_be_bytes(b.try_into().expect("8 bytes")),
-    )
-}
-
-/// The order of two keys from their [`head_of`] and lengths, when these
-/// decide it: different heads, or equal heads of keys of at most 16 bytes
-/// (then the shorter key is a prefix of the longer). `None`: compare the
-/// bytes.
-pub(super) fn head_order(a: (u64, u64, u32), b: (u64, u64, u32)) -> Option<std::cmp::Ordering> {
-    match (a.0, a.1).cmp(&(b.0, b.1)) {
-        std::cmp::Ordering::Equal if a.2 <= 16 && b.2 <= 16 => Some(a.2.cmp(&b.2)),
-        std::cmp::Ordering::Equal => None,
-        order => Some(order),
+        self.pos.bytes(arenas, self.key_len)
     }
 }
 
@@ -74,11 +39,9 @@ pub(super) fn row_order(
     b: &Row,
     b_arenas: &[Bytes],
 ) -> std::cmp::Ordering {
-    head_order(
-        (a.prefix, a.prefix2, a.key_len),
-        (b.prefix, b.prefix2, b.key_len),
-    )
-    .unwrap_or_else(|| a.key(a_arenas).cmp(b.key(b_arenas)))
+    a.head
+        .order(a.key_len, b.head, b.key_len)
+        .unwrap_or_else(|| a.key(a_arenas).cmp(b.key(b_arenas)))
 }
 
 pub(super) fn same_key(a: &Row, a_arenas: &[Bytes], b: &Row, b_arenas: &[Bytes]) -> bool {
@@ -131,20 +94,16 @@ impl CoreOps {
             .len()
             .checked_sub(1)
             .ok_or_else(|| failed("an operation read before its segment"))?;
-        if key_at >> AT_BITS != 0 || (arena as u64) >> (64 - AT_BITS) != 0 {
-            return Err(failed(
-                "a segment of 1 TiB or more, or more than 16 M segments of one core",
-            ));
-        }
+        let pos = Pos::new(arena, key_at).ok_or_else(|| {
+            failed("a segment of 1 TiB or more, or more than 16 M segments of one core")
+        })?;
         if self.epochs.last().is_none_or(|e| e.1 != epoch) {
             self.epochs.push((timestamp_ns, epoch));
         }
-        let (prefix, prefix2) = head_of(key);
         self.rows.push(Row {
-            prefix,
-            prefix2,
+            head: KeyHead::of(key),
             timestamp_ns,
-            at: ((arena as u64) << AT_BITS) | key_at,
+            pos,
             key_len,
             value_len,
         });
@@ -222,7 +181,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn head_order_agrees_with_byte_order() {
+    fn rows_order_and_match_keys_as_their_bytes_do() {
         let keys: Vec<&[u8]> = vec![
             b"",
             b"\0",
@@ -247,12 +206,10 @@ mod tests {
         let mut at = 0_u64;
         for k in &keys {
             let len = u32::try_from(k.len()).unwrap();
-            let (prefix, prefix2) = head_of(k);
             rows.push(Row {
-                prefix,
-                prefix2,
+                head: KeyHead::of(k),
                 timestamp_ns: 0,
-                at,
+                pos: Pos::new(0, at).unwrap(),
                 key_len: len,
                 value_len: DELETED,
             });

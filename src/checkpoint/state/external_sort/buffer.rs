@@ -5,11 +5,10 @@
 //! ## Buffer and accounting
 //!
 //! Operations are not allocated one by one. Their keys and values are
-//! appended to one byte arena, and each operation is a fixed 40-byte entry
-//! (the key's first 8 bytes as a big-endian integer, offsets, lengths,
-//! order, epoch) in one vector. Sorting moves entries only and compares the
-//! 8-byte prefixes first, reaching into the arena only for keys that share
-//! a prefix. Both allocations are kept across spills, so a sort allocates
+//! appended to one byte arena, and each operation is a fixed 48-byte entry
+//! (the key's [`KeyHead`], offsets, lengths, order, epoch) in one vector.
+//! Sorting moves entries only and compares the heads (the keys' first 16
+//! bytes) first, reaching into the arena only for keys that share them. Both allocations are kept across spills, so a sort allocates
 //! its buffer once instead of once per operation.
 //!
 //! The accounted bytes are the capacities of these allocations. There are
@@ -25,7 +24,8 @@ use std::io;
 use std::path::PathBuf;
 
 use super::run::{write_sorted_run, Run};
-use super::{io_error, key_prefix, ExternalSorter, OpView, DELETE_MARK};
+use super::{io_error, ExternalSorter, OpView, DELETE_MARK};
+use crate::arena::KeyHead;
 use crate::checkpoint::CheckpointError;
 
 /// Smallest growth of the entry vector, in entries.
@@ -37,8 +37,8 @@ const MIN_ARENA: usize = 1 << 10;
 /// An operation in the buffer; its key and value live in the arena.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Entry {
-    /// [`key_prefix`] of the key.
-    pub(super) prefix: u64,
+    /// [`KeyHead`] of the key.
+    pub(super) head: KeyHead,
     /// Offset of the key in the arena (the value follows it).
     offset: usize,
     /// Length of the key.
@@ -59,7 +59,7 @@ impl Entry {
     pub(super) fn view<'a>(&self, arena: &'a [u8]) -> OpView<'a> {
         let key_end = self.offset + self.key_len as usize;
         OpView {
-            prefix: self.prefix,
+            head: self.head,
             key: &arena[self.offset..key_end],
             value: (self.value_len != DELETE_MARK)
                 .then(|| &arena[key_end..key_end + self.value_len as usize]),
@@ -188,7 +188,7 @@ impl ExternalSorter {
             self.arena.extend_from_slice(v);
         }
         self.entries.push(Entry {
-            prefix: key_prefix(key),
+            head: KeyHead::of(key),
             offset,
             key_len,
             value_len,
@@ -271,11 +271,11 @@ impl Drop for ExternalSorter {
 /// Sorts entries by key (newest first for equal keys) and keeps the newest
 /// of each key.
 pub(super) fn sort_newest_per_key(entries: &mut Vec<Entry>, arena: &[u8]) {
-    // Prefixes decide almost every comparison; the keys (bounds-checked
+    // Heads decide almost every comparison; the keys (bounds-checked
     // slices of the arena) are looked at only when they are equal.
     entries.sort_unstable_by(|a, b| {
-        a.prefix
-            .cmp(&b.prefix)
+        a.head
+            .cmp(&b.head)
             .then_with(|| a.view(arena).sort_cmp(&b.view(arena)))
     });
     // `dedup_by` keeps the first of equal neighbours: the newest.

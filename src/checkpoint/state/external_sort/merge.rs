@@ -7,6 +7,7 @@ use std::cmp::Ordering;
 use super::buffer::Entry;
 use super::run::RunReader;
 use super::OpView;
+use crate::arena::KeyHead;
 use crate::checkpoint::CheckpointError;
 
 /// Where a merge takes operations from, each sorted by key, one per key.
@@ -36,12 +37,12 @@ impl Source {
         }
     }
 
-    /// The current operation's key prefix (after an `advance` that
+    /// The current operation's key head (after an `advance` that
     /// returned true).
-    fn prefix(&self) -> u64 {
+    fn head(&self) -> KeyHead {
         match self {
-            Self::Memory { entries, next, .. } => entries[*next - 1].prefix,
-            Self::Run(reader) => reader.record.prefix,
+            Self::Memory { entries, next, .. } => entries[*next - 1].head,
+            Self::Run(reader) => reader.record.head,
         }
     }
 
@@ -61,15 +62,15 @@ impl Source {
 /// K-way merge of sources: the newest operation of each key, in key order.
 /// A binary min-heap of source indices, ordered by their current operation;
 /// the source of the operation being output is held out of the heap. Each
-/// heap slot carries its operation's key prefix, so most comparisons are
-/// of two integers in the heap itself (the keys are read only when the
-/// prefixes are equal).
+/// heap slot carries its key head ([`KeyHead`]), so most comparisons are
+/// of two pairs of integers in the heap itself (the keys are read only
+/// when the heads are equal).
 pub(super) struct Merger {
     /// The sources.
     sources: Vec<Source>,
-    /// (key prefix of the current operation, index) of the sources with a
+    /// (key head of the current operation, index) of the sources with a
     /// current operation, as a heap.
-    heap: Vec<(u64, usize)>,
+    heap: Vec<(KeyHead, usize)>,
     /// The source whose current operation is the output.
     current: Option<usize>,
 }
@@ -80,7 +81,7 @@ impl Merger {
         let mut heap = Vec::with_capacity(sources.len());
         for (i, source) in sources.iter_mut().enumerate() {
             if source.advance()? {
-                heap.push((source.prefix(), i));
+                heap.push((source.head(), i));
             }
         }
         let mut merger = Self {
@@ -97,9 +98,9 @@ impl Merger {
 
     /// Whether heap slot `a`'s operation sorts before slot `b`'s.
     fn less(&self, a: usize, b: usize) -> bool {
-        let ((prefix_a, a), (prefix_b, b)) = (self.heap[a], self.heap[b]);
-        if prefix_a != prefix_b {
-            return prefix_a < prefix_b;
+        let ((head_a, a), (head_b, b)) = (self.heap[a], self.heap[b]);
+        if head_a != head_b {
+            return head_a < head_b;
         }
         self.sources[a].view().sort_cmp(&self.sources[b].view()) == Ordering::Less
     }
@@ -153,9 +154,9 @@ impl Merger {
         let Some(top) = self.current else {
             return Ok(());
         };
-        let top_prefix = self.sources[top].prefix();
-        while let Some(&(prefix, other)) = self.heap.first() {
-            if prefix != top_prefix
+        let top_head = self.sources[top].head();
+        while let Some(&(head, other)) = self.heap.first() {
+            if head != top_head
                 || !self.sources[other]
                     .view()
                     .same_key(&self.sources[top].view())
@@ -163,7 +164,7 @@ impl Merger {
                 break;
             }
             if self.sources[other].advance()? {
-                self.heap[0].0 = self.sources[other].prefix();
+                self.heap[0].0 = self.sources[other].head();
                 self.sift_down(0);
             } else {
                 self.pop();
@@ -181,7 +182,7 @@ impl Merger {
     pub(super) fn advance(&mut self) -> Result<(), CheckpointError> {
         if let Some(source) = self.current.take() {
             if self.sources[source].advance()? {
-                self.heap.push((self.sources[source].prefix(), source));
+                self.heap.push((self.sources[source].head(), source));
                 self.sift_up(self.heap.len() - 1);
             }
         }

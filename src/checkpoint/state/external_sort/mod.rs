@@ -15,6 +15,7 @@ use std::cmp::Ordering;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::arena::KeyHead;
 use crate::checkpoint::CheckpointError;
 
 mod buffer;
@@ -30,20 +31,11 @@ use run::{write_sorted_run, Run, RunReader, RunWriter};
 /// `value_len` of a delete in a run file and in an entry.
 const DELETE_MARK: u32 = u32::MAX;
 
-/// The first 8 bytes of `key` as a big-endian integer (zero-padded): a
-/// smaller prefix means a smaller key; equal prefixes say nothing.
-fn key_prefix(key: &[u8]) -> u64 {
-    let mut bytes = [0_u8; 8];
-    let n = key.len().min(8);
-    bytes[..n].copy_from_slice(&key[..n]);
-    u64::from_be_bytes(bytes)
-}
-
 /// A `put` or `delete`, borrowed from the sorter's buffer or a run reader.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct OpView<'a> {
-    /// [`key_prefix`] of `key`.
-    prefix: u64,
+    /// [`KeyHead`] of `key`.
+    head: KeyHead,
     /// The key.
     pub(crate) key: &'a [u8],
     /// The value of a put; `None` for a delete.
@@ -57,15 +49,14 @@ pub(crate) struct OpView<'a> {
 impl OpView<'_> {
     /// Sorts by key, newest first for equal keys.
     fn sort_cmp(&self, other: &OpView<'_>) -> Ordering {
-        self.prefix
-            .cmp(&other.prefix)
-            .then_with(|| self.key.cmp(other.key))
+        self.head
+            .cmp_keys(self.key, other.head, other.key)
             .then(other.order.cmp(&self.order))
     }
 
     /// Whether both have the same key.
     fn same_key(&self, other: &OpView<'_>) -> bool {
-        self.prefix == other.prefix && self.key == other.key
+        self.head == other.head && self.key == other.key
     }
 }
 

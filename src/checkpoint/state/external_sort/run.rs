@@ -20,7 +20,8 @@ use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
 
 use super::buffer::Entry;
-use super::{io_error, key_prefix, ExternalSorter, OpView, DELETE_MARK};
+use super::{io_error, ExternalSorter, OpView, DELETE_MARK};
+use crate::arena::KeyHead;
 use crate::checkpoint::CheckpointError;
 
 /// Bytes of a record's fixed header in a run file.
@@ -151,8 +152,8 @@ impl RunWriter {
 pub(super) struct Record {
     /// Key, then value.
     data: Vec<u8>,
-    /// [`key_prefix`] of the key.
-    pub(super) prefix: u64,
+    /// [`KeyHead`] of the key.
+    pub(super) head: KeyHead,
     /// Length of the key in `data`.
     key_len: usize,
     /// Whether it is a delete.
@@ -167,7 +168,7 @@ impl Record {
     pub(super) fn view(&self) -> OpView<'_> {
         let (key, value) = self.data.split_at(self.key_len);
         OpView {
-            prefix: self.prefix,
+            head: self.head,
             key,
             value: (!self.delete).then_some(value),
             order: self.order,
@@ -268,7 +269,7 @@ fn read_record(reader: &mut impl Read, max_record: usize, record: &mut Record) -
     record.delete = delete;
     record.order = u64::from_le_bytes(eight(8));
     record.epoch = i64::from_le_bytes(eight(16));
-    record.prefix = key_prefix(&record.data[..key_len]);
+    record.head = KeyHead::of(&record.data[..key_len]);
     Ok(())
 }
 
