@@ -86,17 +86,17 @@ fn print_report(r: &demo::DemoReport, temporary: bool) {
 
 /// The demo's two checkpoints and the restart after them.
 fn print_checkpoints(r: &demo::DemoReport) {
-    let barriers = |entries: u64, records: u64| {
-        human::counted(
-            entries.saturating_sub(records),
-            "epoch barrier",
-            "epoch barriers",
-        )
+    let barriers = |entries: u64, records: u64| match entries.saturating_sub(records) {
+        0 => String::new(),
+        n => format!(
+            " (and {})",
+            human::counted(n, "epoch barrier", "epoch barriers")
+        ),
     };
     let m = &r.manifest;
     let records = m.stats.puts + m.stats.deletes;
     println!(
-        "checkpoint {}: {}, {} (and {}), {}, {} of Parquet, \
+        "checkpoint {}: {}, {}{}, {}, {} of Parquet, \
                  committed in {} = {} of WAL; {} removed",
         m.checkpoint,
         human::epochs(m.epochs.first, m.epochs.last),
