@@ -166,49 +166,31 @@ impl PerCoreWalReader {
             Ok(Step::Torn { position, reason }) => {
                 Ok(WalReadResult::TornWrite { position, reason })
             }
-            Err(PerCoreWalError::ChecksumMismatch {
-                path,
-                core_id,
-                segment,
-                position,
-                expected,
-                actual,
-            }) => {
-                self.last_error = Some(PerCoreWalError::ChecksumMismatch {
-                    path,
-                    core_id,
-                    segment,
-                    position,
-                    expected,
-                    actual,
-                });
-                Ok(WalReadResult::ChecksumMismatch {
-                    position,
-                    expected,
-                    actual,
-                })
-            }
-            Err(PerCoreWalError::Corrupted {
-                path,
-                core_id,
-                segment,
-                position,
-                reason,
-            }) => {
-                let result = WalReadResult::Corrupted {
-                    position,
-                    reason: reason.clone(),
+            Err(e) => {
+                // Corruption is reported as a result; the error, with its
+                // file and offset, is kept for `read_all`.
+                let result = match &e {
+                    PerCoreWalError::ChecksumMismatch {
+                        position,
+                        expected,
+                        actual,
+                        ..
+                    } => WalReadResult::ChecksumMismatch {
+                        position: *position,
+                        expected: *expected,
+                        actual: *actual,
+                    },
+                    PerCoreWalError::Corrupted {
+                        position, reason, ..
+                    } => WalReadResult::Corrupted {
+                        position: *position,
+                        reason: reason.clone(),
+                    },
+                    _ => return Err(e),
                 };
-                self.last_error = Some(PerCoreWalError::Corrupted {
-                    path,
-                    core_id,
-                    segment,
-                    position,
-                    reason,
-                });
+                self.last_error = Some(e);
                 Ok(result)
             }
-            Err(e) => Err(e),
         }
     }
 

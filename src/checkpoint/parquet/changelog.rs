@@ -360,6 +360,20 @@ fn stopped() -> CheckpointError {
     CheckpointError::Task("the changelog writer stopped".into())
 }
 
+/// Sends the rows `columns` holds (all of `epoch`) as one batch, to the
+/// writer and the tee.
+fn send_batch(
+    columns: &mut ChangelogColumns,
+    epoch: u64,
+    tx: &mpsc::Sender<EpochBatch>,
+    tee: Option<&mpsc::Sender<ChangelogBatch>>,
+) -> Result<(), CheckpointError> {
+    let batch = columns.finish()?;
+    send_tee(tee, ChangelogBatch::Batch(batch.clone()))?;
+    tx.blocking_send(EpochBatch { epoch, batch })
+        .map_err(|_| stopped())
+}
+
 /// The blocking half: reads the merge, builds batches of at most `rows` rows
 /// (and [`MAX_BATCH_BYTES`]) that never span two epochs, and sends them.
 /// Stops as soon as the channel is closed.
@@ -380,26 +394,14 @@ fn merge_into_batches(
                 || columns.rows >= rows
                 || columns.bytes + ChangelogColumns::bytes_of(&entry) > MAX_BATCH_BYTES)
         {
-            let batch = columns.finish()?;
-            send_tee(tee, ChangelogBatch::Batch(batch.clone()))?;
-            tx.blocking_send(EpochBatch {
-                epoch: batch_epoch,
-                batch,
-            })
-            .map_err(|_| stopped())?;
+            send_batch(&mut columns, batch_epoch, tx, tee)?;
         }
         summary.record(&entry)?;
         columns.append(&entry)?;
         batch_epoch = entry.epoch;
     }
     if columns.rows > 0 {
-        let batch = columns.finish()?;
-        send_tee(tee, ChangelogBatch::Batch(batch.clone()))?;
-        tx.blocking_send(EpochBatch {
-            epoch: batch_epoch,
-            batch,
-        })
-        .map_err(|_| stopped())?;
+        send_batch(&mut columns, batch_epoch, tx, tee)?;
     }
     send_tee(tee, ChangelogBatch::Done)?;
     summary.wal_bytes = stream.bytes_read();
