@@ -92,18 +92,40 @@ fn actions(root: &Path, table: &str, version: u64) -> Vec<Value> {
 
 /// The files of `table` at `version` (path -> its add action), the Delta
 /// way: an add replaces the file with the same path, a remove takes it out.
+/// The log is replayed from version 0, or, once it was cleaned up (no
+/// version 0), from the newest log checkpoint at or before `version`.
 fn live_files(root: &Path, table: &str, version: u64) -> BTreeMap<String, Value> {
-    let mut files = BTreeMap::new();
-    for action in actions(root, table, version) {
-        if let Some(add) = action.get("add") {
-            files.insert(add["path"].as_str().unwrap().to_owned(), add.clone());
-        } else if let Some(remove) = action.get("remove") {
-            let gone = files.remove(remove["path"].as_str().unwrap()).unwrap();
-            assert_eq!(
-                gone.get("deletionVector"),
-                remove.get("deletionVector"),
-                "a remove names the deletion vector its file was added with"
-            );
+    let log = root.join(table).join("_delta_log");
+    let (mut files, from) = if log.join(format!("{:020}.json", 0)).exists() {
+        (BTreeMap::new(), 0)
+    } else {
+        let base = (0..=version)
+            .rev()
+            .find(|v| log.join(format!("{v:020}.checkpoint.parquet")).exists())
+            .expect("a cleaned-up log starts at a log checkpoint");
+        (checkpoint_adds(root, table, base), base + 1)
+    };
+    for v in from..=version {
+        let text = std::fs::read_to_string(log.join(format!("{v:020}.json"))).unwrap();
+        for action in text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        {
+            if let Some(add) = action.get("add") {
+                files.insert(add["path"].as_str().unwrap().to_owned(), add.clone());
+            } else if let Some(remove) = action.get("remove") {
+                let gone = files.remove(remove["path"].as_str().unwrap()).unwrap();
+                let dv = |a: &Value| {
+                    a.get("deletionVector")
+                        .filter(|d| !d.is_null())
+                        .map(|d| (d["pathOrInlineDv"].clone(), d["offset"].as_i64()))
+                };
+                assert_eq!(
+                    dv(&gone),
+                    dv(remove),
+                    "a remove names the deletion vector its file was added with"
+                );
+            }
         }
     }
     files
@@ -668,5 +690,127 @@ async fn the_owner_is_a_table_property_set_again_after_a_take_over() {
     println!(
         "owner property: owner-a at creation of both tables, owner-b from version 3 (the take-over's \
          first checkpoint), table ids unchanged"
+    );
+}
+
+#[tokio::test]
+async fn the_log_is_cleaned_up_behind_a_log_checkpoint_and_readers_start_from_it() {
+    use walhouse::checkpoint::{list_manifests, TableOwner, OWNER_PROPERTY};
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("table");
+    let store = Store::local(&root).unwrap();
+    let keep = CheckpointSettings {
+        retain_checkpoints: 3,
+        ..settings()
+    };
+    let cp = Checkpointer::new(store.clone(), keep.clone()).unwrap();
+    let config = PerCoreWalConfig::new(&tmp.path().join("wal"), 2);
+    let mut m = PerCoreWalManager::new(config.clone()).unwrap();
+    let mut model = Model::new();
+    for round in 0..13_u64 {
+        put_round(&mut m, &mut model, round, 60, 7);
+        cp.checkpoint(&mut m).await.unwrap();
+        cp.finish_state().await.unwrap();
+    }
+    let changelog_before = live_files(&root, "changelog", 13);
+    let log = |table: &str, name: String| root.join(table).join("_delta_log").join(name);
+    // Retained: 11 to 13; the newest log checkpoint at or before 11 is 10.
+    let gc = cp.gc().await.unwrap();
+    assert_eq!(gc.retained, [11, 12, 13]);
+    let json = |v: u64| format!("{v:020}.json");
+    for table in ["changelog", "state"] {
+        for v in 0..10 {
+            assert!(!log(table, json(v)).exists(), "{table} version {v} stayed");
+        }
+        assert!(!log(table, format!("{:020}.checkpoint.parquet", 5)).exists());
+        for v in 10..=13 {
+            assert!(
+                log(table, json(v)).exists(),
+                "{table} version {v} was removed"
+            );
+        }
+        assert!(log(table, format!("{:020}.checkpoint.parquet", 10)).exists());
+    }
+    // 10 entries and 1 log checkpoint per table, and the snapshot at 5.
+    assert_eq!(
+        gc.log_objects_removed.len(),
+        2 * (10 + 1 + 1),
+        "{:?}",
+        gc.log_objects_removed
+    );
+    assert_eq!(list_manifests(&store).await.unwrap(), [10, 11, 12, 13]);
+
+    // A Delta reader starts from log checkpoint 10: the same changelog
+    // files (all still there) and the state of the model.
+    let changelog_after = live_files(&root, "changelog", 13);
+    assert_eq!(
+        changelog_after.keys().collect::<Vec<_>>(),
+        changelog_before.keys().collect::<Vec<_>>()
+    );
+    for path in changelog_after.keys() {
+        assert!(
+            root.join("changelog").join(path).exists(),
+            "{path} was collected"
+        );
+    }
+    let mut dv = DvStats::default();
+    assert_eq!(state_at(&root, 13, &mut dv), model);
+    assert_eq!(recover(&store, &config).await.unwrap().state.state, model);
+
+    // Writing goes on: the next log checkpoint (15) starts from the
+    // snapshot at 10, and a new owner's metadata comes from it too.
+    TableOwner::new("owner-b", tmp.path())
+        .claim(&store)
+        .await
+        .unwrap();
+    let b = Checkpointer::new(store.clone(), keep)
+        .unwrap()
+        .with_owner("owner-b");
+    for round in 13..15_u64 {
+        put_round(&mut m, &mut model, round, 60, 7);
+        b.checkpoint(&mut m).await.unwrap();
+        b.finish_state().await.unwrap();
+    }
+    let at_15 = checkpoint_adds(&root, "changelog", 15);
+    assert_eq!(
+        at_15.keys().collect::<Vec<_>>(),
+        live_files(&root, "changelog", 15)
+            .keys()
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(state_at(&root, 15, &mut dv), model);
+    assert_eq!(recover(&store, &config).await.unwrap().state.state, model);
+    for table in ["changelog", "state"] {
+        let text = std::fs::read_to_string(log(table, json(14))).unwrap();
+        let meta = text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find_map(|a| a.get("metaData").cloned())
+            .unwrap_or_else(|| panic!("{table}: no metaData in the take-over's version 14"));
+        assert_eq!(meta["configuration"][OWNER_PROPERTY], "owner-b", "{table}");
+        assert_eq!(meta["configuration"]["walhouse.table"], table);
+    }
+    // A gc after the cleanup finds the changelog files of the versions
+    // whose entries are gone in the snapshot at 10: it keeps them all.
+    let again = b.gc().await.unwrap();
+    for path in live_files(&root, "changelog", 15).keys() {
+        assert!(
+            root.join("changelog").join(path).exists(),
+            "{path} was collected"
+        );
+    }
+    assert_eq!(state_at(&root, 15, &mut dv), model);
+    println!(
+        "13 checkpoints, log checkpoints every 5, 3 retained: gc removed {} log objects (versions \
+         0 to 9, log checkpoint 5 and its snapshot, of both tables); a Delta reader from log \
+         checkpoint 10 sees the {} changelog files and the state of the model ({} keys, {} \
+         deletion vectors); checkpoints 14 and 15 (log checkpoint 15 built from the snapshot at \
+         10, a new owner's metadata from it) and recovery equal the model; a second gc removed \
+         {} log objects",
+        gc.log_objects_removed.len(),
+        changelog_after.len(),
+        model.len(),
+        dv.vectors,
+        again.log_objects_removed.len()
     );
 }

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant, SystemTime};
 use object_store::ObjectStoreExt;
 
 use super::delta::{
-    latest_state_version, list_versions, load_state_version, parse_log_path, write_log_checkpoint,
-    CHANGELOG_TABLE, STATE_TABLE,
+    latest_state_version, list_log_snapshots, list_versions, load_state_version, log_dir,
+    parse_log_path, snapshot_files, snapshot_path, write_log_checkpoint, CHANGELOG_TABLE,
+    STATE_TABLE,
 };
 use super::error::CheckpointError;
 use super::manifest::{
@@ -73,11 +74,17 @@ pub struct GcReport {
     /// Checkpoints (Delta versions) whose files are kept, so that time
     /// travel to them works.
     pub retained: Vec<u64>,
-    /// Older checkpoints: their log entries stay (the Delta log is only
-    /// cleaned up behind a Delta log checkpoint), but the state files only
-    /// they referenced are removed, so reading the state table as of them
-    /// fails.
+    /// Older checkpoints: the state files only they referenced are removed,
+    /// so reading the state table as of them fails; their log entries stay
+    /// until a Delta log checkpoint at or before the oldest retained
+    /// version (and the state table's newest) stands in for them.
     pub versions_expired: Vec<u64>,
+    /// Delta log objects removed (`<table>/_delta_log/…` entries and log
+    /// checkpoints, and their snapshots under `_walhouse/log-snapshots/`):
+    /// those of versions before the newest log checkpoint at or before
+    /// both the oldest retained version and the state table's newest
+    /// version, older than the grace period.
+    pub log_objects_removed: Vec<String>,
     /// Data objects removed (unreferenced and older than the grace period).
     pub objects_removed: Vec<String>,
     /// Unreferenced objects (and staging files) kept because they are
@@ -489,8 +496,15 @@ impl Checkpointer {
     /// version added stays. Removes every other object under `changelog/`
     /// and `state/` that is older than the grace period (orphans of failed
     /// checkpoints, state files and deletion vectors only expired versions
-    /// used), and the staging files of interrupted local uploads. Log
-    /// entries (`_delta_log/`) are never removed.
+    /// used), and the staging files of interrupted local uploads. Then the
+    /// Delta logs are cleaned up behind a log checkpoint, as Delta's log
+    /// retention does: with `C` the newest version that has a log
+    /// checkpoint and is at most both the oldest retained checkpoint and
+    /// the state table's newest version, the log entries, log checkpoints
+    /// and their snapshots of versions before `C` that are older than the
+    /// grace period are removed (a reader starts from `C`'s log
+    /// checkpoint; every retained version, and the state build's starting
+    /// point, keep their entries).
     ///
     /// Safe beside a running checkpoint of the table's writer, whatever the
     /// grace: the objects are listed first, then the in-flight markers
@@ -586,7 +600,70 @@ impl Checkpointer {
             self.delete(&inflight_path(n)).await?;
             report.stale_markers_removed.push(n);
         }
+        let newest_state = list_versions(&self.store, STATE_TABLE)
+            .await?
+            .into_iter()
+            .rfind(|&v| v > 0);
+        if let (Some(&oldest), Some(state)) = (retained.first(), newest_state) {
+            report.log_objects_removed = self.clean_logs(oldest.min(state), grace, now).await?;
+        }
         Ok(report)
+    }
+
+    /// Removes, in both tables, the log objects of versions before the
+    /// newest log checkpoint at or before `boundary` (see
+    /// [`Checkpointer::gc`]) that are older than `grace`.
+    async fn clean_logs(
+        &self,
+        boundary: u64,
+        grace: Duration,
+        now: SystemTime,
+    ) -> Result<Vec<String>, CheckpointError> {
+        let old = |meta: &object_store::ObjectMeta| {
+            now.duration_since(SystemTime::from(meta.last_modified))
+                .unwrap_or_default()
+                >= grace
+        };
+        let mut removed = Vec::new();
+        for table in [CHANGELOG_TABLE, STATE_TABLE] {
+            let snapshots = list_log_snapshots(&self.store, table).await?;
+            let Some(keep_from) = snapshots.iter().map(|(v, _)| *v).rfind(|&v| v <= boundary)
+            else {
+                continue;
+            };
+            let dir = log_dir(table);
+            let metas = self
+                .store
+                .list_all(&self.store.path(&dir))
+                .await
+                .map_err(|e| CheckpointError::store(&self.store, "list", format!("{dir}/"), e))?;
+            let mut doomed: Vec<String> = metas
+                .iter()
+                .filter(|m| old(m))
+                .filter_map(|m| {
+                    let rel = self.store.relative(&m.location)?;
+                    let version = parse_log_path(table, rel).or_else(|| {
+                        let name = rel.strip_prefix(&dir)?.strip_prefix('/')?;
+                        name.strip_suffix(".checkpoint.parquet")?.parse().ok()
+                    })?;
+                    (version < keep_from).then(|| rel.to_owned())
+                })
+                .collect();
+            doomed.extend(
+                snapshots
+                    .iter()
+                    .filter(|(v, m)| *v < keep_from && old(m))
+                    .map(|(v, _)| snapshot_path(table, *v)),
+            );
+            // Oldest first: a cleanup cut short leaves a log that still
+            // starts at a version with all the entries after it.
+            doomed.sort();
+            for rel in doomed {
+                self.delete(&rel).await?;
+                removed.push(rel);
+            }
+        }
+        Ok(removed)
     }
 
     /// The objects gc keeps of the checkpoints `numbers`: every
@@ -602,6 +679,11 @@ impl Checkpointer {
     ) -> Result<BTreeSet<String>, CheckpointError> {
         let state_versions = list_versions(&self.store, STATE_TABLE).await?;
         let mut referenced = BTreeSet::new();
+        // The changelog files of versions whose log entries were cleaned
+        // up: the newest log checkpoint holds every file added before it.
+        if let Some((_, files)) = snapshot_files(&self.store, CHANGELOG_TABLE, u64::MAX).await? {
+            referenced.extend(files);
+        }
         let mut add = |files: Vec<&DataFile>| {
             referenced.extend(files.into_iter().map(|f| f.path.clone()));
         };

@@ -482,10 +482,11 @@ fn run(cli: Cli) -> CliResult {
             rt.block_on(checkpointer.store().probe())?;
             let report = rt.block_on(checkpointer.gc())?;
             println!(
-                "kept checkpoints {} readable; expired {} (their state files go, their log entries stay); removed {} and {} of interrupted uploads; kept {} still in their grace period and {} of a running checkpoint",
+                "kept checkpoints {} readable; expired {} (their state files go); removed {}, {} of the Delta logs behind a log checkpoint and {} of interrupted uploads; kept {} still in their grace period and {} of a running checkpoint",
                 human::numbers(&report.retained),
                 human::numbers(&report.versions_expired),
                 human::counted(report.objects_removed.len() as u64, "object", "objects"),
+                human::counted(report.log_objects_removed.len() as u64, "log object", "log objects"),
                 human::counted(report.staging_files_removed.len() as u64, "staging file", "staging files"),
                 human::counted(report.objects_in_grace as u64, "unreferenced object", "unreferenced objects"),
                 human::count(report.objects_in_flight as u64)

@@ -27,6 +27,7 @@ pub use log::{CHANGELOG_TABLE, EPOCH_PARTITION, STATE_TABLE};
 pub(crate) use merge::{mark_replaced, read_existing};
 pub use tables::OWNER_PROPERTY;
 pub(crate) use tables::{
-    changelog_entry, commit_entry, ensure_tables, latest_state_version, load_state_version,
-    owner_metadata, parse_state_version, state_entry, write_log_checkpoint,
+    changelog_entry, commit_entry, ensure_tables, latest_state_version, list_log_snapshots,
+    load_state_version, owner_metadata, parse_state_version, snapshot_files, snapshot_path,
+    state_entry, write_log_checkpoint,
 };

@@ -176,11 +176,23 @@ pub(crate) async fn owner_metadata(
     if previous.owner_id.as_ref() == Some(owner) {
         return Ok(None);
     }
-    let rel = log_path(table, 0);
-    let bytes = store
-        .get_all(&store.path(&rel))
-        .await
-        .map_err(|e| CheckpointError::store(store, "get", &rel, e))?;
+    // Version 0 holds the metadata, unless the log before the newest log
+    // checkpoint was cleaned up: then that checkpoint's snapshot does.
+    let mut rel = log_path(table, 0);
+    let bytes = match store.get_all(&store.path(&rel)).await {
+        Ok(bytes) => bytes,
+        Err(e) if matches!(e.source, object_store::Error::NotFound { .. }) => {
+            let Some(&(version, _)) = list_log_snapshots(store, table).await?.last() else {
+                return Err(CheckpointError::store(store, "get", &rel, e));
+            };
+            rel = snapshot_path(table, version);
+            store
+                .get_all(&store.path(&rel))
+                .await
+                .map_err(|e| CheckpointError::store(store, "get", &rel, e))?
+        }
+        Err(e) => return Err(CheckpointError::store(store, "get", &rel, e)),
+    };
     let metadata = decode_entry(&bytes)
         .ok()
         .and_then(|lines| {
@@ -193,7 +205,7 @@ pub(crate) async fn owner_metadata(
         return Err(CheckpointError::CorruptObject {
             store: store.name().to_owned(),
             path: rel,
-            reason: "version 0 has no readable metaData action".into(),
+            reason: "no readable metaData action".into(),
         });
     };
     metadata
@@ -354,72 +366,156 @@ pub(crate) async fn commit_entry(
     }
 }
 
+/// Folder (under the table root) of the snapshots behind the Delta log
+/// checkpoints: `<table>/<version>.json` holds, as Delta actions in JSON
+/// lines, what `<version>.checkpoint.parquet` holds (protocol, metadata,
+/// the latest `txn` per appId and every live file). The next log
+/// checkpoint starts from it instead of replaying the log from version 0,
+/// and garbage collection and the metadata of an owner change read it once
+/// the log before it was cleaned up.
+const SNAPSHOT_DIR: &str = "_walhouse/log-snapshots";
+
+/// The snapshot of `table`'s log checkpoint at `version`.
+pub(crate) fn snapshot_path(table: &str, version: u64) -> String {
+    format!("{SNAPSHOT_DIR}/{table}/{version:020}.json")
+}
+
+/// The versions of `table` whose log checkpoint has a snapshot (written
+/// after the checkpoint's Parquet file and `_last_checkpoint`), ascending.
+pub(crate) async fn list_log_snapshots(
+    store: &Store,
+    table: &str,
+) -> Result<Vec<(u64, object_store::ObjectMeta)>, CheckpointError> {
+    let dir = format!("{SNAPSHOT_DIR}/{table}");
+    let metas = store
+        .list_all(&store.path(&dir))
+        .await
+        .map_err(|e| CheckpointError::store(store, "list", format!("{dir}/"), e))?;
+    let mut found: Vec<(u64, object_store::ObjectMeta)> = metas
+        .into_iter()
+        .filter_map(|m| {
+            let rel = store.relative(&m.location)?;
+            let name = rel.strip_prefix(&dir)?.strip_prefix('/')?;
+            let version = name.strip_suffix(".json")?.parse::<u64>().ok()?;
+            Some((version, m))
+        })
+        .collect();
+    found.sort_by_key(|(v, _)| *v);
+    Ok(found)
+}
+
+/// The Delta actions of the JSON-lines object `rel` (a log entry or a
+/// snapshot).
+async fn read_actions(store: &Store, rel: &str) -> Result<Vec<Action>, CheckpointError> {
+    let bytes = store
+        .get_all(&store.path(rel))
+        .await
+        .map_err(|e| CheckpointError::store(store, "get", rel, e))?;
+    let corrupt = |reason: String| CheckpointError::CorruptObject {
+        store: store.name().to_owned(),
+        path: rel.to_owned(),
+        reason,
+    };
+    let lines = decode_entry(&bytes).map_err(|e| corrupt(e.clone()))?;
+    lines
+        .into_iter()
+        .map(serde_json::from_value::<Action>)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| corrupt(format!("not a Delta action: {e}")))
+}
+
+/// The live files of `table` in its newest log checkpoint snapshot at or
+/// before `at_most` (`None`: there is none), by path under the table
+/// root (`<table>/<path>`), and that snapshot's version.
+pub(crate) async fn snapshot_files(
+    store: &Store,
+    table: &str,
+    at_most: u64,
+) -> Result<Option<(u64, Vec<String>)>, CheckpointError> {
+    let Some(version) = list_log_snapshots(store, table)
+        .await?
+        .into_iter()
+        .map(|(v, _)| v)
+        .rfind(|&v| v <= at_most)
+    else {
+        return Ok(None);
+    };
+    let actions = read_actions(store, &snapshot_path(table, version)).await?;
+    let files = actions
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Add(add) => Some(format!("{table}/{}", add.path)),
+            _ => None,
+        })
+        .collect();
+    Ok(Some((version, files)))
+}
+
 /// Writes a Delta log checkpoint of `table` at `version`
 /// (`<version>.checkpoint.parquet` and `_last_checkpoint`), so readers
-/// replay at most the entries after it. Reads every log entry of each table
-/// up to `version` (one GET each). Both objects are plain PUTs of bytes
-/// that are the same for the same version: writing one again is harmless,
-/// and a reader that finds `_last_checkpoint` pointing at an older
-/// checkpoint still reads the log after it.
+/// replay at most the entries after it, then its snapshot
+/// ([`snapshot_path`]). Reads the newest earlier snapshot and the log
+/// entries after it (from version 0 if there is none; one GET each). Every
+/// object is a plain PUT of bytes that are the same for the same version:
+/// writing one again is harmless, and a reader that finds
+/// `_last_checkpoint` pointing at an older checkpoint still reads the log
+/// after it.
 pub(crate) async fn write_log_checkpoint(
     store: &Store,
     table: &str,
     version: u64,
 ) -> Result<(), CheckpointError> {
-    {
-        let mut entries = Vec::new();
-        for v in 0..=version {
-            let rel = log_path(table, v);
-            let bytes = store
-                .get_all(&store.path(&rel))
-                .await
-                .map_err(|e| CheckpointError::store(store, "get", &rel, e))?;
-            let corrupt = |reason: String| CheckpointError::CorruptObject {
-                store: store.name().to_owned(),
-                path: rel.clone(),
-                reason,
-            };
-            let lines = decode_entry(&bytes).map_err(|e| corrupt(e.clone()))?;
-            let actions = lines
-                .into_iter()
-                .map(serde_json::from_value::<Action>)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| corrupt(format!("not a Delta action: {e}")))?;
-            entries.push(actions);
-        }
-        let dir = super::log::log_dir(table);
-        let failed = |reason: String| CheckpointError::CorruptObject {
-            store: store.name().to_owned(),
-            path: format!("{dir}/"),
-            reason: format!("cannot write the Delta log checkpoint of version {version}: {reason}"),
-        };
-        let snapshot = reconcile(&entries).map_err(failed)?;
-        let parquet = checkpoint_parquet(&snapshot).map_err(failed)?;
-        let hint = last_checkpoint_json(version, &snapshot, parquet.len());
-        for (name, body) in [
-            (format!("{version:020}.checkpoint.parquet"), parquet),
-            ("_last_checkpoint".to_owned(), hint.into_bytes()),
-        ] {
-            let rel = format!("{dir}/{name}");
-            let path = store.path(&rel);
-            let body = bytes::Bytes::from(body);
-            store
-                .retrying("put", &rel, || {
-                    store.object_store().put(&path, body.clone().into())
-                })
-                .await
-                .map_err(|e| CheckpointError::store(store, "put", rel.clone(), e))?;
-            store
-                .make_durable(std::slice::from_ref(&rel))
-                .await
-                .map_err(|source| CheckpointError::Io {
-                    op: "fsync a Delta log checkpoint",
-                    path: store
-                        .local_dir()
-                        .map_or_else(|| rel.clone().into(), |d| d.join(&rel)),
-                    source,
-                })?;
-        }
+    let base = list_log_snapshots(store, table)
+        .await?
+        .into_iter()
+        .map(|(v, _)| v)
+        .rfind(|&v| v < version);
+    let mut entries = Vec::new();
+    if let Some(base) = base {
+        entries.push(read_actions(store, &snapshot_path(table, base)).await?);
+    }
+    for v in base.map_or(0, |b| b + 1)..=version {
+        entries.push(read_actions(store, &log_path(table, v)).await?);
+    }
+    let dir = super::log::log_dir(table);
+    let failed = |reason: String| CheckpointError::CorruptObject {
+        store: store.name().to_owned(),
+        path: format!("{dir}/"),
+        reason: format!("cannot write the Delta log checkpoint of version {version}: {reason}"),
+    };
+    let snapshot = reconcile(&entries).map_err(failed)?;
+    let parquet = checkpoint_parquet(&snapshot).map_err(failed)?;
+    let hint = last_checkpoint_json(version, &snapshot, parquet.len());
+    let mut actions = vec![
+        Action::Protocol(snapshot.protocol.clone()),
+        Action::Metadata(snapshot.metadata.clone()),
+    ];
+    actions.extend(snapshot.txns.iter().cloned().map(Action::Txn));
+    actions.extend(snapshot.adds.iter().cloned().map(Action::Add));
+    // The snapshot goes last: one that exists has its checkpoint beside it.
+    for (rel, body) in [
+        (format!("{dir}/{version:020}.checkpoint.parquet"), parquet),
+        (format!("{dir}/_last_checkpoint"), hint.into_bytes()),
+        (snapshot_path(table, version), encode_entry(&actions)),
+    ] {
+        let path = store.path(&rel);
+        let body = bytes::Bytes::from(body);
+        store
+            .retrying("put", &rel, || {
+                store.object_store().put(&path, body.clone().into())
+            })
+            .await
+            .map_err(|e| CheckpointError::store(store, "put", rel.clone(), e))?;
+        store
+            .make_durable(std::slice::from_ref(&rel))
+            .await
+            .map_err(|source| CheckpointError::Io {
+                op: "fsync a Delta log checkpoint",
+                path: store
+                    .local_dir()
+                    .map_or_else(|| rel.clone().into(), |d| d.join(&rel)),
+                source,
+            })?;
     }
     Ok(())
 }
