@@ -111,7 +111,6 @@ fn apply(writer: &mut CoreWalWriter, req: Request, keep: bool) -> (Pending, bool
     let mut entries = 0u64;
     let mut bytes = 0u64;
     let mut stop = false;
-    let epoch = writer.epoch();
     let Request {
         work,
         enqueued,
@@ -140,6 +139,13 @@ fn apply(writer: &mut CoreWalWriter, req: Request, keep: bool) -> (Pending, bool
             Ok(())
         }
     };
+    // The epoch the writes went into, read after them: a checkpoint that
+    // advances the epoch meanwhile moves the writer at its next append, so
+    // an epoch read before could be one the write is not in (and that
+    // checkpoint would drop it from the live state without holding it).
+    // Within one request the epoch moves at most once: a later entry's is
+    // the larger, which keeps an entry in memory for longer, never shorter.
+    let epoch = writer.epoch();
     let written = match work {
         Work::One(op) if keep && entries == 1 => Some((epoch, vec![op])),
         Work::Write(mut ops) if keep && entries > 0 => {
