@@ -145,6 +145,8 @@ mod recovery;
 mod segment;
 mod state_map;
 mod writer;
+#[cfg(test)]
+pub(crate) use writer::CoreShared;
 
 pub use clock::{SystemClock, WalClock};
 pub use coordinator::PerCoreCheckpointCoordinator;

@@ -327,3 +327,69 @@ fn pin_warning_once(core: usize) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, OnceLock};
+
+    use super::*;
+    use crate::per_core_wal::{PerCoreWalConfig, PerCoreWalManager, WalClock};
+
+    /// A clock that, the first time it is read (during the first append),
+    /// asks the writer for epoch 7, as a checkpoint's `set_epoch_all` does
+    /// from another thread.
+    #[derive(Debug, Default)]
+    struct AdvancesTheEpoch {
+        shared: OnceLock<Arc<crate::per_core_wal::CoreShared>>,
+        now: std::sync::atomic::AtomicI64,
+    }
+
+    impl WalClock for AdvancesTheEpoch {
+        fn now_ns(&self) -> i64 {
+            if let Some(shared) = self.shared.get() {
+                shared.requested_epoch.fetch_max(7, Ordering::Relaxed);
+            }
+            self.now.fetch_add(1, Ordering::Relaxed) + 1
+        }
+    }
+
+    #[test]
+    fn writes_are_recorded_with_the_epoch_they_went_into() {
+        let tmp = tempfile::tempdir().unwrap();
+        let clock = Arc::new(AdvancesTheEpoch::default());
+        let mut manager = PerCoreWalManager::builder(PerCoreWalConfig::new(tmp.path(), 1))
+            .clock(clock.clone())
+            .create()
+            .unwrap();
+        let mut writer = manager.take_writer(0).unwrap();
+        clock.shared.set(Arc::clone(writer.shared())).unwrap();
+        let before = writer.epoch();
+        let ops: Vec<WriteOp> = (0..2_u8)
+            .map(|i| WriteOp::Put {
+                key: vec![i],
+                value: vec![i],
+            })
+            .collect();
+        let (ack, _rx) = oneshot::channel();
+        let request = Request {
+            work: Work::Write(ops),
+            enqueued: Instant::now(),
+            ack,
+        };
+        let (pending, _) = apply(&mut writer, request, true);
+        pending.result.unwrap();
+        writer.sync().unwrap();
+        // The first put went into the epoch before, the second into 7.
+        let (recorded, _) = pending.written.unwrap();
+        assert_eq!((before, recorded), (0, 7));
+        manager.attach_writer(writer).unwrap();
+        let epochs: Vec<u64> = manager
+            .merge_segments()
+            .unwrap()
+            .iter()
+            .filter(|e| matches!(e.operation, crate::per_core_wal::WalOperation::Put { .. }))
+            .map(|e| e.epoch)
+            .collect();
+        assert_eq!(epochs, [0, 7], "the batch spans the epoch change");
+    }
+}
