@@ -9,7 +9,7 @@ use crate::Result;
 /// Which peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// rust-rocksdb 0.25 (RocksDB 10.x C++), one WAL, group commit of
+    /// rust-rocksdb 0.25 (RocksDB 11.8 C++), one WAL, group commit of
     /// concurrent synced writers.
     Rocksdb,
     /// fjall 3.1, one journal behind a mutex, `PersistMode::SyncData`.
@@ -17,7 +17,15 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 2] = [Kind::Rocksdb, Kind::Fjall];
+    /// The peers this binary was built with.
+    pub fn all() -> Vec<Kind> {
+        let mut all = Vec::new();
+        if cfg!(feature = "rocksdb") {
+            all.push(Kind::Rocksdb);
+        }
+        all.push(Kind::Fjall);
+        all
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -36,7 +44,10 @@ impl Kind {
 
     pub fn open(self, dir: &Path) -> Result<Box<dyn Peer>> {
         Ok(match self {
+            #[cfg(feature = "rocksdb")]
             Kind::Rocksdb => Box::new(Rocks::open(dir)?),
+            #[cfg(not(feature = "rocksdb"))]
+            Kind::Rocksdb => return Err("built without the rocksdb feature".into()),
             Kind::Fjall => Box::new(Fjall::open(dir)?),
         })
     }
@@ -55,11 +66,13 @@ pub trait Peer: Send + Sync {
     fn flush(&self) -> Result<()>;
 }
 
+#[cfg(feature = "rocksdb")]
 pub struct Rocks {
     db: rocksdb::DB,
     sync: rocksdb::WriteOptions,
 }
 
+#[cfg(feature = "rocksdb")]
 impl Rocks {
     fn open(dir: &Path) -> Result<Self> {
         let mut options = rocksdb::Options::default();
@@ -75,6 +88,7 @@ impl Rocks {
     }
 }
 
+#[cfg(feature = "rocksdb")]
 impl Peer for Rocks {
     fn write(&self, pairs: &[(&[u8], &[u8])]) -> Result<()> {
         if let [(key, value)] = pairs {

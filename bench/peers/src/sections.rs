@@ -43,11 +43,12 @@ enum Engine {
 }
 
 impl Engine {
-    const ALL: [Engine; 3] = [
-        Engine::Walhouse,
-        Engine::Peer(Kind::Rocksdb),
-        Engine::Peer(Kind::Fjall),
-    ];
+    /// walhouse, then every peer built in.
+    fn all() -> Vec<Engine> {
+        let mut all = vec![Engine::Walhouse];
+        all.extend(Kind::all().into_iter().map(Engine::Peer));
+        all
+    }
 
     fn name(self) -> &'static str {
         match self {
@@ -81,12 +82,12 @@ fn compare(
     mut run: impl FnMut(Engine, &Path) -> Result<Vec<f64>>,
 ) -> Result<()> {
     // engine -> (runs of each metric, fsync rate of each run)
-    let mut runs: Vec<(Vec<Vec<f64>>, Vec<f64>)> = Engine::ALL
+    let mut runs: Vec<(Vec<Vec<f64>>, Vec<f64>)> = Engine::all()
         .iter()
         .map(|_| (vec![Vec::new(); metrics.len()], Vec::new()))
         .collect();
     for round in 0..ctx.scale.rounds {
-        for (e, engine) in Engine::ALL.into_iter().enumerate() {
+        for (e, engine) in Engine::all().into_iter().enumerate() {
             let dir = ctx.root.join(format!("{}-{round}", engine.name()));
             let fsync = fdatasync_rate(ctx.root, Duration::from_millis(300))?;
             let values = run(engine, &dir)?;
@@ -109,7 +110,7 @@ fn compare(
             runs[e].1.push(fsync);
         }
     }
-    for (e, engine) in Engine::ALL.into_iter().enumerate().skip(1) {
+    for (e, engine) in Engine::all().into_iter().enumerate().skip(1) {
         let Engine::Peer(kind) = engine else { continue };
         for (m, metric) in metrics.iter().enumerate() {
             figures.push(Figure {
