@@ -270,7 +270,7 @@ fn peer_export(peer: &dyn Peer, path: &Path) -> Result<(u64, u64)> {
     let mut values = BinaryBuilder::new();
     let mut rows = 0u64;
     let mut pending = 0usize;
-    let mut flush = |keys: &mut BinaryBuilder,
+    let flush = |keys: &mut BinaryBuilder,
                      values: &mut BinaryBuilder,
                      writer: &mut ArrowWriter<File>|
      -> Result<()> {
