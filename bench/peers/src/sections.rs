@@ -179,20 +179,17 @@ fn peer_ingest(
     Ok((acks, secs, lat))
 }
 
-#[expect(
-    clippy::cast_precision_loss,
-    reason = "ack counts far below 2^52"
-)]
+#[expect(clippy::cast_precision_loss, reason = "ack counts far below 2^52")]
 fn ingest_figures(acks: u64, secs: f64, mut lat: Latencies) -> Vec<f64> {
-    vec![
-        acks as f64 / secs,
-        lat.quantile(0.5),
-        lat.quantile(0.99),
-    ]
+    vec![acks as f64 / secs, lat.quantile(0.5), lat.quantile(0.99)]
 }
 
 pub fn ingest(ctx: &Ctx, figures: &mut Vec<Figure>) -> Result<()> {
-    let keys = if ctx.scale.quick { 2_000_000 } else { 8_000_000 };
+    let keys = if ctx.scale.quick {
+        2_000_000
+    } else {
+        8_000_000
+    };
     let work = Arc::new(Workload::new(keys));
     let run_for = Duration::from_secs_f64(ctx.scale.ingest_secs);
     for cores in [1usize, 2] {
@@ -271,8 +268,8 @@ fn peer_export(peer: &dyn Peer, path: &Path) -> Result<(u64, u64)> {
     let mut rows = 0u64;
     let mut pending = 0usize;
     let flush = |keys: &mut BinaryBuilder,
-                     values: &mut BinaryBuilder,
-                     writer: &mut ArrowWriter<File>|
+                 values: &mut BinaryBuilder,
+                 writer: &mut ArrowWriter<File>|
      -> Result<()> {
         let columns: Vec<ArrayRef> = vec![Arc::new(keys.finish()), Arc::new(values.finish())];
         writer.write(&RecordBatch::try_new(Arc::clone(&schema), columns)?)?;
@@ -491,7 +488,11 @@ pub fn reopen(ctx: &Ctx, figures: &mut Vec<Figure>) -> Result<()> {
             }
         };
         if missing > 0 {
-            return Err(format!("{}: {missing} acked keys missing after reopen", engine.name()).into());
+            return Err(format!(
+                "{}: {missing} acked keys missing after reopen",
+                engine.name()
+            )
+            .into());
         }
         Ok(vec![secs])
     })

@@ -119,10 +119,7 @@ pub fn fdatasync_rate(dir: &Path, measure_for: Duration) -> Result<f64> {
 
 /// Megabytes per second of `rows` rows in `secs`.
 pub fn mb_per_s(rows: u64, secs: f64) -> f64 {
-    #[expect(
-        clippy::cast_precision_loss,
-        reason = "byte counts far below 2^52"
-    )]
+    #[expect(clippy::cast_precision_loss, reason = "byte counts far below 2^52")]
     let bytes = (rows * ROW_BYTES) as f64;
     bytes / secs / 1e6
 }
