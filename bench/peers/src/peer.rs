@@ -9,7 +9,7 @@ use crate::Result;
 /// Which peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// rust-rocksdb 0.25 (RocksDB 11.8 C++), one WAL, group commit of
+    /// rust-rocksdb 0.20.1 over Debian's librocksdb 7.8.3, one WAL, group commit of
     /// concurrent synced writers.
     Rocksdb,
     /// fjall 3.1, one journal behind a mutex, `PersistMode::SyncData`.
@@ -53,6 +53,9 @@ impl Kind {
     }
 }
 
+/// A visitor of (key, value) pairs.
+pub type Visit<'a> = &'a mut dyn FnMut(&[u8], &[u8]) -> Result<()>;
+
 /// What every section asks of a peer. `write` is durable on return.
 pub trait Peer: Send + Sync {
     /// Writes `pairs` as one atomic batch, fdatasync'd before it returns.
@@ -60,7 +63,7 @@ pub trait Peer: Send + Sync {
     /// The value of `key`.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
     /// Every live pair in key order.
-    fn scan(&self, each: &mut dyn FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()>;
+    fn scan(&self, each: Visit<'_>) -> Result<()>;
     /// Moves the memtable into table files (the peer's checkpoint), so a
     /// reopen reads from tables, not from a replayed log.
     fn flush(&self) -> Result<()>;
@@ -77,7 +80,7 @@ impl Rocks {
     fn open(dir: &Path) -> Result<Self> {
         let mut options = rocksdb::Options::default();
         options.create_if_missing(true);
-        // Built without codecs; say so rather than rely on the fallback.
+        // Values are incompressible; no codec work for any engine's log.
         options.set_compression_type(rocksdb::DBCompressionType::None);
         let db = rocksdb::DB::open(&options, dir)?;
         let mut sync = rocksdb::WriteOptions::default();
@@ -99,7 +102,7 @@ impl Peer for Rocks {
         for (key, value) in pairs {
             batch.put(key, value);
         }
-        self.db.write_opt(&batch, &self.sync)?;
+        self.db.write_opt(batch, &self.sync)?;
         Ok(())
     }
 
@@ -107,7 +110,7 @@ impl Peer for Rocks {
         Ok(self.db.get_pinned(key)?.map(|v| v.to_vec()))
     }
 
-    fn scan(&self, each: &mut dyn FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+    fn scan(&self, each: Visit<'_>) -> Result<()> {
         let mut it = self.db.raw_iterator();
         it.seek_to_first();
         while let (Some(key), Some(value)) = (it.key(), it.value()) {
@@ -156,7 +159,7 @@ impl Peer for Fjall {
         Ok(self.keyspace.get(key)?.map(|v| v.to_vec()))
     }
 
-    fn scan(&self, each: &mut dyn FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+    fn scan(&self, each: Visit<'_>) -> Result<()> {
         for guard in self.keyspace.iter() {
             let (key, value) = guard.into_inner()?;
             each(&key, &value)?;
