@@ -513,7 +513,7 @@ def run_demo(walhouse, data_dir, records, store=None):
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{out.stdout}\n{out.stderr}")
-    assert "state verified" in out.stdout, out.stdout
+    assert "read back: verified" in out.stdout and "MISMATCH" not in out.stdout, out.stdout
     return out.stdout
 
 
