@@ -7,6 +7,9 @@
 //! peers child-write walhouse|rocksdb|fjall DIR ROWS   (the reopen section's writer)
 //! ```
 
+#[path = "../../../benches/common/mod.rs"]
+#[allow(unused_imports)]
+mod common;
 mod peer;
 mod sections;
 mod walhouse_side;

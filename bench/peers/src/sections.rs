@@ -20,7 +20,7 @@ use tokio::runtime::Runtime;
 use walhouse::Shutdown;
 
 use crate::peer::{Kind, Peer};
-use crate::workload::{fdatasync_rate, mb_per_s, Latencies, Workload};
+use crate::workload::{mb_per_s, Latencies, Workload};
 use crate::{num, walhouse_side, Figure, Result, Scale};
 
 /// Rows per durable batch when a section loads its table (not timed).
@@ -89,7 +89,7 @@ fn compare(
     for round in 0..ctx.scale.rounds {
         for (e, engine) in Engine::all().into_iter().enumerate() {
             let dir = ctx.root.join(format!("{}-{round}", engine.name()));
-            let fsync = fdatasync_rate(ctx.root, Duration::from_millis(300))?;
+            let fsync = fdatasync_rate(ctx.root)?;
             let values = run(engine, &dir)?;
             if dir.exists() {
                 fs::remove_dir_all(&dir)?;
@@ -295,20 +295,6 @@ fn peer_export(peer: &dyn Peer, path: &Path) -> Result<(u64, u64)> {
         File::open(parent)?.sync_all()?;
     }
     Ok((rows, fs::metadata(path)?.len()))
-}
-
-fn dir_bytes(dir: &Path) -> Result<u64> {
-    let mut bytes = 0;
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let meta = entry.metadata()?;
-        bytes += if meta.is_dir() {
-            dir_bytes(&entry.path())?
-        } else {
-            meta.len()
-        };
-    }
-    Ok(bytes)
 }
 
 pub fn export(ctx: &Ctx, figures: &mut Vec<Figure>) -> Result<()> {
@@ -567,4 +553,16 @@ pub fn lookup(ctx: &Ctx, figures: &mut Vec<Figure>) -> Result<()> {
         Ok(out)
     })?;
     Ok(())
+}
+
+/// The disk's raw fdatasync rate beside a run: 4 KiB appended and
+/// fdatasync'd for 0.3 s (`benches/common`'s probe); syncs/s.
+fn fdatasync_rate(dir: &Path) -> Result<f64> {
+    crate::common::raw_fdatasync_rate(dir, Duration::from_millis(300))
+        .map_err(|e| e.to_string().into())
+}
+
+/// Bytes of the files under `dir` (`benches/common`'s walk).
+fn dir_bytes(dir: &Path) -> Result<u64> {
+    crate::common::dir_bytes(dir).map_err(|e| e.to_string().into())
 }

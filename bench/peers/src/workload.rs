@@ -1,11 +1,6 @@
-//! Keys, values, latencies and the fdatasync probe, shared by every engine.
+//! Keys, values and latencies, shared by every engine.
 
-use std::fs::File;
-use std::io::Write;
-use std::path::Path;
-use std::time::{Duration, Instant};
-
-use crate::Result;
+use std::time::Instant;
 
 pub const KEY_LEN: usize = 16;
 pub const VALUE_LEN: usize = 100;
@@ -96,25 +91,6 @@ impl Latencies {
         let at = ((self.0.len() - 1) as f64 * q).round() as usize;
         f64::from(self.0[at])
     }
-}
-
-/// The disk's raw fdatasync rate: 4 KiB appended and fdatasync'd in a loop
-/// for `measure_for` in `dir`; syncs/s.
-pub fn fdatasync_rate(dir: &Path, measure_for: Duration) -> Result<f64> {
-    let path = dir.join("fdatasync-probe");
-    let mut file = File::create(&path)?;
-    let block = [0xa5u8; 4096];
-    let mut n = 0u32;
-    let start = Instant::now();
-    while start.elapsed() < measure_for {
-        file.write_all(&block)?;
-        file.sync_data()?;
-        n += 1;
-    }
-    let rate = f64::from(n) / start.elapsed().as_secs_f64();
-    drop(file);
-    std::fs::remove_file(&path)?;
-    Ok(rate)
 }
 
 /// Megabytes per second of `rows` rows in `secs`.
