@@ -556,7 +556,7 @@ impl Checkpointer {
         let numbers = list_manifests(&self.store).await?;
         let keep = self.settings.retain_checkpoints.max(1);
         let (old, retained) = numbers.split_at(numbers.len().saturating_sub(keep));
-        let referenced = self.referenced_objects(&numbers, retained).await?;
+        let (referenced, newest_state) = self.referenced_objects(&numbers, retained).await?;
         let mut report = GcReport {
             retained: retained.to_vec(),
             versions_expired: old.to_vec(),
@@ -600,10 +600,6 @@ impl Checkpointer {
             self.delete(&inflight_path(n)).await?;
             report.stale_markers_removed.push(n);
         }
-        let newest_state = list_versions(&self.store, STATE_TABLE)
-            .await?
-            .into_iter()
-            .rfind(|&v| v > 0);
         if let (Some(&oldest), Some(state)) = (retained.first(), newest_state) {
             report.log_objects_removed = self.clean_logs(oldest.min(state), grace, now).await?;
         }
@@ -671,19 +667,18 @@ impl Checkpointer {
     /// in its latest version), the files the `retained` manifests and state
     /// versions reference, and the newest state
     /// version's whatever the retention (the next build starts from it, and
-    /// recovery reads it, while the state table lags behind the changelog).
+    /// recovery reads it, while the state table lags behind the changelog);
+    /// and that newest state version (`None`: none yet).
     async fn referenced_objects(
         &self,
         numbers: &[u64],
         retained: &[u64],
-    ) -> Result<BTreeSet<String>, CheckpointError> {
+    ) -> Result<(BTreeSet<String>, Option<u64>), CheckpointError> {
         let state_versions = list_versions(&self.store, STATE_TABLE).await?;
         let mut referenced = BTreeSet::new();
         // The changelog files of versions whose log entries were cleaned
         // up: the newest log checkpoint holds every file added before it.
-        if let Some((_, files)) = snapshot_files(&self.store, CHANGELOG_TABLE, u64::MAX).await? {
-            referenced.extend(files);
-        }
+        referenced.extend(snapshot_files(&self.store, CHANGELOG_TABLE).await?);
         let mut add = |files: Vec<&DataFile>| {
             referenced.extend(files.into_iter().map(|f| f.path.clone()));
         };
@@ -701,7 +696,7 @@ impl Checkpointer {
                 add(load_state_version(&self.store, v).await?.referenced_files());
             }
         }
-        Ok(referenced)
+        Ok((referenced, newest))
     }
 
     /// Every object under `changelog/` and `state/`, and the staging files

@@ -573,8 +573,6 @@ fn count_ops(
     Ok(counts)
 }
 
-/// `checkpoint` if the table holds it, else an error that lists the
-/// checkpoints it holds.
 /// Prints a lookup's value (exit 0) or says where the key was looked for
 /// (exit 1).
 fn print_found(key: &str, found: serve::Found) -> CliResult {
@@ -598,6 +596,8 @@ fn print_found(key: &str, found: serve::Found) -> CliResult {
     .into())
 }
 
+/// `checkpoint` if the table holds it, else an error that lists the
+/// checkpoints it holds.
 async fn committed(
     store: &Store,
     checkpoint: u64,

@@ -424,31 +424,23 @@ async fn read_actions(store: &Store, rel: &str) -> Result<Vec<Action>, Checkpoin
         .map_err(|e| corrupt(format!("not a Delta action: {e}")))
 }
 
-/// The live files of `table` in its newest log checkpoint snapshot at or
-/// before `at_most` (`None`: there is none), by path under the table
-/// root (`<table>/<path>`), and that snapshot's version.
+/// The live files of `table` in its newest log checkpoint snapshot, by
+/// path under the table root (`<table>/<path>`); none if it has none.
 pub(crate) async fn snapshot_files(
     store: &Store,
     table: &str,
-    at_most: u64,
-) -> Result<Option<(u64, Vec<String>)>, CheckpointError> {
-    let Some(version) = list_log_snapshots(store, table)
-        .await?
-        .into_iter()
-        .map(|(v, _)| v)
-        .rfind(|&v| v <= at_most)
-    else {
-        return Ok(None);
+) -> Result<Vec<String>, CheckpointError> {
+    let Some(&(version, _)) = list_log_snapshots(store, table).await?.last() else {
+        return Ok(Vec::new());
     };
     let actions = read_actions(store, &snapshot_path(table, version)).await?;
-    let files = actions
+    Ok(actions
         .into_iter()
         .filter_map(|a| match a {
             Action::Add(add) => Some(format!("{table}/{}", add.path)),
             _ => None,
         })
-        .collect();
-    Ok(Some((version, files)))
+        .collect())
 }
 
 /// Writes a Delta log checkpoint of `table` at `version`
