@@ -17,7 +17,8 @@
 //! The files sit under `target/bench-tmp/` (`LOOKUP_REPORT_DIR` picks
 //! another directory) and are read from a warm page cache: "cold" means the
 //! reader's cache is empty, not the disk's. `LOOKUP_REPORT_SMALL=1` divides
-//! the key count by 100 (a smoke test).
+//! the key count by 100 (a smoke test); `LOOKUP_REPORT_PAGE_BYTES=N` writes
+//! the table with `CheckpointSettings::page_bytes` = N.
 
 mod common;
 
@@ -35,8 +36,8 @@ const KEYS: u64 = 1_000_000;
 const DELTA_ENTRIES: u64 = 100_000;
 const COLD_LOOKUPS: usize = 200;
 const WARM_LOOKUPS: usize = 2_000;
-/// Keys of the cached case: few enough that their pages (about 1 MiB each
-/// with the writer's default page size) fit the 64 MiB cache.
+/// Keys of the cached case: few enough that their pages fit the 64 MiB
+/// cache.
 const CACHED_KEYS: usize = 20;
 const CACHED_ROUNDS: usize = 50;
 
@@ -159,7 +160,11 @@ fn build_table(
     let start = Instant::now();
     let store = Store::local(&dir.join("table"))?;
     let mut manager = PerCoreWalManager::new(PerCoreWalConfig::new(&dir.join("wal"), CORES))?;
-    let checkpointer = Checkpointer::new(store.clone(), CheckpointSettings::default())?;
+    let mut settings = CheckpointSettings::default();
+    if let Some(bytes) = std::env::var_os("LOOKUP_REPORT_PAGE_BYTES") {
+        settings.page_bytes = bytes.to_str().unwrap_or("").parse()?;
+    }
+    let checkpointer = Checkpointer::new(store.clone(), settings)?;
     let mut workload = Workload::new(Mix::DistinctPuts);
     append(&mut manager, &mut workload, KEYS / scale)?;
     let first = runtime.block_on(checkpointer.checkpoint(&mut manager))?;
@@ -204,6 +209,8 @@ fn add(total: &mut LookupStats, s: &LookupStats) {
     total.bytes_fetched += s.bytes_fetched;
     total.ranges_fetched += s.ranges_fetched;
     total.range_hits += s.range_hits;
+    total.pages_decoded += s.pages_decoded;
+    total.page_hits += s.page_hits;
 }
 
 fn diff(after: &LookupStats, before: &LookupStats) -> LookupStats {
@@ -218,6 +225,8 @@ fn diff(after: &LookupStats, before: &LookupStats) -> LookupStats {
         bytes_fetched: after.bytes_fetched - before.bytes_fetched,
         ranges_fetched: after.ranges_fetched - before.ranges_fetched,
         range_hits: after.range_hits - before.range_hits,
+        pages_decoded: after.pages_decoded - before.pages_decoded,
+        page_hits: after.page_hits - before.page_hits,
         ..LookupStats::default()
     }
 }
@@ -235,7 +244,8 @@ fn report(name: &str, micros: &mut [f64], s: &LookupStats, lookups: usize) {
     println!(
         "{name}: {lookups} lookups, p50 {:.0} us, p99 {:.0} us, max {:.0} us; per lookup: \
          {:.2} row groups read of {:.1} (stats pruned {:.1}, bloom pruned {:.2}), {:.0} bytes \
-         fetched, {:.2} ranges fetched, {:.2} ranges from cache, {:.3} LISTs",
+         fetched, {:.2} ranges fetched, {:.2} ranges from cache, {:.2} pages decoded, {:.2} \
+         from cache, {:.3} LISTs",
         at(0.5),
         at(0.99),
         micros.last().copied().unwrap_or(0.0),
@@ -246,6 +256,8 @@ fn report(name: &str, micros: &mut [f64], s: &LookupStats, lookups: usize) {
         per(s.bytes_fetched),
         per(s.ranges_fetched),
         per(s.range_hits),
+        per(s.pages_decoded),
+        per(s.page_hits),
         per(s.lists),
     );
 }

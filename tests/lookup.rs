@@ -212,10 +212,40 @@ fn reader(store: &Store, relist_after_ms: u64) -> CheckpointReader {
 
 #[tokio::test]
 async fn lookups_match_the_model_for_present_overwritten_deleted_and_absent_keys() {
+    let stats = lookups_match_the_model(settings(3, 50)).await;
+    assert_eq!(stats.max_pages, 1, "row groups of 50 rows: one page each");
+}
+
+/// The same with row groups of several pages (`page_bytes` = 1: a page
+/// every 256 rows), so that a key is found in one page of `key` among
+/// several and its value in one page of `value` among several.
+#[tokio::test]
+async fn lookups_in_row_groups_of_many_pages_match_the_model() {
+    let stats = lookups_match_the_model(CheckpointSettings {
+        page_bytes: 1,
+        ..settings(3, 1000)
+    })
+    .await;
+    assert!(stats.max_pages >= 3, "{stats:?}");
+    assert!(stats.lookup.pages_decoded > 0 && stats.lookup.page_hits > 0);
+}
+
+#[derive(Debug)]
+struct ModelRun {
+    lookup: walhouse::checkpoint::LookupStats,
+    /// The most pages of `value` in a row group of a state file.
+    max_pages: usize,
+}
+
+/// Rounds of puts and deletes over 600 keys, each checkpointed with
+/// `settings`; every key (and 100 never written) is looked up after each
+/// checkpoint, before and after its state version is built, against a
+/// model.
+async fn lookups_match_the_model(settings: CheckpointSettings) -> ModelRun {
     let tmp = tempfile::tempdir().unwrap();
     let wal = PerCoreWalConfig::new(&tmp.path().join("wal"), 2);
     let store = Store::local(&tmp.path().join("table")).unwrap();
-    let cp = Checkpointer::new(store.clone(), settings(3, 50)).unwrap();
+    let cp = Checkpointer::new(store.clone(), settings).unwrap();
     let mut m = PerCoreWalManager::new(wal).unwrap();
     let r = reader(&store, 0);
     assert_eq!(r.get(&key(1)).await.unwrap(), None, "no checkpoint yet");
@@ -283,6 +313,32 @@ async fn lookups_match_the_model_for_present_overwritten_deleted_and_absent_keys
     // Deleted keys of the state versions with deletion vectors were found
     // in a file and refused by its vector.
     assert!(stats.vectors_loaded > 0, "{stats:?}");
+    let version = cp
+        .state_version(rounds.len() as u64)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut max_pages = 0;
+    for file in &version.table {
+        let path = tmp.path().join("table").join(&file.file.path);
+        let reader = parquet::file::serialized_reader::SerializedFileReader::new_with_options(
+            std::fs::File::open(&path).unwrap(),
+            parquet::file::serialized_reader::ReadOptionsBuilder::new()
+                .with_page_index()
+                .build(),
+        )
+        .unwrap();
+        let meta = parquet::file::reader::FileReader::metadata(&reader);
+        for rg in meta.offset_index().unwrap() {
+            // Columns: key, value, ...
+            max_pages = max_pages.max(rg[1].page_locations().len());
+        }
+    }
+    println!("the most pages of `value` in a state file's row group: {max_pages}");
+    ModelRun {
+        lookup: stats,
+        max_pages,
+    }
 }
 
 /// Per data file, the byte ranges of each row group's column chunks.

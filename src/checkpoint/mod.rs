@@ -99,6 +99,14 @@ pub struct CheckpointSettings {
     /// Higher levels shrink compressible columns a little more at a much
     /// higher CPU cost.
     pub zstd_level: i32,
+    /// Target size of a Parquet data page before compression. Default:
+    /// 64 KiB. A point lookup decodes one page of `key` and the pages of the
+    /// other columns that hold the key's row, so smaller pages make lookups
+    /// cheaper; larger ones compress a little better and scan a little
+    /// faster. A page of a binary column (`key`, `value`) ends near this
+    /// size; other columns' pages are checked every 256 rows. At most 20,000
+    /// rows a page.
+    pub page_bytes: usize,
     /// Threads that encode the columns of one Parquet file at once (0: one
     /// per CPU). Default: 1. More threads shorten a checkpoint a little but
     /// raise its peak memory (glibc keeps an arena per thread), so the
@@ -158,6 +166,7 @@ impl Default for CheckpointSettings {
             gc_grace_check: GraceCheck::Enforce,
             spill_dir: None,
             zstd_level: 1,
+            page_bytes: 64 << 10,
             encode_threads: 1,
             compression: CompressionMode::Adaptive,
         }

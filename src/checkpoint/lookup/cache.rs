@@ -4,6 +4,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
+use arrow_array::{Array, BinaryArray};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -51,6 +52,9 @@ pub(super) enum CacheKey {
     Footer(Arc<FileId>),
     Bloom(Arc<FileId>, usize),
     Range(Arc<FileId>, u64, u64),
+    /// The decoded values of one page of a binary column: file, row group,
+    /// column, page number.
+    Page(Arc<FileId>, usize, &'static str, usize),
     /// A deletion vector: its file and offset.
     Vector(Arc<FileId>, i32),
 }
@@ -63,6 +67,7 @@ pub(super) enum CacheValue {
     Footer(ArrowReaderMetadata),
     Bloom(Option<Arc<Sbbf>>, u32),
     Range(Bytes),
+    Page(BinaryArray),
 }
 
 pub(super) fn weigh(key: &CacheKey, value: &CacheValue) -> u32 {
@@ -71,6 +76,7 @@ pub(super) fn weigh(key: &CacheKey, value: &CacheValue) -> u32 {
         CacheKey::Footer(f)
         | CacheKey::Bloom(f, _)
         | CacheKey::Range(f, _, _)
+        | CacheKey::Page(f, _, _, _)
         | CacheKey::Vector(f, _) => f.path.len(),
     };
     let value_bytes = match value {
@@ -80,6 +86,7 @@ pub(super) fn weigh(key: &CacheKey, value: &CacheValue) -> u32 {
         | CacheValue::Bloom(_, w) => *w as usize,
         CacheValue::Footer(m) => m.metadata().memory_size(),
         CacheValue::Range(b) => b.len(),
+        CacheValue::Page(p) => p.get_array_memory_size(),
     };
     u32::try_from(64 + key_bytes + value_bytes).unwrap_or(u32::MAX)
 }

@@ -16,16 +16,19 @@
 //! Only what can hold the key is read. For each file, a row group is read
 //! only if its `key` statistics (min/max) include the key and its bloom
 //! filter on `key` does not rule it out; inside that row group, only the
-//! pages whose column-index min/max include the key are selected (the
-//! offset index turns them into a row selection), so the reader fetches
-//! those pages and the matching pages of the other columns.
+//! pages of `key` whose column-index min/max include the key are decoded
+//! (newest first in a changelog file), and the key is searched in them (by
+//! binary search in a state file, whose keys are sorted). Only the row
+//! found is then read from the other columns: the offset index gives the
+//! pages that hold it, and the reader skips to it inside them.
 //!
 //! # The cache
 //!
 //! One `moka` cache under a byte budget ([`LookupSettings::cache_bytes`])
 //! holds parsed log entries (manifests and state versions), Parquet footers
-//! (metadata with the page indexes), parsed bloom filters, deletion vectors
-//! and the byte ranges (pages, column chunks) recently read. Each entry's
+//! (metadata with the page indexes), parsed bloom filters, deletion vectors,
+//! decoded pages of `key` (so a repeated lookup in a page searches memory)
+//! and the byte ranges of the other columns' pages recently read. Each entry's
 //! weight is its size in bytes (approximate for parsed structures).
 //!
 //! Keys are chosen so that a changed object is never served stale:
@@ -35,8 +38,8 @@
 //!   create-only and never rewritten, but a table root that is wiped and
 //!   written again reuses the names; any rewrite changes the `e_tag` (and on
 //!   stores without one, the modification time).
-//! - A data file's footer, bloom filters and byte ranges, and a deletion
-//!   vector, are keyed on the file's path plus the size and crc32c that the
+//! - A data file's footer, bloom filters, key pages and byte ranges, and a
+//!   deletion vector, are keyed on the file's path plus the size and crc32c that the
 //!   log entry records. Data files are immutable and their names carry a
 //!   random unique part, so the writer never reuses a path; if something
 //!   else rewrites one, an entry that references the new content records a
@@ -64,7 +67,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arrow_array::{Array, RecordBatch};
+use arrow_array::builder::BinaryBuilder;
+use arrow_array::{Array, BinaryArray, RecordBatch};
 use futures::TryStreamExt;
 use object_store::ObjectMeta;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowSelection};
@@ -75,7 +79,7 @@ use roaring::RoaringTreemap;
 use serde::{Deserialize, Serialize};
 
 use self::cache::{weigh, CacheKey, CacheValue, CachedReader, FileId};
-use self::select::{page_selection, selected_row};
+use self::select::{key_pages, page_of_row, Page};
 use super::changelog_rows::{binary_column, Change, ChangelogRows};
 use super::delta::{
     dv::read_dv, log_dir, log_path, parse_log_path, parse_state_version, CHANGELOG_TABLE,
@@ -137,8 +141,13 @@ pub struct LookupStats {
     pub row_groups_pruned_by_bloom: u64,
     /// Row groups skipped because no page's min/max holds the key.
     pub row_groups_pruned_by_pages: u64,
-    /// Row groups whose pages were decoded.
+    /// Row groups whose `key` pages were searched.
     pub row_groups_read: u64,
+    /// Pages of `key` and of a state file's `value` decoded (cache misses;
+    /// the cache holds them decoded).
+    pub pages_decoded: u64,
+    /// Pages served decoded from the cache.
+    pub page_hits: u64,
     /// Byte ranges fetched from the store for pages (cache misses).
     pub ranges_fetched: u64,
     /// Byte ranges served from the cache.
@@ -163,6 +172,8 @@ struct Counters {
     row_groups_pruned_by_bloom: AtomicU64,
     row_groups_pruned_by_pages: AtomicU64,
     row_groups_read: AtomicU64,
+    pages_decoded: AtomicU64,
+    page_hits: AtomicU64,
     ranges_fetched: AtomicU64,
     range_hits: AtomicU64,
     bytes_fetched: AtomicU64,
@@ -394,6 +405,8 @@ impl CheckpointReader {
             row_groups_pruned_by_bloom: get(&c.row_groups_pruned_by_bloom),
             row_groups_pruned_by_pages: get(&c.row_groups_pruned_by_pages),
             row_groups_read: get(&c.row_groups_read),
+            pages_decoded: get(&c.pages_decoded),
+            page_hits: get(&c.page_hits),
             ranges_fetched: get(&c.ranges_fetched),
             range_hits: get(&c.range_hits),
             bytes_fetched: get(&c.bytes_fetched),
@@ -678,126 +691,222 @@ impl CheckpointReader {
             }
             candidates.push(rg);
         }
-        // In a changelog file the last operation wins: newest row group first.
-        if matches!(rows, Rows::Changelog) {
+        // In a changelog file the last operation wins: newest row group
+        // first, and in it the newest page first.
+        let changelog = matches!(rows, Rows::Changelog);
+        if changelog {
             candidates.reverse();
         }
+        let mut first_rows = Vec::with_capacity(groups);
+        let mut total = 0u64;
+        for rg in 0..groups {
+            first_rows.push(total);
+            total += u64::try_from(parquet.row_group(rg).num_rows()).unwrap_or(0);
+        }
         for rg in candidates {
-            let Some(pages) = page_selection(parquet, rg, column, key) else {
+            let mut pages = key_pages(parquet, rg, column, key);
+            if pages.is_empty() {
                 bump(&self.counters.row_groups_pruned_by_pages, 1);
                 continue;
-            };
+            }
             bump(&self.counters.row_groups_read, 1);
-            let Some((found, row)) = self
-                .read_row_group(file, &id, &metadata, rg, &pages, key, rows)
-                .await?
-            else {
-                continue;
-            };
-            return match rows {
-                Rows::State(Some(dv)) if self.vector(dv).await?.contains(row) => Ok(None),
-                _ => Ok(Some(found)),
-            };
+            if changelog {
+                pages.reverse();
+            }
+            for page in pages {
+                let keys = self.page(file, &id, &metadata, rg, "key", &page).await?;
+                // A changelog's other operations (commits, markers) have no
+                // key; every row of a state file has one.
+                if !changelog && keys.null_count() > 0 {
+                    return Err(self.corrupt(file, format!("row group {rg}: a null key")));
+                }
+                let Some(at) = find_key(&keys, key, changelog) else {
+                    continue;
+                };
+                let row = page.rows.start + at;
+                let found = if changelog {
+                    self.changelog_row(file, &id, &metadata, rg, row, key)
+                        .await?
+                } else {
+                    let values = self.value_page(file, &id, &metadata, rg, row).await?;
+                    Found::Put(values.1.value(row - values.0).to_vec())
+                };
+                let row = first_rows[rg] + row as u64;
+                return match rows {
+                    Rows::State(Some(dv)) if self.vector(dv).await?.contains(row) => Ok(None),
+                    _ => Ok(Some(found)),
+                };
+            }
         }
         Ok(None)
     }
 
-    /// The last (changelog) or first (state) row with `key` among the rows
-    /// `pages` of row group `rg`, and its row number in the file.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "private helper; the arguments are one lookup's context"
-    )]
-    async fn read_row_group(
+    /// The decoded page of row group `rg`'s `value` column that holds row
+    /// `row` of the row group (a state file's), and the row its first value
+    /// is.
+    async fn value_page(
         &self,
         file: &DataFile,
         id: &Arc<FileId>,
         metadata: &ArrowReaderMetadata,
         rg: usize,
-        pages: &[Range<usize>],
+        row: usize,
+    ) -> Result<(usize, BinaryArray), CheckpointError> {
+        let parquet = metadata.metadata();
+        let schema = metadata.parquet_schema();
+        let column = (0..schema.num_columns())
+            .find(|&i| schema.column(i).path().string() == "value")
+            .ok_or_else(|| self.corrupt(file, "no column `value`".into()))?;
+        let page = page_of_row(parquet, rg, column, row);
+        let values = self.page(file, id, metadata, rg, "value", &page).await?;
+        if values.null_count() > 0 {
+            return Err(self.corrupt(file, format!("row group {rg}: a null value")));
+        }
+        Ok((page.rows.start, values))
+    }
+
+    /// The operation on `key` in row `row` of row group `rg` of a changelog
+    /// file, read alone (its `key`, `value` and `op`) from the pages that
+    /// hold it, through the range cache, and decoded like recovery decodes
+    /// it ([`ChangelogRows`]).
+    async fn changelog_row(
+        &self,
+        file: &DataFile,
+        id: &Arc<FileId>,
+        metadata: &ArrowReaderMetadata,
+        rg: usize,
+        row: usize,
         key: &[u8],
-        rows: Rows<'_>,
-    ) -> Result<Option<(Found, u64)>, CheckpointError> {
-        let changelog = matches!(rows, Rows::Changelog);
-        let columns: &[&str] = if changelog {
-            &["key", "value", "op"]
-        } else {
-            &["key", "value"]
+    ) -> Result<Found, CheckpointError> {
+        let corrupt = |reason: String| self.corrupt(file, reason);
+        let columns = ["key", "value", "op"];
+        let batches = self
+            .read_rows(file, id, metadata, rg, row..row + 1, &columns, true)
+            .await?;
+        let [batch] = batches.as_slice() else {
+            return Err(corrupt(format!(
+                "row group {rg} has no row {row} (its page index says it has)"
+            )));
         };
+        let rows = ChangelogRows::of(batch).map_err(corrupt)?;
+        match rows.change(0, row as u64).map_err(corrupt)? {
+            Change::Put(k, value) if k == key => Ok(Found::Put(value.to_vec())),
+            Change::Delete(k) if k == key => Ok(Found::Deleted),
+            _ => Err(corrupt(format!(
+                "row {row} of row group {rg}: its page of `key` holds the key, its operation \
+                 is not a put or delete of it"
+            ))),
+        }
+    }
+
+    /// The decoded values of `page` of row group `rg`'s binary column
+    /// `column` (`key` or `value`), from the cache or the store. The raw
+    /// page is not cached: its decoded values are, so a lookup in a page
+    /// read before searches memory.
+    async fn page(
+        &self,
+        file: &DataFile,
+        id: &Arc<FileId>,
+        metadata: &ArrowReaderMetadata,
+        rg: usize,
+        column: &'static str,
+        page: &Page,
+    ) -> Result<BinaryArray, CheckpointError> {
+        let cache_key = CacheKey::Page(Arc::clone(id), rg, column, page.page);
+        if let Some(CacheValue::Page(values)) = self.cache.get(&cache_key).await {
+            bump(&self.counters.page_hits, 1);
+            return Ok(values);
+        }
+        bump(&self.counters.pages_decoded, 1);
+        let batches = self
+            .read_rows(file, id, metadata, rg, page.rows.clone(), &[column], false)
+            .await?;
+        let mut parts = Vec::with_capacity(batches.len());
+        for batch in &batches {
+            parts.push(binary_column(batch, column).map_err(|e| self.corrupt(file, e))?);
+        }
+        let values = if let [one] = parts.as_slice() {
+            (*one).clone()
+        } else {
+            let mut joined = BinaryBuilder::new();
+            for part in &parts {
+                for v in *part {
+                    joined.append_option(v);
+                }
+            }
+            joined.finish()
+        };
+        if values.len() != page.rows.len() {
+            return Err(self.corrupt(
+                file,
+                format!(
+                    "row group {rg}: a page of `{column}` holds {} rows, its index says {}",
+                    values.len(),
+                    page.rows.len()
+                ),
+            ));
+        }
+        self.cache
+            .insert(cache_key, CacheValue::Page(values.clone()))
+            .await;
+        Ok(values)
+    }
+
+    /// The `columns` of `rows` of row group `rg`, in batches.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "private helper; the arguments are one read's context"
+    )]
+    async fn read_rows(
+        &self,
+        file: &DataFile,
+        id: &Arc<FileId>,
+        metadata: &ArrowReaderMetadata,
+        rg: usize,
+        rows: Range<usize>,
+        columns: &[&str],
+        cache_ranges: bool,
+    ) -> Result<Vec<RecordBatch>, CheckpointError> {
         let parquet = metadata.metadata();
         let rg_rows = usize::try_from(parquet.row_group(rg).num_rows()).unwrap_or(0);
-        let first_row: i64 = (0..rg).map(|g| parquet.row_group(g).num_rows()).sum();
-        let selection = RowSelection::from_consecutive_ranges(pages.iter().cloned(), rg_rows);
+        let wanted = rows.len().max(1);
+        let selection = RowSelection::from_consecutive_ranges(std::iter::once(rows), rg_rows);
         let mask = ProjectionMask::columns(metadata.parquet_schema(), columns.iter().copied());
-        let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
-            self.reader(id, true),
+        let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
+            self.reader(id, cache_ranges),
             metadata.clone(),
         )
         .with_row_groups(vec![rg])
         .with_row_selection(selection)
         .with_projection(mask)
+        .with_batch_size(wanted)
         .build()
         .map_err(|e| read_error(&self.store, &file.path, e))?;
-        let mut found = None;
-        let mut seen = 0;
-        while let Some(batch) = stream
-            .try_next()
+        stream
+            .try_collect()
             .await
-            .map_err(|e| read_error(&self.store, &file.path, e))?
-        {
-            if let Some((f, r)) = self.scan(file, &batch, key, changelog)? {
-                let row = selected_row(pages, seen + r).ok_or_else(|| {
-                    self.corrupt(
-                        file,
-                        format!("row group {rg} has fewer rows than its pages"),
-                    )
-                })?;
-                let row = u64::try_from(first_row).unwrap_or(0) + row as u64;
-                found = Some((f, row));
-                if !changelog {
-                    break;
-                }
-            }
-            seen += batch.num_rows();
-        }
-        Ok(found)
+            .map_err(|e| read_error(&self.store, &file.path, e))
     }
+}
 
-    /// The last row of `batch` with `key`, as a [`Found`], and its index in
-    /// the batch. A changelog batch is decoded like recovery decodes it
-    /// ([`ChangelogRows`]): a bad row on the way is an error.
-    fn scan(
-        &self,
-        file: &DataFile,
-        batch: &RecordBatch,
-        key: &[u8],
-        changelog: bool,
-    ) -> Result<Option<(Found, usize)>, CheckpointError> {
-        let corrupt = |reason: String| self.corrupt(file, reason);
-        if changelog {
-            let rows = ChangelogRows::of(batch).map_err(corrupt)?;
-            for r in (0..batch.num_rows()).rev() {
-                // Row numbers here count the rows the page index selected.
-                match rows.change(r, r as u64).map_err(corrupt)? {
-                    Change::Put(k, value) if k == key => {
-                        return Ok(Some((Found::Put(value.to_vec()), r)))
-                    }
-                    Change::Delete(k) if k == key => return Ok(Some((Found::Deleted, r))),
-                    _ => {}
-                }
-            }
-            return Ok(None);
-        }
-        let keys = binary_column(batch, "key").map_err(corrupt)?;
-        let values = binary_column(batch, "value").map_err(corrupt)?;
-        for r in 0..batch.num_rows() {
-            if keys.is_null(r) || values.is_null(r) {
-                return Err(corrupt(format!("state row {r}: a null key or value")));
-            }
-            if keys.value(r) == key {
-                return Ok(Some((Found::Put(values.value(r).to_vec()), r)));
-            }
-        }
-        Ok(None)
+/// The row of `keys` (one page of a file's `key` column) that holds `key`:
+/// in a changelog page the last one (the last operation wins; rows of other
+/// operations have no key); in a state
+/// page, whose keys are sorted and distinct, by binary search.
+fn find_key(keys: &BinaryArray, key: &[u8], changelog: bool) -> Option<usize> {
+    if changelog {
+        return (0..keys.len())
+            .rev()
+            .find(|&i| keys.is_valid(i) && keys.value(i) == key);
     }
+    let (mut lo, mut hi) = (0, keys.len());
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if keys.value(mid) < key {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    (lo < keys.len() && keys.value(lo) == key).then_some(lo)
 }

@@ -41,39 +41,46 @@ pub(super) fn overlaps(
     !below && !above
 }
 
-/// The row (in its row group) of the `ordinal`-th row that `pages` select.
-pub(super) fn selected_row(pages: &[Range<usize>], mut ordinal: usize) -> Option<usize> {
-    for p in pages {
-        let len = p.end - p.start;
-        if ordinal < len {
-            return Some(p.start + ordinal);
-        }
-        ordinal -= len;
-    }
-    None
+/// A page of a column chunk: its number in the chunk and the rows of the
+/// row group it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Page {
+    /// The page's number; [`WHOLE_CHUNK`] when the file has no page index
+    /// (the "page" is then the row group's whole column chunk).
+    pub(super) page: usize,
+    pub(super) rows: Range<usize>,
 }
 
-/// The rows of row group `rg` in pages whose `key` min/max can hold `key`
-/// (`None`: no page can). Without page indexes, every row.
-pub(super) fn page_selection(
+/// The page number of a column chunk read whole.
+pub(super) const WHOLE_CHUNK: usize = usize::MAX;
+
+/// The pages of row group `rg`'s `key` column (`column`) whose min/max can
+/// hold `key`, in file order (empty: none can). Without page indexes, the
+/// whole chunk.
+pub(super) fn key_pages(
     parquet: &ParquetMetaData,
     rg: usize,
     column: usize,
     key: &[u8],
-) -> Option<Vec<Range<usize>>> {
+) -> Vec<Page> {
     let rows = usize::try_from(parquet.row_group(rg).num_rows()).unwrap_or(0);
-    let all = || Some(std::iter::once(0..rows).collect());
+    let whole = || {
+        vec![Page {
+            page: WHOLE_CHUNK,
+            rows: 0..rows,
+        }]
+    };
     let (Some(columns), Some(offsets)) = (parquet.column_index(), parquet.offset_index()) else {
-        return all();
+        return whole();
     };
     let (Some(ColumnIndexMetaData::BYTE_ARRAY(index)), Some(offset)) = (
         columns.get(rg).and_then(|c| c.get(column)),
         offsets.get(rg).and_then(|o| o.get(column)),
     ) else {
-        return all();
+        return whole();
     };
     let pages = offset.page_locations();
-    let mut ranges: Vec<Range<usize>> = Vec::new();
+    let mut found = Vec::new();
     for (p, page) in pages.iter().enumerate() {
         if index.is_null_page(p) {
             continue;
@@ -87,13 +94,40 @@ pub(super) fn page_selection(
         let end = pages
             .get(p + 1)
             .map_or(rows, |n| usize::try_from(n.first_row_index).unwrap_or(rows));
-        match ranges.last_mut() {
-            Some(last) if last.end == start => last.end = end,
-            _ => ranges.push(start..end.max(start)),
-        }
+        found.push(Page {
+            page: p,
+            rows: start..end.max(start),
+        });
     }
-    if ranges.is_empty() {
-        return None;
+    found
+}
+
+/// The page of row group `rg`'s column `column` that holds row `row` of the
+/// row group. Without an offset index, the whole chunk.
+pub(super) fn page_of_row(parquet: &ParquetMetaData, rg: usize, column: usize, row: usize) -> Page {
+    let rows = usize::try_from(parquet.row_group(rg).num_rows()).unwrap_or(0);
+    let Some(offset) = parquet
+        .offset_index()
+        .and_then(|o| o.get(rg))
+        .and_then(|o| o.get(column))
+    else {
+        return Page {
+            page: WHOLE_CHUNK,
+            rows: 0..rows,
+        };
+    };
+    let first = |p: &parquet::file::page_index::offset_index::PageLocation| {
+        usize::try_from(p.first_row_index).unwrap_or(rows)
+    };
+    let pages = offset.page_locations();
+    // The last page starting at or before the row.
+    let p = pages
+        .partition_point(|page| first(page) <= row)
+        .saturating_sub(1);
+    let start = pages.get(p).map_or(0, first);
+    let end = pages.get(p + 1).map_or(rows, first);
+    Page {
+        page: p,
+        rows: start..end.max(start),
     }
-    Some(ranges)
 }

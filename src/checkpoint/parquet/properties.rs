@@ -23,6 +23,12 @@ pub(super) fn check_settings(settings: &CheckpointSettings) -> Result<(), Checkp
             reason: "must be at least 1 (S3 needs 5 MiB)".into(),
         });
     }
+    if settings.page_bytes == 0 {
+        return Err(CheckpointError::InvalidSetting {
+            field: "page_bytes",
+            reason: "must be at least 1".into(),
+        });
+    }
     if let Err(e) = ZstdLevel::try_new(settings.zstd_level) {
         return Err(CheckpointError::InvalidSetting {
             field: "zstd_level",
@@ -35,6 +41,11 @@ pub(super) fn check_settings(settings: &CheckpointSettings) -> Result<(), Checkp
 /// Integer columns that grow by small steps along the rows (the changelog
 /// is in merge order: `timestamp_ns` increases, each core's `sequence` by 1).
 pub(super) const DELTA_COLUMNS: [&str; 3] = ["sequence", "ts", "timestamp_ns"];
+
+/// The writer checks a page's size after every this many rows of a
+/// fixed-width column (its default is 1,024; binary columns are checked
+/// as their values come).
+const PAGE_CHECK_ROWS: usize = 256;
 
 /// The writer properties of every data file; the columns named in
 /// `uncompressed` are stored without compression.
@@ -50,6 +61,8 @@ pub(super) fn writer_properties(
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(settings.zstd_level)?))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(settings.row_group_rows))
+        .set_data_page_size_limit(settings.page_bytes)
+        .set_write_batch_size(PAGE_CHECK_ROWS)
         .set_column_bloom_filter_enabled(ColumnPath::from("key"), true)
         .set_dictionary_enabled(false);
     for column in ["op", "wal_epoch", "core", "last_epoch"] {
