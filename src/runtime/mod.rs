@@ -323,6 +323,8 @@ impl Ingester {
         let manager = self.shared.manager.lock().await;
         let mut stream = manager.merge_stream()?.skip_covered(covered);
         let mut loaded = 0;
+        // Per core (the one its key routes to), in log order.
+        let mut tails: Vec<Vec<(u64, WriteOp)>> = vec![Vec::new(); self.cores()];
         while let Some(entry) = stream.next_ref() {
             let entry = entry?;
             let op = match entry.operation {
@@ -333,11 +335,12 @@ impl Ingester {
                 OpRef::Delete { key } => WriteOp::Delete { key: key.to_vec() },
                 _ => continue,
             };
-            // Looked up on the core its key routes to.
-            let core = self.core_of(op.key());
-            live.apply(core, entry.epoch, [op]);
+            if let Some(tail) = tails.get_mut(self.core_of(op.key())) {
+                tail.push((entry.epoch, op));
+            }
             loaded += 1;
         }
+        live.load(tails);
         Ok(loaded)
     }
 
