@@ -99,11 +99,11 @@ pub struct CheckpointSettings {
     /// Higher levels shrink compressible columns a little more at a much
     /// higher CPU cost.
     pub zstd_level: i32,
-    /// Target size of a Parquet data page before compression. Default:
-    /// 64 KiB. A point lookup decodes one page of `key` and the pages of the
-    /// other columns that hold the key's row, so smaller pages make lookups
-    /// cheaper; larger ones compress a little better and scan a little
-    /// faster. A page of a binary column (`key`, `value`) ends near this
+    /// Target size of a data page of the `state` table's files, before
+    /// compression. Default: 64 KiB. A point lookup decodes one page of
+    /// `key` and the page of `value` that holds the key's row, so smaller
+    /// pages make lookups cheaper; larger ones compress repeating values
+    /// better and scan a little faster. (The changelog's pages are 1 MiB.) A page of a binary column (`key`, `value`) ends near this
     /// size; other columns' pages are checked every 256 rows. At most 20,000
     /// rows a page.
     pub page_bytes: usize,
