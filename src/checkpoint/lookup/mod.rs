@@ -623,32 +623,31 @@ impl CheckpointReader {
     /// store (`None`: the file has none).
     async fn bloom(
         &self,
-        file: &DataFile,
-        id: &Arc<FileId>,
-        metadata: &ArrowReaderMetadata,
+        f: &Opened<'_>,
         rg: usize,
         column: usize,
     ) -> Result<Option<Arc<Sbbf>>, CheckpointError> {
-        let key = CacheKey::Bloom(Arc::clone(id), rg);
+        let key = CacheKey::Bloom(Arc::clone(&f.id), rg);
         if let Some(CacheValue::Bloom(b, _)) = self.cache.get(&key).await {
             bump(&self.counters.bloom_hits, 1);
             return Ok(b);
         }
         bump(&self.counters.blooms_loaded, 1);
-        let length = metadata
+        let length = f
+            .metadata
             .metadata()
             .row_group(rg)
             .column(column)
             .bloom_filter_length()
             .unwrap_or(0);
         let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(
-            self.reader(id, false),
-            metadata.clone(),
+            self.reader(&f.id, false),
+            f.metadata.clone(),
         );
         let bloom = builder
             .get_row_group_column_bloom_filter(rg, column)
             .await
-            .map_err(|e| read_error(&self.store, &file.path, e))?
+            .map_err(|e| read_error(&self.store, &f.file.path, e))?
             .map(Arc::new);
         let weight = u32::try_from(length).unwrap_or(0).saturating_add(64);
         self.cache
@@ -667,8 +666,9 @@ impl CheckpointReader {
     ) -> Result<Option<Found>, CheckpointError> {
         let id = FileId::of(file);
         let metadata = self.footer(file, &id).await?;
-        let parquet = metadata.metadata();
-        let column = self.key_column(file, &metadata)?;
+        let f = Opened { file, id, metadata };
+        let parquet = f.metadata.metadata();
+        let column = self.key_column(file, &f.metadata)?;
         let groups = parquet.num_row_groups();
         bump(&self.counters.row_groups_total, groups as u64);
         let mut candidates = Vec::new();
@@ -683,7 +683,7 @@ impl CheckpointReader {
                 bump(&self.counters.row_groups_pruned_by_stats, 1);
                 continue;
             }
-            if let Some(bloom) = self.bloom(file, &id, &metadata, rg, column).await? {
+            if let Some(bloom) = self.bloom(&f, rg, column).await? {
                 if !bloom.check(key) {
                     bump(&self.counters.row_groups_pruned_by_bloom, 1);
                     continue;
@@ -714,7 +714,7 @@ impl CheckpointReader {
                 pages.reverse();
             }
             for page in pages {
-                let keys = self.page(file, &id, &metadata, rg, "key", &page).await?;
+                let keys = self.page(&f, rg, "key", &page).await?;
                 // A changelog's other operations (commits, markers) have no
                 // key; every row of a state file has one.
                 if !changelog && keys.null_count() > 0 {
@@ -725,10 +725,9 @@ impl CheckpointReader {
                 };
                 let row = page.rows.start + at;
                 let found = if changelog {
-                    self.changelog_row(file, &id, &metadata, rg, row, key)
-                        .await?
+                    self.changelog_row(&f, rg, row, key).await?
                 } else {
-                    let values = self.value_page(file, &id, &metadata, rg, row).await?;
+                    let values = self.value_page(&f, rg, row).await?;
                     Found::Put(values.1.value(row - values.0).to_vec())
                 };
                 let row = first_rows[rg] + row as u64;
@@ -746,21 +745,19 @@ impl CheckpointReader {
     /// is.
     async fn value_page(
         &self,
-        file: &DataFile,
-        id: &Arc<FileId>,
-        metadata: &ArrowReaderMetadata,
+        f: &Opened<'_>,
         rg: usize,
         row: usize,
     ) -> Result<(usize, BinaryArray), CheckpointError> {
-        let parquet = metadata.metadata();
-        let schema = metadata.parquet_schema();
+        let parquet = f.metadata.metadata();
+        let schema = f.metadata.parquet_schema();
         let column = (0..schema.num_columns())
             .find(|&i| schema.column(i).path().string() == "value")
-            .ok_or_else(|| self.corrupt(file, "no column `value`".into()))?;
+            .ok_or_else(|| self.corrupt(f.file, "no column `value`".into()))?;
         let page = page_of_row(parquet, rg, column, row);
-        let values = self.page(file, id, metadata, rg, "value", &page).await?;
+        let values = self.page(f, rg, "value", &page).await?;
         if values.null_count() > 0 {
-            return Err(self.corrupt(file, format!("row group {rg}: a null value")));
+            return Err(self.corrupt(f.file, format!("row group {rg}: a null value")));
         }
         Ok((page.rows.start, values))
     }
@@ -771,18 +768,14 @@ impl CheckpointReader {
     /// it ([`ChangelogRows`]).
     async fn changelog_row(
         &self,
-        file: &DataFile,
-        id: &Arc<FileId>,
-        metadata: &ArrowReaderMetadata,
+        f: &Opened<'_>,
         rg: usize,
         row: usize,
         key: &[u8],
     ) -> Result<Found, CheckpointError> {
-        let corrupt = |reason: String| self.corrupt(file, reason);
+        let corrupt = |reason: String| self.corrupt(f.file, reason);
         let columns = ["key", "value", "op"];
-        let batches = self
-            .read_rows(file, id, metadata, rg, row..row + 1, &columns, true)
-            .await?;
+        let batches = self.read_rows(f, rg, row..row + 1, &columns, true).await?;
         let [batch] = batches.as_slice() else {
             return Err(corrupt(format!(
                 "row group {rg} has no row {row} (its page index says it has)"
@@ -805,25 +798,23 @@ impl CheckpointReader {
     /// read before searches memory.
     async fn page(
         &self,
-        file: &DataFile,
-        id: &Arc<FileId>,
-        metadata: &ArrowReaderMetadata,
+        f: &Opened<'_>,
         rg: usize,
         column: &'static str,
         page: &Page,
     ) -> Result<BinaryArray, CheckpointError> {
-        let cache_key = CacheKey::Page(Arc::clone(id), rg, column, page.page);
+        let cache_key = CacheKey::Page(Arc::clone(&f.id), rg, column, page.page);
         if let Some(CacheValue::Page(values)) = self.cache.get(&cache_key).await {
             bump(&self.counters.page_hits, 1);
             return Ok(values);
         }
         bump(&self.counters.pages_decoded, 1);
         let batches = self
-            .read_rows(file, id, metadata, rg, page.rows.clone(), &[column], false)
+            .read_rows(f, rg, page.rows.clone(), &[column], false)
             .await?;
         let mut parts = Vec::with_capacity(batches.len());
         for batch in &batches {
-            parts.push(binary_column(batch, column).map_err(|e| self.corrupt(file, e))?);
+            parts.push(binary_column(batch, column).map_err(|e| self.corrupt(f.file, e))?);
         }
         let values = if let [one] = parts.as_slice() {
             (*one).clone()
@@ -838,7 +829,7 @@ impl CheckpointReader {
         };
         if values.len() != page.rows.len() {
             return Err(self.corrupt(
-                file,
+                f.file,
                 format!(
                     "row group {rg}: a page of `{column}` holds {} rows, its index says {}",
                     values.len(),
@@ -853,40 +844,42 @@ impl CheckpointReader {
     }
 
     /// The `columns` of `rows` of row group `rg`, in batches.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "private helper; the arguments are one read's context"
-    )]
     async fn read_rows(
         &self,
-        file: &DataFile,
-        id: &Arc<FileId>,
-        metadata: &ArrowReaderMetadata,
+        f: &Opened<'_>,
         rg: usize,
         rows: Range<usize>,
         columns: &[&str],
         cache_ranges: bool,
     ) -> Result<Vec<RecordBatch>, CheckpointError> {
-        let parquet = metadata.metadata();
+        let parquet = f.metadata.metadata();
         let rg_rows = usize::try_from(parquet.row_group(rg).num_rows()).unwrap_or(0);
         let wanted = rows.len().max(1);
         let selection = RowSelection::from_consecutive_ranges(std::iter::once(rows), rg_rows);
-        let mask = ProjectionMask::columns(metadata.parquet_schema(), columns.iter().copied());
+        let mask = ProjectionMask::columns(f.metadata.parquet_schema(), columns.iter().copied());
         let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
-            self.reader(id, cache_ranges),
-            metadata.clone(),
+            self.reader(&f.id, cache_ranges),
+            f.metadata.clone(),
         )
         .with_row_groups(vec![rg])
         .with_row_selection(selection)
         .with_projection(mask)
         .with_batch_size(wanted)
         .build()
-        .map_err(|e| read_error(&self.store, &file.path, e))?;
+        .map_err(|e| read_error(&self.store, &f.file.path, e))?;
         stream
             .try_collect()
             .await
-            .map_err(|e| read_error(&self.store, &file.path, e))
+            .map_err(|e| read_error(&self.store, &f.file.path, e))
     }
+}
+
+/// A data file being searched: its log entry's figures, its cache identity
+/// and its footer.
+struct Opened<'a> {
+    file: &'a DataFile,
+    id: Arc<FileId>,
+    metadata: ArrowReaderMetadata,
 }
 
 /// The row of `keys` (one page of a file's `key` column) that holds `key`:
