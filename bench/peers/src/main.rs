@@ -1,17 +1,22 @@
-//! `peers`: walhouse beside fjall and RocksDB on identical workloads, in
-//! one run, alternating walhouse, rocksdb, fjall, walhouse, ... at equal
-//! durability (every acknowledged write fdatasync'd). See README.md.
+//! `peers`: walhouse beside fjall, RocksDB, SlateDB (and delta-rs for the
+//! export) on identical workloads, in one run, alternating walhouse,
+//! rocksdb, fjall, slatedb, walhouse, ... at equal durability (every
+//! acknowledged write fdatasync'd or fsync'd). See README.md.
 //!
 //! ```text
-//! peers [--quick] [--json FILE] all | SECTION...   (ingest export reopen lookup)
-//! peers child-write walhouse|rocksdb|fjall DIR ROWS   (the reopen section's writer)
+//! peers [--quick] [--json FILE] [--peers P,Q] all | SECTION...   (ingest export reopen lookup)
+//! peers child-write walhouse|rocksdb|fjall|slatedb DIR ROWS   (the reopen section's writer)
 //! ```
 
 #[path = "../../../benches/common/mod.rs"]
 #[allow(unused_imports)]
 mod common;
+#[cfg(feature = "deltalake")]
+mod delta;
 mod peer;
 mod sections;
+#[cfg(feature = "slatedb")]
+mod slate;
 mod walhouse_side;
 mod workload;
 
@@ -49,7 +54,7 @@ pub fn median(values: &[f64]) -> f64 {
 #[derive(Debug, Clone, Copy)]
 pub struct Scale {
     pub quick: bool,
-    /// Rounds of every comparison (walhouse, rocksdb, fjall per round).
+    /// Rounds of every comparison (walhouse and each peer per round).
     pub rounds: usize,
     /// Seconds of one ingest run.
     pub ingest_secs: f64,
@@ -82,7 +87,7 @@ impl Scale {
 }
 
 fn usage() -> BoxError {
-    "usage: peers [--quick] [--json FILE] all | ingest | export | reopen | lookup ...\n       peers child-write walhouse|rocksdb|fjall DIR ROWS".into()
+    "usage: peers [--quick] [--json FILE] [--peers rocksdb,fjall,slatedb,deltalake] all | ingest | export | reopen | lookup ...\n       peers child-write walhouse|rocksdb|fjall|slatedb DIR ROWS".into()
 }
 
 fn main() -> Result<()> {
@@ -100,6 +105,7 @@ fn main() -> Result<()> {
         match arg.as_str() {
             "--quick" => quick = true,
             "--json" => json = Some(it.next().ok_or_else(usage)?.into()),
+            "--peers" => peer::Kind::choose(&it.next().ok_or_else(usage)?)?,
             "all" => wanted.extend(["ingest", "export", "reopen", "lookup"].map(String::from)),
             "ingest" | "export" | "reopen" | "lookup" => wanted.push(arg),
             _ => return Err(usage()),

@@ -1,8 +1,10 @@
-//! The peers behind one trait: RocksDB (rust-rocksdb) and fjall, each
-//! opened at the durability walhouse acknowledges at (every acknowledged
-//! write fdatasync'd before the call returns).
+//! The peers behind one trait: RocksDB (rust-rocksdb), fjall and SlateDB
+//! (`src/slate.rs`), each opened at the durability walhouse acknowledges at
+//! (every acknowledged write fdatasync'd, or fsync'd, before the call
+//! returns).
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use crate::Result;
 
@@ -14,23 +16,64 @@ pub enum Kind {
     Rocksdb,
     /// fjall 3.1, one journal behind a mutex, `PersistMode::SyncData`.
     Fjall,
+    /// SlateDB 0.18 on a fsyncing local object store, acknowledged at its
+    /// WAL flush (`await_durable`).
+    Slatedb,
+    /// delta-rs (deltalake-core 1.1): not a key-value store, a peer of the
+    /// `export` section only (`src/delta.rs`): the rows straight into a
+    /// Delta table.
+    Deltalake,
 }
 
+/// The peers chosen with `--peers` (all built-in peers when unset).
+static CHOSEN: OnceLock<Vec<Kind>> = OnceLock::new();
+
 impl Kind {
-    /// The peers this binary was built with.
-    pub fn all() -> Vec<Kind> {
+    /// Every peer this binary was built with.
+    pub fn built() -> Vec<Kind> {
         let mut all = Vec::new();
         if cfg!(feature = "rocksdb") {
             all.push(Kind::Rocksdb);
         }
         all.push(Kind::Fjall);
+        if cfg!(feature = "slatedb") {
+            all.push(Kind::Slatedb);
+        }
+        if cfg!(feature = "deltalake") {
+            all.push(Kind::Deltalake);
+        }
         all
+    }
+
+    /// A key-value store (every section), or an export-only peer.
+    pub fn is_kv(self) -> bool {
+        self != Kind::Deltalake
+    }
+
+    /// The peers of this run: `--peers` if given, else every built one.
+    pub fn all() -> Vec<Kind> {
+        CHOSEN.get().cloned().unwrap_or_else(Kind::built)
+    }
+
+    /// `--peers a,b`: runs only these (each must be built in).
+    pub fn choose(names: &str) -> Result<()> {
+        let mut chosen = Vec::new();
+        for name in names.split(',').filter(|n| !n.is_empty()) {
+            let kind = Kind::parse(name)?;
+            if !Kind::built().contains(&kind) {
+                return Err(format!("peer {name} is not built in (cargo feature)").into());
+            }
+            chosen.push(kind);
+        }
+        CHOSEN.set(chosen).map_err(|_| "--peers given twice".into())
     }
 
     pub fn name(self) -> &'static str {
         match self {
             Kind::Rocksdb => "rocksdb",
             Kind::Fjall => "fjall",
+            Kind::Slatedb => "slatedb",
+            Kind::Deltalake => "deltalake",
         }
     }
 
@@ -38,7 +81,11 @@ impl Kind {
         match name {
             "rocksdb" => Ok(Kind::Rocksdb),
             "fjall" => Ok(Kind::Fjall),
-            other => Err(format!("unknown peer {other:?} (rocksdb, fjall)").into()),
+            "slatedb" => Ok(Kind::Slatedb),
+            "deltalake" => Ok(Kind::Deltalake),
+            other => {
+                Err(format!("unknown peer {other:?} (rocksdb, fjall, slatedb, deltalake)").into())
+            }
         }
     }
 
@@ -49,6 +96,11 @@ impl Kind {
             #[cfg(not(feature = "rocksdb"))]
             Kind::Rocksdb => return Err("built without the rocksdb feature".into()),
             Kind::Fjall => Box::new(Fjall::open(dir)?),
+            #[cfg(feature = "slatedb")]
+            Kind::Slatedb => Box::new(crate::slate::Slate::open(dir)?),
+            #[cfg(not(feature = "slatedb"))]
+            Kind::Slatedb => return Err("built without the slatedb feature".into()),
+            Kind::Deltalake => return Err("deltalake is a peer of the export section only".into()),
         })
     }
 }

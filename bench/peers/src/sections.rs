@@ -1,6 +1,7 @@
-//! The sections: each runs rounds of walhouse, rocksdb, fjall (in that
-//! order, so the engines alternate on the disk's slow and fast periods),
-//! with an fdatasync probe right before every run.
+//! The sections: each runs rounds of walhouse and the peers (rocksdb,
+//! fjall, slatedb, in that order; deltalake in `export`), so the engines
+//! alternate on the disk's slow and fast periods, with an fdatasync probe
+//! right before every run.
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Write};
@@ -43,8 +44,20 @@ enum Engine {
 }
 
 impl Engine {
-    /// walhouse, then every peer built in.
+    /// walhouse, then every key-value peer of this run.
     fn all() -> Vec<Engine> {
+        let mut all = vec![Engine::Walhouse];
+        all.extend(
+            Kind::all()
+                .into_iter()
+                .filter(|k| k.is_kv())
+                .map(Engine::Peer),
+        );
+        all
+    }
+
+    /// walhouse, then every peer of this run, export-only ones too.
+    fn all_with_export_only() -> Vec<Engine> {
         let mut all = vec![Engine::Walhouse];
         all.extend(Kind::all().into_iter().map(Engine::Peer));
         all
@@ -72,22 +85,24 @@ fn metric(name: impl Into<String>, unit: &'static str, higher_is_better: bool) -
     }
 }
 
-/// Runs `run` for every engine, `rounds` times, each in a fresh directory
-/// after an fdatasync probe; adds one figure per metric and peer.
+/// Runs `run` for every engine of `engines` (walhouse first), `rounds`
+/// times, each in a fresh directory after an fdatasync probe; adds one
+/// figure per metric and peer.
 fn compare(
     ctx: &Ctx,
     figures: &mut Vec<Figure>,
     label: &str,
     metrics: &[Metric],
+    engines: &[Engine],
     mut run: impl FnMut(Engine, &Path) -> Result<Vec<f64>>,
 ) -> Result<()> {
     // engine -> (runs of each metric, fsync rate of each run)
-    let mut runs: Vec<(Vec<Vec<f64>>, Vec<f64>)> = Engine::all()
+    let mut runs: Vec<(Vec<Vec<f64>>, Vec<f64>)> = engines
         .iter()
         .map(|_| (vec![Vec::new(); metrics.len()], Vec::new()))
         .collect();
     for round in 0..ctx.scale.rounds {
-        for (e, engine) in Engine::all().into_iter().enumerate() {
+        for (e, &engine) in engines.iter().enumerate() {
             let dir = ctx.root.join(format!("{}-{round}", engine.name()));
             let fsync = fdatasync_rate(ctx.root)?;
             let values = run(engine, &dir)?;
@@ -110,7 +125,7 @@ fn compare(
             runs[e].1.push(fsync);
         }
     }
-    for (e, engine) in Engine::all().into_iter().enumerate().skip(1) {
+    for (e, &engine) in engines.iter().enumerate().skip(1) {
         let Engine::Peer(kind) = engine else { continue };
         for (m, metric) in metrics.iter().enumerate() {
             figures.push(Figure {
@@ -211,22 +226,29 @@ pub fn ingest(ctx: &Ctx, figures: &mut Vec<Figure>) -> Result<()> {
                 metric("p50 ack latency", "µs", false),
                 metric("p99 ack latency", "µs", false),
             ];
-            compare(ctx, figures, &label, &metrics, |engine, dir| {
-                let (acks, secs, lat) = match engine {
-                    Engine::Walhouse => ctx.rt.block_on(async {
-                        let db = walhouse_side::open(dir, cores).await?;
-                        let out =
-                            walhouse_side::ingest(&db, &work, producers, batch, run_for).await?;
-                        db.shutdown(Shutdown::Sync).await?;
-                        Ok::<_, crate::BoxError>(out)
-                    })?,
-                    Engine::Peer(kind) => {
-                        let peer = kind.open(dir)?;
-                        peer_ingest(peer.as_ref(), &work, producers, batch, run_for)?
-                    }
-                };
-                Ok(ingest_figures(acks, secs, lat))
-            })?;
+            compare(
+                ctx,
+                figures,
+                &label,
+                &metrics,
+                &Engine::all(),
+                |engine, dir| {
+                    let (acks, secs, lat) = match engine {
+                        Engine::Walhouse => ctx.rt.block_on(async {
+                            let db = walhouse_side::open(dir, cores).await?;
+                            let out = walhouse_side::ingest(&db, &work, producers, batch, run_for)
+                                .await?;
+                            db.shutdown(Shutdown::Sync).await?;
+                            Ok::<_, crate::BoxError>(out)
+                        })?,
+                        Engine::Peer(kind) => {
+                            let peer = kind.open(dir)?;
+                            peer_ingest(peer.as_ref(), &work, producers, batch, run_for)?
+                        }
+                    };
+                    Ok(ingest_figures(acks, secs, lat))
+                },
+            )?;
         }
     }
     Ok(())
@@ -247,22 +269,29 @@ fn load_peer(peer: &dyn Peer, work: &Workload, rows: usize) -> Result<()> {
     Ok(())
 }
 
+/// Rows per `RecordBatch` handed to a Parquet writer.
+pub const EXPORT_BATCH_ROWS: usize = 8192;
+
+/// The Parquet settings of every peer's export: zstd level 1, row groups
+/// of walhouse's size, no dictionary (as walhouse for near-unique columns).
+pub fn export_properties() -> Result<WriterProperties> {
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
+        .set_dictionary_enabled(false)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build())
+}
+
 /// A peer's export: a full scan into one Parquet file (key binary, value
-/// binary, zstd level 1, row groups of walhouse's size, no dictionary as
-/// walhouse for near-unique columns), fsync'd with its directory as
+/// binary, [`export_properties`]), fsync'd with its directory as
 /// walhouse's local store does. Returns (rows, bytes of the file).
 fn peer_export(peer: &dyn Peer, path: &Path) -> Result<(u64, u64)> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("key", DataType::Binary, false),
         Field::new("value", DataType::Binary, false),
     ]));
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
-        .set_dictionary_enabled(false)
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .build();
     let file = File::create(path)?;
-    let mut writer = ArrowWriter::try_new(file, Arc::clone(&schema), Some(props))?;
+    let mut writer = ArrowWriter::try_new(file, Arc::clone(&schema), Some(export_properties()?))?;
     let mut keys = BinaryBuilder::new();
     let mut values = BinaryBuilder::new();
     let mut rows = 0u64;
@@ -280,7 +309,7 @@ fn peer_export(peer: &dyn Peer, path: &Path) -> Result<(u64, u64)> {
         values.append_value(v);
         rows += 1;
         pending += 1;
-        if pending == 8192 {
+        if pending == EXPORT_BATCH_ROWS {
             pending = 0;
             flush(&mut keys, &mut values, &mut writer)?;
         }
@@ -314,7 +343,8 @@ pub fn export(ctx: &Ctx, figures: &mut Vec<Figure>) -> Result<()> {
         ),
         metric("Parquet bytes written", "MB", false),
     ];
-    compare(ctx, figures, &label, &metrics, |engine, dir| {
+    let engines = Engine::all_with_export_only();
+    compare(ctx, figures, &label, &metrics, &engines, |engine, dir| {
         match engine {
             Engine::Walhouse => ctx.rt.block_on(async {
                 let db = walhouse_side::open(dir, 2).await?;
@@ -333,6 +363,19 @@ pub fn export(ctx: &Ctx, figures: &mut Vec<Figure>) -> Result<()> {
                     mb,
                 ])
             }),
+            #[cfg(feature = "deltalake")]
+            Engine::Peer(Kind::Deltalake) => {
+                // No store to load or scan: the rows go from memory straight
+                // into a new Delta table (created before the clock starts).
+                let (secs, bytes) = ctx.rt.block_on(crate::delta::export(dir, &work, rows))?;
+                #[expect(clippy::cast_precision_loss, reason = "bytes far below 2^52")]
+                let mb = bytes as f64 / 1e6;
+                Ok(vec![
+                    mb_per_s(ctx.scale.rows, secs),
+                    mb_per_s(ctx.scale.rows, secs),
+                    mb,
+                ])
+            }
             Engine::Peer(kind) => {
                 let peer = kind.open(&dir.join("db"))?;
                 load_peer(peer.as_ref(), &work, rows)?;
@@ -425,63 +468,70 @@ pub fn reopen(ctx: &Ctx, figures: &mut Vec<Figure>) -> Result<()> {
     let exe = std::env::current_exe()?;
     let label = format!("reopen after SIGKILL, {rows} rows acked, no checkpoint");
     let metrics = [metric("reopen seconds", "s", false)];
-    compare(ctx, figures, &label, &metrics, |engine, dir| {
-        let db_dir = match engine {
-            Engine::Walhouse => dir.to_path_buf(),
-            Engine::Peer(_) => dir.join("db"),
-        };
-        fs::create_dir_all(dir)?;
-        let mut child = Command::new(&exe)
-            .arg("child-write")
-            .arg(engine.name())
-            .arg(&db_dir)
-            .arg(rows.to_string())
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().ok_or("no child stdout")?).read_line(&mut line)?;
-        // Child::kill is SIGKILL on Unix: no destructor, no shutdown runs.
-        child.kill()?;
-        child.wait()?;
-        if !line.starts_with("acked") {
-            return Err(format!("child-write {}: {line:?}", engine.name()).into());
-        }
-        let (secs, missing) = match engine {
-            Engine::Walhouse => ctx.rt.block_on(async {
-                let t = Instant::now();
-                let db = walhouse_side::open(&db_dir, 2).await?;
-                let secs = t.elapsed().as_secs_f64();
-                let mut missing = 0;
-                for &i in &check {
-                    if db.get(work.key(i)).await?.is_none() {
-                        missing += 1;
-                    }
-                }
-                db.shutdown(Shutdown::Sync).await?;
-                Ok::<_, crate::BoxError>((secs, missing))
-            })?,
-            Engine::Peer(kind) => {
-                let t = Instant::now();
-                let peer = kind.open(&db_dir)?;
-                let secs = t.elapsed().as_secs_f64();
-                let mut missing = 0;
-                for &i in &check {
-                    if peer.get(work.key(i))?.is_none() {
-                        missing += 1;
-                    }
-                }
-                (secs, missing)
+    compare(
+        ctx,
+        figures,
+        &label,
+        &metrics,
+        &Engine::all(),
+        |engine, dir| {
+            let db_dir = match engine {
+                Engine::Walhouse => dir.to_path_buf(),
+                Engine::Peer(_) => dir.join("db"),
+            };
+            fs::create_dir_all(dir)?;
+            let mut child = Command::new(&exe)
+                .arg("child-write")
+                .arg(engine.name())
+                .arg(&db_dir)
+                .arg(rows.to_string())
+                .stdout(Stdio::piped())
+                .spawn()?;
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().ok_or("no child stdout")?).read_line(&mut line)?;
+            // Child::kill is SIGKILL on Unix: no destructor, no shutdown runs.
+            child.kill()?;
+            child.wait()?;
+            if !line.starts_with("acked") {
+                return Err(format!("child-write {}: {line:?}", engine.name()).into());
             }
-        };
-        if missing > 0 {
-            return Err(format!(
-                "{}: {missing} acked keys missing after reopen",
-                engine.name()
-            )
-            .into());
-        }
-        Ok(vec![secs])
-    })
+            let (secs, missing) = match engine {
+                Engine::Walhouse => ctx.rt.block_on(async {
+                    let t = Instant::now();
+                    let db = walhouse_side::open(&db_dir, 2).await?;
+                    let secs = t.elapsed().as_secs_f64();
+                    let mut missing = 0;
+                    for &i in &check {
+                        if db.get(work.key(i)).await?.is_none() {
+                            missing += 1;
+                        }
+                    }
+                    db.shutdown(Shutdown::Sync).await?;
+                    Ok::<_, crate::BoxError>((secs, missing))
+                })?,
+                Engine::Peer(kind) => {
+                    let t = Instant::now();
+                    let peer = kind.open(&db_dir)?;
+                    let secs = t.elapsed().as_secs_f64();
+                    let mut missing = 0;
+                    for &i in &check {
+                        if peer.get(work.key(i))?.is_none() {
+                            missing += 1;
+                        }
+                    }
+                    (secs, missing)
+                }
+            };
+            if missing > 0 {
+                return Err(format!(
+                    "{}: {missing} acked keys missing after reopen",
+                    engine.name()
+                )
+                .into());
+            }
+            Ok(vec![secs])
+        },
+    )
 }
 
 // ------------------------------------------------------------------ lookup
@@ -504,54 +554,61 @@ pub fn lookup(ctx: &Ctx, figures: &mut Vec<Figure>) -> Result<()> {
         metric("warm p50", "µs", false),
         metric("warm p99", "µs", false),
     ];
-    compare(ctx, figures, &label, &metrics, |engine, dir| {
-        let mut out = Vec::new();
-        match engine {
-            Engine::Walhouse => ctx.rt.block_on(async {
-                let db = walhouse_side::open(dir, 2).await?;
-                walhouse_side::load(&db, &work, rows, LOAD_BATCH).await?;
-                db.checkpoint().await?;
-                db.shutdown(Shutdown::Checkpoint).await?;
-                let db = walhouse_side::open(dir, 2).await?;
-                for _pass in 0..2 {
-                    let mut lat = Latencies::default();
-                    let t = Instant::now();
-                    for &i in &keys {
-                        let at = Instant::now();
-                        if db.get(work.key(i)).await?.is_none() {
-                            return Err(format!("walhouse lost key {i}").into());
+    compare(
+        ctx,
+        figures,
+        &label,
+        &metrics,
+        &Engine::all(),
+        |engine, dir| {
+            let mut out = Vec::new();
+            match engine {
+                Engine::Walhouse => ctx.rt.block_on(async {
+                    let db = walhouse_side::open(dir, 2).await?;
+                    walhouse_side::load(&db, &work, rows, LOAD_BATCH).await?;
+                    db.checkpoint().await?;
+                    db.shutdown(Shutdown::Checkpoint).await?;
+                    let db = walhouse_side::open(dir, 2).await?;
+                    for _pass in 0..2 {
+                        let mut lat = Latencies::default();
+                        let t = Instant::now();
+                        for &i in &keys {
+                            let at = Instant::now();
+                            if db.get(work.key(i)).await?.is_none() {
+                                return Err(format!("walhouse lost key {i}").into());
+                            }
+                            lat.record(at);
                         }
-                        lat.record(at);
+                        out.extend(pass_figures(keys.len(), t.elapsed().as_secs_f64(), lat));
                     }
-                    out.extend(pass_figures(keys.len(), t.elapsed().as_secs_f64(), lat));
-                }
-                db.shutdown(Shutdown::Sync).await?;
-                Ok::<_, crate::BoxError>(())
-            })?,
-            Engine::Peer(kind) => {
-                let db_dir = dir.join("db");
-                {
+                    db.shutdown(Shutdown::Sync).await?;
+                    Ok::<_, crate::BoxError>(())
+                })?,
+                Engine::Peer(kind) => {
+                    let db_dir = dir.join("db");
+                    {
+                        let peer = kind.open(&db_dir)?;
+                        load_peer(peer.as_ref(), &work, rows)?;
+                        peer.flush()?;
+                    }
                     let peer = kind.open(&db_dir)?;
-                    load_peer(peer.as_ref(), &work, rows)?;
-                    peer.flush()?;
-                }
-                let peer = kind.open(&db_dir)?;
-                for _pass in 0..2 {
-                    let mut lat = Latencies::default();
-                    let t = Instant::now();
-                    for &i in &keys {
-                        let at = Instant::now();
-                        if peer.get(work.key(i))?.is_none() {
-                            return Err(format!("{} lost key {i}", kind.name()).into());
+                    for _pass in 0..2 {
+                        let mut lat = Latencies::default();
+                        let t = Instant::now();
+                        for &i in &keys {
+                            let at = Instant::now();
+                            if peer.get(work.key(i))?.is_none() {
+                                return Err(format!("{} lost key {i}", kind.name()).into());
+                            }
+                            lat.record(at);
                         }
-                        lat.record(at);
+                        out.extend(pass_figures(keys.len(), t.elapsed().as_secs_f64(), lat));
                     }
-                    out.extend(pass_figures(keys.len(), t.elapsed().as_secs_f64(), lat));
                 }
             }
-        }
-        Ok(out)
-    })?;
+            Ok(out)
+        },
+    )?;
     Ok(())
 }
 
@@ -563,6 +620,6 @@ fn fdatasync_rate(dir: &Path) -> Result<f64> {
 }
 
 /// Bytes of the files under `dir` (`benches/common`'s walk).
-fn dir_bytes(dir: &Path) -> Result<u64> {
+pub fn dir_bytes(dir: &Path) -> Result<u64> {
     crate::common::dir_bytes(dir).map_err(|e| e.to_string().into())
 }
