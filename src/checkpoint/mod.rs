@@ -103,9 +103,10 @@ pub struct CheckpointSettings {
     /// compression. Default: 64 KiB. A point lookup decodes one page of
     /// `key` and the page of `value` that holds the key's row, so smaller
     /// pages make lookups cheaper; larger ones compress repeating values
-    /// better and scan a little faster. (The changelog's pages are 1 MiB.) A page of a binary column (`key`, `value`) ends near this
-    /// size; other columns' pages are checked every 256 rows. At most 20,000
-    /// rows a page.
+    /// better and scan a little faster. A page of a binary column (`key`,
+    /// `value`) ends near this size; other columns' pages are checked every
+    /// 256 rows; at most 20,000 rows a page. (The changelog's pages are
+    /// 1 MiB.)
     pub page_bytes: usize,
     /// Threads that encode the columns of one Parquet file at once (0: one
     /// per CPU). Default: 1. More threads shorten a checkpoint a little but
