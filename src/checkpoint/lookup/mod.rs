@@ -18,17 +18,19 @@
 //! filter on `key` does not rule it out; inside that row group, only the
 //! pages of `key` whose column-index min/max include the key are decoded
 //! (newest first in a changelog file), and the key is searched in them (by
-//! binary search in a state file, whose keys are sorted). Only the row
-//! found is then read from the other columns: the offset index gives the
-//! pages that hold it, and the reader skips to it inside them.
+//! binary search in a state file, whose keys are sorted). Then, in a state
+//! file, the one page of `value` that holds the row found (by the offset
+//! index) is decoded; in a changelog file that row alone is read (`key`,
+//! `value`, `op`: the reader skips to it inside its pages).
 //!
 //! # The cache
 //!
 //! One `moka` cache under a byte budget ([`LookupSettings::cache_bytes`])
 //! holds parsed log entries (manifests and state versions), Parquet footers
 //! (metadata with the page indexes), parsed bloom filters, deletion vectors,
-//! decoded pages of `key` (so a repeated lookup in a page searches memory)
-//! and the byte ranges of the other columns' pages recently read. Each entry's
+//! decoded pages of `key` and of state files' `value` (so a repeated
+//! lookup in a page searches memory) and the byte ranges of the changelog
+//! rows recently read. Each entry's
 //! weight is its size in bytes (approximate for parsed structures).
 //!
 //! Keys are chosen so that a changed object is never served stale:
@@ -38,9 +40,9 @@
 //!   create-only and never rewritten, but a table root that is wiped and
 //!   written again reuses the names; any rewrite changes the `e_tag` (and on
 //!   stores without one, the modification time).
-//! - A data file's footer, bloom filters, key pages and byte ranges, and a
-//!   deletion vector, are keyed on the file's path plus the size and crc32c that the
-//!   log entry records. Data files are immutable and their names carry a
+//! - A data file's footer, bloom filters, decoded pages and byte ranges,
+//!   and a deletion vector, are keyed on the file's path plus the size and
+//!   crc32c that the log entry records. Data files are immutable and their names carry a
 //!   random unique part, so the writer never reuses a path; if something
 //!   else rewrites one, an entry that references the new content records a
 //!   new size or crc32c, so the new content gets new cache keys. The
@@ -697,12 +699,6 @@ impl CheckpointReader {
         if changelog {
             candidates.reverse();
         }
-        let mut first_rows = Vec::with_capacity(groups);
-        let mut total = 0u64;
-        for rg in 0..groups {
-            first_rows.push(total);
-            total += u64::try_from(parquet.row_group(rg).num_rows()).unwrap_or(0);
-        }
         for rg in candidates {
             let mut pages = key_pages(parquet, rg, column, key);
             if pages.is_empty() {
@@ -727,10 +723,10 @@ impl CheckpointReader {
                 let found = if changelog {
                     self.changelog_row(&f, rg, row, key).await?
                 } else {
-                    let values = self.value_page(&f, rg, row).await?;
-                    Found::Put(values.1.value(row - values.0).to_vec())
+                    Found::Put(self.state_value(&f, rg, row).await?)
                 };
-                let row = first_rows[rg] + row as u64;
+                let before: i64 = (0..rg).map(|g| parquet.row_group(g).num_rows()).sum();
+                let row = u64::try_from(before).unwrap_or(0) + row as u64;
                 return match rows {
                     Rows::State(Some(dv)) if self.vector(dv).await?.contains(row) => Ok(None),
                     _ => Ok(Some(found)),
@@ -740,15 +736,14 @@ impl CheckpointReader {
         Ok(None)
     }
 
-    /// The decoded page of row group `rg`'s `value` column that holds row
-    /// `row` of the row group (a state file's), and the row its first value
-    /// is.
-    async fn value_page(
+    /// The value of row `row` of row group `rg` of a state file, from the
+    /// decoded page of `value` that holds it.
+    async fn state_value(
         &self,
         f: &Opened<'_>,
         rg: usize,
         row: usize,
-    ) -> Result<(usize, BinaryArray), CheckpointError> {
+    ) -> Result<Vec<u8>, CheckpointError> {
         let parquet = f.metadata.metadata();
         let schema = f.metadata.parquet_schema();
         let column = (0..schema.num_columns())
@@ -759,7 +754,7 @@ impl CheckpointReader {
         if values.null_count() > 0 {
             return Err(self.corrupt(f.file, format!("row group {rg}: a null value")));
         }
-        Ok((page.rows.start, values))
+        Ok(values.value(row - page.rows.start).to_vec())
     }
 
     /// The operation on `key` in row `row` of row group `rg` of a changelog
